@@ -1,0 +1,60 @@
+# Tern — targets a newcomer can guess. Everything here works on a machine with
+# only the Rust toolchain; anything else is installed on demand.
+
+CARGO ?= cargo
+DATA_DIR ?= ./data
+NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+
+.PHONY: all build release run test test-unit verify fmt fmt-check clippy doc bench bench-compare nats-server clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --bins
+
+release:
+	$(CARGO) build --release -p tern-server -p tern-cli
+
+## run: one node on 4222 (clients) and 8222 (monitoring), data in ./data
+run: release
+	mkdir -p $(DATA_DIR)
+	./target/release/tern-server -p 4222 -m 8222 -js -sd $(DATA_DIR)
+
+## test: the whole suite (unit, property, wire and client tests against real servers)
+test: build
+ifeq ($(NEXTEST),yes)
+	$(CARGO) nextest run --workspace --no-fail-fast
+else
+	$(CARGO) test --workspace --no-fail-fast
+endif
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+## verify: format, lint, docs and tests in one go
+verify: fmt-check clippy doc test
+
+## nats-server: Debian's nats-server, the reference for bench-compare
+nats-server:
+	@command -v nats-server >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nats-server)
+
+## bench: Tern alone, every scenario
+bench: release
+	./target/release/tern bench local --server-bin ./target/release/tern-server
+
+## bench-compare: Tern against Debian's nats-server, same client, same machine, alternating rounds
+bench-compare: release nats-server
+	./target/release/tern bench compare --tern-bin ./target/release/tern-server \
+		--nats-bin $$(command -v nats-server) --rounds 3 --out bench-results.md
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,177 @@
+//! A bounded per-reader cache of match results.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::{MatchResult, Sublist};
+
+/// Caches [`MatchResult`]s by published subject for one reader (e.g. one
+/// connection task), so hot subjects skip the trie.
+///
+/// Every entry belongs to one [`Sublist::generation`]: a lookup or insert
+/// at any other generation clears the cache first, so a result is never
+/// returned for a generation other than the one it was computed at. When
+/// the cache is full an arbitrary half of it is dropped, which keeps
+/// inserts O(1) amortized without per-entry bookkeeping.
+#[derive(Debug)]
+pub struct MatchCache<T> {
+    entries: HashMap<Box<str>, Arc<MatchResult<T>>>,
+    generation: u64,
+    max_entries: usize,
+    hits: u64,
+    misses: u64,
+}
+
+impl<T: Clone + PartialEq> MatchCache<T> {
+    /// A cache holding at most `max_entries` subjects; 0 disables caching.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            generation: 0,
+            max_entries,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// The cached result for `subject`, if it was computed at
+    /// `generation`.
+    pub fn get(&mut self, subject: &str, generation: u64) -> Option<Arc<MatchResult<T>>> {
+        self.sync_generation(generation);
+        match self.entries.get(subject) {
+            Some(result) => {
+                self.hits += 1;
+                Some(Arc::clone(result))
+            }
+            None => {
+                self.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Stores `result`, which must have been computed for `subject` at
+    /// `generation`.
+    pub fn insert(&mut self, subject: &str, generation: u64, result: Arc<MatchResult<T>>) {
+        self.sync_generation(generation);
+        if self.max_entries == 0 {
+            return;
+        }
+        if self.entries.len() >= self.max_entries && !self.entries.contains_key(subject) {
+            self.evict_half();
+        }
+        self.entries.insert(Box::from(subject), result);
+    }
+
+    /// The match for `subject` in `sublist`, from the cache when it is
+    /// current, otherwise computed and cached.
+    pub fn get_or_match(&mut self, sublist: &Sublist<T>, subject: &str) -> Arc<MatchResult<T>> {
+        let generation = sublist.generation();
+        if let Some(result) = self.get(subject, generation) {
+            return result;
+        }
+        let result = Arc::new(sublist.match_subject(subject));
+        self.insert(subject, generation, Arc::clone(&result));
+        result
+    }
+
+    /// Lookups answered from the cache.
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    /// Lookups that found nothing current.
+    pub fn misses(&self) -> u64 {
+        self.misses
+    }
+
+    /// Subjects currently cached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drops every entry when the caller's generation differs from ours.
+    fn sync_generation(&mut self, generation: u64) {
+        if generation != self.generation {
+            self.entries.clear();
+            self.generation = generation;
+        }
+    }
+
+    fn evict_half(&mut self) {
+        // HashMap iteration order is arbitrary, which serves as a cheap
+        // random choice of victims.
+        let mut keep = self.entries.len() / 2;
+        self.entries.retain(|_, _| {
+            if keep == 0 {
+                return false;
+            }
+            keep -= 1;
+            true
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_after_insert_same_generation() {
+        let mut list = Sublist::new();
+        list.insert("foo", None, 1u32).unwrap();
+        let mut cache = MatchCache::new(8);
+        let first = cache.get_or_match(&list, "foo");
+        let second = cache.get_or_match(&list, "foo");
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!((cache.hits(), cache.misses()), (1, 1));
+    }
+
+    #[test]
+    fn generation_change_invalidates() {
+        let mut list = Sublist::new();
+        list.insert("foo", None, 1u32).unwrap();
+        let mut cache = MatchCache::new(8);
+        assert_eq!(cache.get_or_match(&list, "foo").plain, [1]);
+        list.insert("foo", None, 2).unwrap();
+        let mut plain = cache.get_or_match(&list, "foo").plain.clone();
+        plain.sort_unstable();
+        assert_eq!(plain, [1, 2]);
+        assert_eq!(cache.misses(), 2);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn stale_insert_never_served_for_newer_generation() {
+        let mut cache = MatchCache::<u32>::new(8);
+        cache.insert("foo", 5, Arc::new(MatchResult::default()));
+        assert!(cache.get("foo", 6).is_none());
+        cache.insert("foo", 5, Arc::new(MatchResult::default()));
+        assert!(cache.get("foo", 5).is_some());
+        assert!(cache.get("foo", 4).is_none());
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let mut cache = MatchCache::<u32>::new(4);
+        for i in 0..100 {
+            cache.insert(&format!("s{i}"), 1, Arc::new(MatchResult::default()));
+            assert!(cache.len() <= 4);
+        }
+        // The newest entry always survives its own insert.
+        assert!(cache.get("s99", 1).is_some());
+    }
+
+    #[test]
+    fn zero_capacity_disables() {
+        let mut cache = MatchCache::<u32>::new(0);
+        cache.insert("foo", 1, Arc::new(MatchResult::default()));
+        assert!(cache.is_empty());
+        assert!(cache.get("foo", 1).is_none());
+    }
+}

@@ -1,0 +1,932 @@
+//! One client connection: a reader that parses and routes operations, and a
+//! writer that drains the connection's bounded outbound buffer.
+//!
+//! Publishers never write to another connection's socket. They append the
+//! encoded `MSG` to the target's [`Outbound`] buffer under a short lock and,
+//! once per read batch, wake the target's writer, which sends everything
+//! queued with one write. A target whose queue passes `max_pending` is a slow
+//! consumer: its buffer is dropped and the connection closed, so it can never
+//! hold memory or stall the publisher.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tern_protocol::{err, subject, ClientOp, ConnectInfo, Headers, Parser, ParserLimits};
+use tern_routing::{MatchCache, MatchResult};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tracing::{debug, trace, warn};
+
+use crate::account::Account;
+use crate::server::ServerShared;
+
+/// Why a connection ended; the names match nats-server's `/connz` reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    ClientClosed,
+    ReadError,
+    WriteError,
+    SlowConsumerPendingBytes,
+    SlowConsumerWriteDeadline,
+    StaleConnection,
+    ProtocolViolation,
+    AuthenticationTimeout,
+    AuthenticationViolation,
+    MaxPayloadExceeded,
+    MaxControlLineExceeded,
+    MaxConnectionsExceeded,
+    ServerShutdown,
+}
+
+impl CloseReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "Client Closed",
+            CloseReason::ReadError => "Read Error",
+            CloseReason::WriteError => "Write Error",
+            CloseReason::SlowConsumerPendingBytes => "Slow Consumer (Pending Bytes)",
+            CloseReason::SlowConsumerWriteDeadline => "Slow Consumer (Write Deadline)",
+            CloseReason::StaleConnection => "Stale Connection",
+            CloseReason::ProtocolViolation => "Protocol Violation",
+            CloseReason::AuthenticationTimeout => "Authentication Timeout",
+            CloseReason::AuthenticationViolation => "Authentication Failure",
+            CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
+            CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
+            CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
+            CloseReason::ServerShutdown => "Server Shutdown",
+        }
+    }
+}
+
+/// A subscription of one client.
+pub(crate) struct Subscription {
+    pub(crate) client: Arc<ClientShared>,
+    pub(crate) subject: String,
+    pub(crate) queue: Option<String>,
+    pub(crate) sid: Bytes,
+    /// Auto-unsubscribe after this many messages; `0` means never.
+    pub(crate) max: AtomicU64,
+    /// Messages delivered so far.
+    pub(crate) delivered: AtomicU64,
+}
+
+/// A shared subscription compared by identity, as the sublist stores it.
+#[derive(Clone)]
+pub(crate) struct SubRef(pub(crate) Arc<Subscription>);
+
+impl PartialEq for SubRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Deref for SubRef {
+    type Target = Subscription;
+    fn deref(&self) -> &Subscription {
+        &self.0
+    }
+}
+
+/// Bytes waiting to be written to one connection.
+struct Outbound {
+    buf: BytesMut,
+    closed: bool,
+    reason: Option<CloseReason>,
+    msgs: u64,
+    bytes: u64,
+}
+
+/// Descriptive state of a connection, for monitoring.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientMeta {
+    pub(crate) name: String,
+    pub(crate) lang: String,
+    pub(crate) version: String,
+    pub(crate) user: String,
+    pub(crate) rtt: Option<Duration>,
+}
+
+/// The part of a connection other connections can reach.
+pub(crate) struct ClientShared {
+    pub(crate) id: u64,
+    pub(crate) addr: SocketAddr,
+    pub(crate) started: SystemTime,
+    max_pending: usize,
+    out: Mutex<Outbound>,
+    /// Wakes the writer.
+    write_ready: Notify,
+    /// Set by whoever queued bytes and owes the writer a wake-up.
+    flush_owed: AtomicBool,
+    /// Wakes the reader when the connection must end.
+    close_requested: Notify,
+    /// Whether the client understands `HMSG`.
+    headers: AtomicBool,
+    pub(crate) meta: Mutex<ClientMeta>,
+    pub(crate) subs: Mutex<Vec<SubRef>>,
+    pub(crate) in_msgs: AtomicU64,
+    pub(crate) in_bytes: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last inbound activity.
+    pub(crate) last_activity_ms: AtomicU64,
+}
+
+/// What happened to a message offered to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    Queued,
+    Closed,
+    SlowConsumer,
+}
+
+impl ClientShared {
+    fn new(id: u64, addr: SocketAddr, max_pending: usize) -> Self {
+        Self {
+            id,
+            addr,
+            started: SystemTime::now(),
+            max_pending,
+            out: Mutex::new(Outbound {
+                buf: BytesMut::with_capacity(4096),
+                closed: false,
+                reason: None,
+                msgs: 0,
+                bytes: 0,
+            }),
+            write_ready: Notify::new(),
+            flush_owed: AtomicBool::new(false),
+            close_requested: Notify::new(),
+            headers: AtomicBool::new(false),
+            meta: Mutex::new(ClientMeta::default()),
+            subs: Mutex::new(Vec::new()),
+            in_msgs: AtomicU64::new(0),
+            in_bytes: AtomicU64::new(0),
+            last_activity_ms: AtomicU64::new(now_ms()),
+        }
+    }
+
+    /// Queues a message for this connection; the caller owes a flush when
+    /// this returns `Queued` (see [`Flusher`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn enqueue_msg(
+        &self,
+        subject: &[u8],
+        sid: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Enqueued {
+        // A client that never asked for headers gets the payload alone, as
+        // nats-server does.
+        let headers = headers.filter(|_| self.headers.load(Ordering::Relaxed));
+        let size = tern_protocol::msg_frame_len(
+            subject,
+            sid,
+            reply,
+            headers.map_or(0, <[u8]>::len) + payload.len(),
+        );
+        let mut out = self.out.lock();
+        if out.closed {
+            return Enqueued::Closed;
+        }
+        if out.buf.len() + size > self.max_pending {
+            // Drop what is queued at once: the memory is what we protect.
+            out.buf = BytesMut::new();
+            out.closed = true;
+            out.reason = Some(CloseReason::SlowConsumerPendingBytes);
+            drop(out);
+            self.close_requested.notify_one();
+            self.write_ready.notify_one();
+            return Enqueued::SlowConsumer;
+        }
+        match headers {
+            None => tern_protocol::encode_msg(&mut out.buf, subject, sid, reply, payload),
+            Some(h) => tern_protocol::encode_hmsg(&mut out.buf, subject, sid, reply, h, payload),
+        }
+        out.msgs += 1;
+        out.bytes += payload.len() as u64;
+        Enqueued::Queued
+    }
+
+    /// Queues raw protocol bytes (`PONG`, `+OK`, `-ERR`, `INFO`, `PING`).
+    pub(crate) fn enqueue_raw(&self, bytes: &[u8]) {
+        let mut out = self.out.lock();
+        if !out.closed {
+            out.buf.extend_from_slice(bytes);
+        }
+    }
+
+    /// Marks the connection closing: nothing more is queued, the writer
+    /// flushes what is there and both sides stop.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let mut out = self.out.lock();
+        if !out.closed {
+            out.closed = true;
+            out.reason = Some(reason);
+        }
+        drop(out);
+        self.close_requested.notify_one();
+        self.write_ready.notify_one();
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.out.lock().reason
+    }
+
+    /// Bytes queued and not yet handed to the socket.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.out.lock().buf.len()
+    }
+
+    /// Messages and payload bytes queued to this client so far.
+    pub(crate) fn out_counts(&self) -> (u64, u64) {
+        let out = self.out.lock();
+        (out.msgs, out.bytes)
+    }
+
+    /// Claims the duty to wake this connection's writer; true for the first
+    /// claimant since the last wake-up.
+    fn claim_flush(&self) -> bool {
+        !self.flush_owed.swap(true, Ordering::AcqRel)
+    }
+
+    fn flush(&self) {
+        self.flush_owed.store(false, Ordering::Release);
+        self.write_ready.notify_one();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The connections a reader queued bytes for during one read batch; each
+/// writer is woken once at the end of the batch instead of once per message.
+#[derive(Default)]
+struct Flusher {
+    owed: Vec<Arc<ClientShared>>,
+}
+
+impl Flusher {
+    fn note(&mut self, client: &Arc<ClientShared>) {
+        if client.claim_flush() {
+            self.owed.push(client.clone());
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for client in self.owed.drain(..) {
+            client.flush();
+        }
+    }
+}
+
+/// Per-connection protocol state owned by the reader.
+struct Session {
+    server: Arc<ServerShared>,
+    shared: Arc<ClientShared>,
+    account: Arc<Account>,
+    cache: MatchCache<SubRef>,
+    flusher: Flusher,
+    connected: bool,
+    /// The client's options as its `CONNECT`s set them; nats-server starts
+    /// with verbose and pedantic on, and a `CONNECT` changes only the fields it names.
+    options: serde_json::Map<String, serde_json::Value>,
+    verbose: bool,
+    pedantic: bool,
+    echo: bool,
+    headers: bool,
+    no_responders: bool,
+    pings_out: u32,
+    /// Inbound bytes or outbound messages since the last ping tick.
+    active_since_ping: bool,
+    out_msgs_at_ping: u64,
+    rtt_ping_sent: Option<Instant>,
+    /// Counters gathered during one batch and published once.
+    batch_in_msgs: u64,
+    batch_in_bytes: u64,
+    batch_out_msgs: u64,
+    batch_out_bytes: u64,
+}
+
+/// Serves one accepted connection until it ends.
+pub(crate) async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let id = server.next_client_id();
+    let shared = Arc::new(ClientShared::new(id, addr, server.opts.max_pending));
+    let (reader, writer) = stream.into_split();
+
+    let mut info = BytesMut::new();
+    tern_protocol::encode_info(&mut info, &server.client_info(id, addr));
+    shared.enqueue_raw(&info);
+
+    if !server.register(&shared) {
+        shared.enqueue_raw(format!("-ERR '{}'\r\n", err::MAX_CONNECTIONS).as_bytes());
+        shared.close(CloseReason::MaxConnectionsExceeded);
+        write_loop(shared.clone(), writer, server.opts.write_deadline).await;
+        debug!(cid = id, %addr, "refused connection: maximum connections exceeded");
+        return;
+    }
+    debug!(cid = id, %addr, "client connection created");
+
+    let writer_task = tokio::spawn(write_loop(
+        shared.clone(),
+        writer,
+        server.opts.write_deadline,
+    ));
+    shared.flush();
+
+    let account = server.global_account();
+    let mut session = Session {
+        server: server.clone(),
+        shared: shared.clone(),
+        account,
+        cache: MatchCache::new(1024),
+        flusher: Flusher::default(),
+        connected: false,
+        options: serde_json::Map::new(),
+        verbose: true,
+        pedantic: true,
+        echo: true,
+        headers: false,
+        no_responders: false,
+        pings_out: 0,
+        active_since_ping: false,
+        out_msgs_at_ping: 0,
+        rtt_ping_sent: None,
+        batch_in_msgs: 0,
+        batch_in_bytes: 0,
+        batch_out_msgs: 0,
+        batch_out_bytes: 0,
+    };
+    session.read_loop(reader).await;
+
+    // Stop routing to this client before anything else.
+    session.remove_all_subscriptions();
+    shared.close(CloseReason::ClientClosed);
+    // Give the writer a bounded time to flush a final -ERR, then cut it off.
+    let mut writer_task = writer_task;
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer_task)
+        .await
+        .is_err()
+    {
+        writer_task.abort();
+    }
+    server.unregister(&shared);
+    let reason = shared.close_reason().unwrap_or(CloseReason::ClientClosed);
+    debug!(cid = id, %addr, reason = reason.as_str(), "client connection closed");
+}
+
+impl Session {
+    async fn read_loop(&mut self, mut reader: OwnedReadHalf) {
+        let opts = &self.server.opts;
+        let mut parser = Parser::new(ParserLimits {
+            max_control_line: opts.max_control_line,
+            max_payload: opts.max_payload,
+        });
+        let mut buf = BytesMut::with_capacity(READ_BUFFER_MIN);
+        let ping_interval = opts.ping_interval;
+        let ping = tokio::time::sleep(ping_interval);
+        tokio::pin!(ping);
+        let mut rtt_ping_armed = false;
+        let auth_required = opts.auth.required();
+        let auth_deadline = tokio::time::sleep(opts.auth_timeout);
+        tokio::pin!(auth_deadline);
+        let mut shutdown = self.server.shutdown_signal();
+
+        loop {
+            let wanted = parser.bytes_needed().unwrap_or(0).max(READ_BUFFER_MIN);
+            if buf.capacity() - buf.len() < wanted.saturating_sub(buf.len()).max(READ_CHUNK_MIN) {
+                buf.reserve(wanted.saturating_sub(buf.len()).max(READ_BUFFER_MIN));
+            }
+            tokio::select! {
+                biased;
+                _ = self.shared.close_requested.notified() => return,
+                _ = shutdown.changed() => {
+                    self.shared.close(CloseReason::ServerShutdown);
+                    return;
+                }
+                read = reader.read_buf(&mut buf) => {
+                    match read {
+                        Ok(0) => {
+                            self.shared.close(CloseReason::ClientClosed);
+                            return;
+                        }
+                        Ok(_) => {
+                            self.active_since_ping = true;
+                            let keep_going = self.process(&mut parser, &mut buf);
+                            self.end_batch();
+                            if !keep_going {
+                                return;
+                            }
+                            if self.connected && !rtt_ping_armed {
+                                // nats-server pings soon after CONNECT to measure the round trip.
+                                rtt_ping_armed = true;
+                                let first = ping_interval.min(FIRST_PING_DELAY);
+                                let jitter = first.mul_f64(fastrand::f64() * 0.2);
+                                ping.as_mut().reset(tokio::time::Instant::now() + first + jitter);
+                                self.rtt_ping_sent = Some(Instant::now());
+                                self.active_since_ping = false;
+                            }
+                        }
+                        Err(e) => {
+                            trace!(cid = self.shared.id, error = %e, "read error");
+                            self.shared.close(CloseReason::ReadError);
+                            return;
+                        }
+                    }
+                }
+                _ = &mut ping => {
+                    if !self.on_ping_timer() {
+                        return;
+                    }
+                    ping.as_mut().reset(tokio::time::Instant::now() + ping_interval);
+                }
+                _ = &mut auth_deadline, if auth_required && !self.connected => {
+                    self.send_err(err::AUTHENTICATION_TIMEOUT);
+                    self.shared.close(CloseReason::AuthenticationTimeout);
+                    self.shared.flush();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles every complete operation in `buf`; false when the connection must end.
+    fn process(&mut self, parser: &mut Parser, buf: &mut BytesMut) -> bool {
+        loop {
+            match parser.parse(buf) {
+                Ok(Some(op)) => {
+                    if !self.handle(op) {
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(e) => {
+                    debug!(cid = self.shared.id, error = %e, "protocol error");
+                    if let Some(text) = e.err_text() {
+                        self.send_err(text);
+                    }
+                    let reason = match e {
+                        tern_protocol::ProtocolError::MaxPayload => CloseReason::MaxPayloadExceeded,
+                        tern_protocol::ProtocolError::MaxControlLine => {
+                            CloseReason::MaxControlLineExceeded
+                        }
+                        _ => CloseReason::ProtocolViolation,
+                    };
+                    self.shared.close(reason);
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn end_batch(&mut self) {
+        self.flusher.flush_all();
+        let stats = &self.server.stats;
+        if self.batch_in_msgs > 0 {
+            self.shared
+                .in_msgs
+                .fetch_add(self.batch_in_msgs, Ordering::Relaxed);
+            self.shared
+                .in_bytes
+                .fetch_add(self.batch_in_bytes, Ordering::Relaxed);
+            stats
+                .in_msgs
+                .fetch_add(self.batch_in_msgs, Ordering::Relaxed);
+            stats
+                .in_bytes
+                .fetch_add(self.batch_in_bytes, Ordering::Relaxed);
+            self.batch_in_msgs = 0;
+            self.batch_in_bytes = 0;
+        }
+        if self.batch_out_msgs > 0 {
+            stats
+                .out_msgs
+                .fetch_add(self.batch_out_msgs, Ordering::Relaxed);
+            stats
+                .out_bytes
+                .fetch_add(self.batch_out_bytes, Ordering::Relaxed);
+            self.batch_out_msgs = 0;
+            self.batch_out_bytes = 0;
+        }
+        self.shared
+            .last_activity_ms
+            .store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.shared.enqueue_raw(bytes);
+        self.flusher.note(&self.shared);
+    }
+
+    fn send_err(&mut self, text: &str) {
+        let mut out = BytesMut::with_capacity(text.len() + 9);
+        tern_protocol::encode_err(&mut out, text);
+        self.send_raw(&out);
+    }
+
+    fn ok(&mut self) {
+        if self.verbose {
+            self.send_raw(tern_protocol::OK);
+        }
+    }
+
+    /// Sends a ping or declares the connection stale; false when it must end.
+    fn on_ping_timer(&mut self) -> bool {
+        let (out_msgs, _) = self.shared.out_counts();
+        let active = self.active_since_ping || out_msgs != self.out_msgs_at_ping;
+        self.active_since_ping = false;
+        self.out_msgs_at_ping = out_msgs;
+        // Traffic in either direction shows the client is alive: nats-server
+        // postpones its ping then, except for the first, round-trip ping.
+        let rtt_ping = self
+            .rtt_ping_sent
+            .is_some_and(|_| self.shared.meta.lock().rtt.is_none());
+        if active && !rtt_ping {
+            return true;
+        }
+        if self.pings_out >= self.server.opts.max_pings_out {
+            self.send_err(err::STALE_CONNECTION);
+            self.shared.close(CloseReason::StaleConnection);
+            self.flusher.flush_all();
+            return false;
+        }
+        if rtt_ping {
+            self.rtt_ping_sent = Some(Instant::now());
+        }
+        self.pings_out += 1;
+        self.send_raw(tern_protocol::PING);
+        self.flusher.flush_all();
+        true
+    }
+
+    /// Handles one operation; false when the connection must end.
+    fn handle(&mut self, op: ClientOp) -> bool {
+        match &op {
+            // Credentials ride in CONNECT: never trace its body.
+            ClientOp::Connect(_) => trace!(cid = self.shared.id, "<<- CONNECT"),
+            other => trace!(cid = self.shared.id, "<<- {other:?}"),
+        }
+        if !self.connected
+            && !matches!(op, ClientOp::Connect(_))
+            && self.server.opts.auth.required()
+        {
+            self.send_err(err::AUTHORIZATION_VIOLATION);
+            self.shared.close(CloseReason::AuthenticationViolation);
+            return false;
+        }
+        match op {
+            ClientOp::Connect(json) => return self.on_connect(&json),
+            ClientOp::Pub {
+                subject,
+                reply,
+                payload,
+            } => self.on_pub(&subject, reply.as_ref(), None, &payload),
+            ClientOp::HPub {
+                subject,
+                reply,
+                headers,
+                payload,
+            } => {
+                if !self.headers {
+                    // nats-server closes without a word when headers were not negotiated.
+                    self.shared.close(CloseReason::ProtocolViolation);
+                    return false;
+                }
+                // An empty header block is a plain message.
+                let headers = Some(&headers).filter(|h| !h.is_empty());
+                self.on_pub(&subject, reply.as_ref(), headers, &payload)
+            }
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => self.on_sub(subject, queue, sid),
+            ClientOp::Unsub { sid, max } => self.on_unsub(&sid, max),
+            ClientOp::Ping => self.send_raw(tern_protocol::PONG),
+            ClientOp::Pong => {
+                self.pings_out = 0;
+                if let Some(sent) = self.rtt_ping_sent {
+                    let mut meta = self.shared.meta.lock();
+                    if meta.rtt.is_none() {
+                        meta.rtt = Some(sent.elapsed());
+                    }
+                }
+            }
+            ClientOp::Info(_) => {}
+        }
+        true
+    }
+
+    fn on_connect(&mut self, json: &[u8]) -> bool {
+        // Malformed JSON closes the connection without a word, as nats-server does.
+        let Ok(serde_json::Value::Object(fields)) =
+            serde_json::from_slice::<serde_json::Value>(json)
+        else {
+            debug!(cid = self.shared.id, "invalid CONNECT json");
+            self.shared.close(CloseReason::ProtocolViolation);
+            return false;
+        };
+        self.options.extend(fields);
+        let mut merged = self.options.clone();
+        for (key, default) in [("verbose", true), ("pedantic", true)] {
+            merged
+                .entry(key)
+                .or_insert(serde_json::Value::Bool(default));
+        }
+        let info: ConnectInfo = match serde_json::from_value(serde_json::Value::Object(merged)) {
+            Ok(info) => info,
+            Err(e) => {
+                debug!(cid = self.shared.id, error = %e, "invalid CONNECT fields");
+                self.shared.close(CloseReason::ProtocolViolation);
+                return false;
+            }
+        };
+        if !self.server.authenticate(&info) {
+            self.send_err(err::AUTHORIZATION_VIOLATION);
+            self.shared.close(CloseReason::AuthenticationViolation);
+            return false;
+        }
+        if !(0..=1).contains(&info.protocol) {
+            self.send_err(err::INVALID_CLIENT_PROTOCOL);
+            self.shared.close(CloseReason::ProtocolViolation);
+            return false;
+        }
+        if info.no_responders && !info.headers {
+            self.send_err(err::NO_RESPONDERS_REQUIRES_HEADERS);
+            self.shared.close(CloseReason::ProtocolViolation);
+            return false;
+        }
+        self.verbose = info.verbose;
+        self.pedantic = info.pedantic;
+        self.echo = info.echo;
+        self.headers = info.headers;
+        self.no_responders = info.no_responders;
+        self.shared.headers.store(info.headers, Ordering::Relaxed);
+        {
+            let mut meta = self.shared.meta.lock();
+            meta.name = info.name.unwrap_or_default();
+            meta.lang = info.lang.unwrap_or_default();
+            meta.version = info.version.unwrap_or_default();
+            meta.user = info.user.unwrap_or_default();
+        }
+        self.connected = true;
+        self.ok();
+        true
+    }
+
+    fn on_pub(
+        &mut self,
+        subject: &Bytes,
+        reply: Option<&Bytes>,
+        headers: Option<&Bytes>,
+        payload: &Bytes,
+    ) {
+        if self.pedantic && !subject::is_valid_publish_subject(subject) {
+            self.send_err(err::INVALID_PUBLISH_SUBJECT);
+            self.ok();
+            return;
+        }
+        self.batch_in_msgs += 1;
+        self.batch_in_bytes += (payload.len() + headers.map_or(0, |h| h.len())) as u64;
+        self.ok();
+        let Ok(subject_str) = std::str::from_utf8(subject) else {
+            return;
+        };
+        let result = self.lookup(subject_str);
+        for sub in &result.plain {
+            self.deliver(sub, subject, reply, headers, payload);
+        }
+        for group in &result.queues {
+            // Start at a random member and take the first that accepts.
+            let n = group.members.len();
+            let start = fastrand::usize(..n);
+            for i in 0..n {
+                if self.deliver(
+                    &group.members[(start + i) % n],
+                    subject,
+                    reply,
+                    headers,
+                    payload,
+                ) {
+                    break;
+                }
+            }
+        }
+        if result.is_empty() && self.no_responders {
+            if let Some(reply) = reply {
+                self.send_no_responders(reply);
+            }
+        }
+    }
+
+    fn lookup(&mut self, subject: &str) -> Arc<MatchResult<SubRef>> {
+        let generation = self.account.generation();
+        if let Some(hit) = self.cache.get(subject, generation) {
+            return hit;
+        }
+        let (result, generation) = self.account.match_subject(subject);
+        self.cache.insert(subject, generation, result.clone());
+        result
+    }
+
+    /// Offers a message to one subscription; true if it was queued.
+    fn deliver(
+        &mut self,
+        sub: &SubRef,
+        subject: &[u8],
+        reply: Option<&Bytes>,
+        headers: Option<&Bytes>,
+        payload: &[u8],
+    ) -> bool {
+        if !self.echo && Arc::ptr_eq(&sub.client, &self.shared) {
+            return false;
+        }
+        let max = sub.max.load(Ordering::Relaxed);
+        let delivered = sub.delivered.fetch_add(1, Ordering::AcqRel) + 1;
+        if max > 0 && delivered > max {
+            return false;
+        }
+        let outcome = sub.client.enqueue_msg(
+            subject,
+            &sub.sid,
+            reply.map(|r| &r[..]),
+            headers.map(|h| &h[..]),
+            payload,
+        );
+        match outcome {
+            Enqueued::Queued => {
+                self.flusher.note(&sub.client);
+                self.batch_out_msgs += 1;
+                self.batch_out_bytes += payload.len() as u64;
+            }
+            Enqueued::SlowConsumer => {
+                self.server
+                    .stats
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    cid = sub.client.id,
+                    addr = %sub.client.addr,
+                    max_pending = self.server.opts.max_pending,
+                    "slow consumer detected: pending bytes exceeded, closing connection"
+                );
+            }
+            Enqueued::Closed => {}
+        }
+        if max > 0 && delivered == max {
+            self.server.remove_subscription(&self.account, sub);
+        }
+        outcome == Enqueued::Queued
+    }
+
+    /// Tells a requester nobody is listening: an empty `HMSG` with status 503
+    /// on its own subscription for the reply subject.
+    fn send_no_responders(&mut self, reply: &Bytes) {
+        let Ok(reply_str) = std::str::from_utf8(reply) else {
+            return;
+        };
+        let result = self.lookup(reply_str);
+        // Only the requester's own plain subscription gets it, as in nats-server.
+        let own = result
+            .plain
+            .iter()
+            .find(|s| Arc::ptr_eq(&s.client, &self.shared))
+            .cloned();
+        if let Some(sub) = own {
+            let headers = Headers::status(503, None).encode();
+            if self
+                .shared
+                .enqueue_msg(reply, &sub.sid, None, Some(&headers), b"")
+                == Enqueued::Queued
+            {
+                self.flusher.note(&self.shared);
+            }
+        }
+    }
+
+    fn on_sub(&mut self, subject: Bytes, queue: Option<Bytes>, sid: Bytes) {
+        let subject = match String::from_utf8(subject.to_vec()) {
+            Ok(s) if subject::is_valid_subscription_subject(s.as_bytes()) => s,
+            _ => {
+                self.send_err(err::INVALID_SUBJECT);
+                return;
+            }
+        };
+        // nats-server does not check queue names beyond the protocol's syntax.
+        let queue = queue.map(|q| String::from_utf8_lossy(&q).into_owned());
+        let max_subs = self.server.opts.max_subscriptions;
+        {
+            let subs = self.shared.subs.lock();
+            if max_subs > 0 && subs.len() >= max_subs {
+                drop(subs);
+                self.send_err(err::MAX_SUBSCRIPTIONS);
+                return;
+            }
+            // A repeated sid is ignored, as nats-server does.
+            if subs.iter().any(|s| s.sid == sid) {
+                drop(subs);
+                self.ok();
+                return;
+            }
+        }
+        let sub = SubRef(Arc::new(Subscription {
+            client: self.shared.clone(),
+            subject,
+            queue,
+            sid,
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+        }));
+        if self.account.subscribe(&sub).is_err() {
+            self.send_err(err::INVALID_SUBJECT);
+            return;
+        }
+        self.shared.subs.lock().push(sub);
+        self.ok();
+    }
+
+    fn on_unsub(&mut self, sid: &Bytes, max: Option<u64>) {
+        let sub = self
+            .shared
+            .subs
+            .lock()
+            .iter()
+            .find(|s| s.sid == *sid)
+            .cloned();
+        if let Some(sub) = sub {
+            match max {
+                Some(max) if max > sub.delivered.load(Ordering::Acquire) => {
+                    sub.max.store(max, Ordering::Release);
+                }
+                _ => self.server.remove_subscription(&self.account, &sub),
+            }
+        }
+        self.ok();
+    }
+
+    fn remove_all_subscriptions(&mut self) {
+        let subs = std::mem::take(&mut *self.shared.subs.lock());
+        for sub in &subs {
+            self.account.unsubscribe(sub);
+        }
+    }
+}
+
+/// The round-trip ping after `CONNECT` comes this soon (plus jitter).
+const FIRST_PING_DELAY: Duration = Duration::from_secs(2);
+/// Smallest free space handed to one read.
+const READ_CHUNK_MIN: usize = 4 * 1024;
+/// Read buffer size once the connection carries traffic.
+const READ_BUFFER_MIN: usize = 64 * 1024;
+/// A writer's spare buffer larger than this is freed after a burst.
+const WRITE_BUFFER_KEEP: usize = 1024 * 1024;
+
+/// Drains the outbound buffer with as few writes as possible until the
+/// connection closes.
+async fn write_loop(shared: Arc<ClientShared>, mut writer: OwnedWriteHalf, deadline: Duration) {
+    let mut spare = BytesMut::with_capacity(4096);
+    'outer: loop {
+        loop {
+            let closing = {
+                let mut out = shared.out.lock();
+                std::mem::swap(&mut out.buf, &mut spare);
+                out.closed
+            };
+            if spare.is_empty() {
+                if closing {
+                    break 'outer;
+                }
+                break;
+            }
+            match tokio::time::timeout(deadline, writer.write_all(&spare)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    trace!(cid = shared.id, error = %e, "write error");
+                    shared.close(CloseReason::WriteError);
+                    break 'outer;
+                }
+                Err(_) => {
+                    warn!(cid = shared.id, addr = %shared.addr, "slow consumer detected: write deadline exceeded");
+                    shared.close(CloseReason::SlowConsumerWriteDeadline);
+                    break 'outer;
+                }
+            }
+            if spare.capacity() > WRITE_BUFFER_KEEP {
+                spare = BytesMut::with_capacity(4096);
+            } else {
+                spare.clear();
+            }
+        }
+        shared.write_ready.notified().await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+}

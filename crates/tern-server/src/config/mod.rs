@@ -1,0 +1,545 @@
+//! Configuration: defaults < file (`-c`) < `TERN_*` environment < flags.
+//!
+//! Keys are nats-server's names and units, so an existing `nats-server.conf`
+//! works unchanged. The file is nats-server's format ([`natsconf`]) or TOML
+//! (by `.toml` extension). Environment variables are `TERN_<KEY>`, with `__`
+//! between nested keys (`TERN_JETSTREAM__STORE_DIR`). Keys Tern does not
+//! implement yet produce a warning naming them; keys nobody knows, and values
+//! of the wrong shape, are errors that name the key.
+
+pub mod cli;
+pub mod natsconf;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
+use thiserror::Error;
+
+pub use cli::{normalize_args, Cli};
+
+use crate::options::ServerOptions;
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or parsed.
+    #[error("{0}")]
+    Source(#[from] config::ConfigError),
+    /// A key nobody knows.
+    #[error("unknown configuration key \"{0}\"")]
+    UnknownKey(String),
+    /// A value of the wrong type or out of range.
+    #[error("invalid value for \"{key}\": {reason}")]
+    InvalidValue {
+        /// The full key, dotted for nested blocks.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A feature that is asked for and would be unsafe to silently ignore.
+    #[error("\"{key}\" is not implemented yet: {why}")]
+    NotImplemented {
+        /// The key or flag.
+        key: String,
+        /// What to do instead.
+        why: &'static str,
+    },
+}
+
+/// The merged configuration and the warnings found on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The resolved options.
+    pub options: ServerOptions,
+    /// Keys accepted but not implemented yet; to be logged at start-up.
+    pub warnings: Vec<String>,
+}
+
+/// Keys nats-server knows that Tern accepts but does not act on yet.
+const NOT_YET_IMPLEMENTED: &[&str] = &[
+    "accounts",
+    "operator",
+    "operators",
+    "resolver",
+    "resolver_preload",
+    "system_account",
+    "no_system_account",
+    "no_auth_user",
+    "trusted",
+    "trusted_keys",
+    "websocket",
+    "leafnodes",
+    "leaf",
+    "gateway",
+    "mqtt",
+    "syslog",
+    "remote_syslog",
+    "logfile_size_limit",
+    "max_traced_msg_len",
+    "connect_error_reports",
+    "reconnect_error_reports",
+    "disable_sublist_cache",
+    "http_base_path",
+    "https_port",
+    "https",
+    "no_header_support",
+    "server_tags",
+    "max_closed_clients",
+    "ocsp",
+    "ocsp_cache",
+    "default_js_domain",
+    "client_advertise",
+    "tls_timeout",
+    "jetstream_max_memory",
+    "jetstream_max_store",
+];
+
+/// Loads the configuration for `cli`: file, then environment, then flags.
+pub fn load(cli: &Cli) -> Result<Loaded, ConfigError> {
+    let vars: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("TERN_") && !is_reserved_env(k))
+        .collect();
+    load_with_env(cli, Environment::with_prefix("TERN").source(Some(vars)))
+}
+
+/// `TERN_*` variables that are not configuration keys: the log filter and
+/// the test harness's own switches.
+fn is_reserved_env(name: &str) -> bool {
+    name == "TERN_LOG" || name == "TERN_SERVER_BIN" || name.starts_with("TERN_TEST_")
+}
+
+fn load_with_env(cli: &Cli, env: Environment) -> Result<Loaded, ConfigError> {
+    let mut builder = Config::builder();
+    if let Some(path) = &cli.config {
+        check_readable(path)?;
+        let name = path.to_string_lossy();
+        builder = match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => builder.add_source(File::new(&name, FileFormat::Toml)),
+            _ => builder.add_source(File::new(&name, natsconf::NatsConfFormat)),
+        };
+    }
+    builder = builder.add_source(
+        env.prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("cluster.routes"),
+    );
+    builder = apply_flags(builder, cli)?;
+    let map: Map<String, Value> = builder.build()?.try_deserialize()?;
+    let mut warnings = Vec::new();
+    let options = build_options(&map, &mut warnings)?;
+    Ok(Loaded { options, warnings })
+}
+
+/// Checked up front so the error names the file rather than a format.
+fn check_readable(path: &Path) -> Result<(), ConfigError> {
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|e| ConfigError::InvalidValue {
+            key: "config".into(),
+            reason: format!("can not read {}: {e}", path.display()),
+        })
+}
+
+type Builder = config::ConfigBuilder<config::builder::DefaultState>;
+
+fn apply_flags(mut b: Builder, cli: &Cli) -> Result<Builder, ConfigError> {
+    fn set<T: Into<Value>>(b: Builder, key: &str, v: T) -> Result<Builder, ConfigError> {
+        Ok(b.set_override(key, v)?)
+    }
+    if let Some(v) = &cli.addr {
+        b = set(b, "host", v.as_str())?;
+    }
+    if let Some(v) = cli.port {
+        b = set(b, "port", i64::from(v))?;
+    }
+    if let Some(v) = &cli.name {
+        b = set(b, "server_name", v.as_str())?;
+    }
+    if let Some(v) = cli.http_port {
+        b = set(b, "http_port", i64::from(v))?;
+    }
+    if let Some(v) = &cli.log {
+        b = set(b, "log_file", v.to_string_lossy().as_ref())?;
+    }
+    if let Some(v) = &cli.pid {
+        b = set(b, "pid_file", v.to_string_lossy().as_ref())?;
+    }
+    if cli.debug {
+        b = set(b, "debug", true)?;
+    }
+    if cli.trace {
+        b = set(b, "trace", true)?;
+    }
+    if let Some(v) = cli.logtime {
+        b = set(b, "logtime", v)?;
+    }
+    if cli.log_json {
+        b = set(b, "log_json", true)?;
+    }
+    if let Some(v) = &cli.user {
+        b = set(b, "authorization.user", v.as_str())?;
+    }
+    if let Some(v) = &cli.pass {
+        b = set(b, "authorization.password", v.as_str())?;
+    }
+    if let Some(v) = &cli.auth {
+        b = set(b, "authorization.token", v.as_str())?;
+    }
+    if cli.jetstream {
+        b = set(b, "jetstream.enabled", true)?;
+    }
+    if let Some(v) = &cli.store_dir {
+        b = set(b, "jetstream.store_dir", v.to_string_lossy().as_ref())?;
+    }
+    if let Some(v) = &cli.cluster {
+        b = set(b, "cluster.listen", v.as_str())?;
+    }
+    if let Some(v) = &cli.cluster_name {
+        b = set(b, "cluster.name", v.as_str())?;
+    }
+    if let Some(v) = &cli.routes {
+        let routes: Vec<String> = v
+            .split(',')
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+        b = set(b, "cluster.routes", routes)?;
+    }
+    if cli.tls
+        || cli.tlscert.is_some()
+        || cli.tlskey.is_some()
+        || cli.tlsverify
+        || cli.tlscacert.is_some()
+    {
+        return Err(ConfigError::NotImplemented {
+            key: "--tls".into(),
+            why: "TLS comes with the security work; refusing to start without the TLS that was asked for",
+        });
+    }
+    Ok(b)
+}
+
+/// Walks the merged map into [`ServerOptions`].
+fn build_options(
+    map: &Map<String, Value>,
+    warnings: &mut Vec<String>,
+) -> Result<ServerOptions, ConfigError> {
+    let mut o = ServerOptions::default();
+    let mut http_host_set = false;
+    for (key, value) in map {
+        let k = key.as_str();
+        match k {
+            "host" | "net" | "addr" => o.host = string(k, value)?,
+            "listen" => {
+                let listen = string(k, value)?;
+                let (host, port) = split_host_port(k, &listen)?;
+                if !host.is_empty() {
+                    o.host = host;
+                }
+                o.port = port_value(k, i64::from(port))?;
+            }
+            "port" => o.port = port_value(k, int(k, value)?)?,
+            "server_name" | "name" => o.server_name = string(k, value)?,
+            "http_port" | "monitor_port" => o.http_port = Some(port_value(k, int(k, value)?)?),
+            "http" => {
+                let listen = match &value.kind {
+                    ValueKind::I64(p) => format!(":{p}"),
+                    _ => string(k, value)?,
+                };
+                let (host, port) = split_host_port(k, &listen)?;
+                if !host.is_empty() {
+                    o.http_host = host;
+                    http_host_set = true;
+                }
+                o.http_port = Some(port);
+            }
+            "http_host" => {
+                o.http_host = string(k, value)?;
+                http_host_set = true;
+            }
+            "max_payload" => o.max_payload = size(k, value, 1, 64 * 1024 * 1024)?,
+            "max_control_line" => o.max_control_line = size(k, value, 32, 1024 * 1024)?,
+            "max_connections" | "max_conn" => o.max_connections = size(k, value, 0, i64::MAX)?,
+            "max_subscriptions" | "max_subs" => o.max_subscriptions = size(k, value, 0, i64::MAX)?,
+            "max_pending" => o.max_pending = size(k, value, 1024, i64::MAX)?,
+            "ping_interval" => o.ping_interval = duration(k, value)?,
+            "ping_max" => o.max_pings_out = size(k, value, 1, 1000)? as u32,
+            "write_deadline" => o.write_deadline = duration(k, value)?,
+            "lame_duck_duration" => o.lame_duck_duration = duration(k, value)?,
+            "lame_duck_grace_period" => o.lame_duck_grace_period = duration(k, value)?,
+            "debug" => o.log.debug = boolean(k, value)?,
+            "trace" | "trace_verbose" => o.log.trace = boolean(k, value)?,
+            "logtime" => o.log.time = boolean(k, value)?,
+            "log_json" => o.log.json = boolean(k, value)?,
+            "log_file" | "logfile" => o.log.file = Some(PathBuf::from(string(k, value)?)),
+            "pid_file" | "pidfile" => o.pid_file = Some(PathBuf::from(string(k, value)?)),
+            "authorization" => authorization(value, &mut o, warnings)?,
+            "jetstream" => jetstream(value, &mut o, warnings)?,
+            "store_dir" => o.jetstream.store_dir = Some(PathBuf::from(string(k, value)?)),
+            "cluster" => cluster(value, &mut o, warnings)?,
+            "tls" => {
+                return Err(ConfigError::NotImplemented {
+                    key: "tls".into(),
+                    why: "TLS comes with the security work; refusing to start without the TLS that was asked for",
+                })
+            }
+            _ if NOT_YET_IMPLEMENTED.contains(&k) => {
+                warnings.push(format!("configuration key \"{k}\" is not implemented yet and is ignored"));
+            }
+            _ => return Err(ConfigError::UnknownKey(k.to_owned())),
+        }
+    }
+    // Monitoring listens where clients do unless told otherwise, as in nats-server.
+    if !http_host_set {
+        o.http_host = o.host.clone();
+    }
+    Ok(o)
+}
+
+fn table<'a>(key: &str, value: &'a Value) -> Result<&'a Map<String, Value>, ConfigError> {
+    match &value.kind {
+        ValueKind::Table(t) => Ok(t),
+        _ => Err(invalid(key, "expected a block")),
+    }
+}
+
+fn authorization(
+    value: &Value,
+    o: &mut ServerOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    for (k, v) in table("authorization", value)? {
+        let key = format!("authorization.{k}");
+        match k.as_str() {
+            "user" | "username" => o.auth.user = Some(string(&key, v)?),
+            "password" | "pass" => o.auth.password = Some(string(&key, v)?),
+            "token" => o.auth.token = Some(string(&key, v)?),
+            "timeout" => o.auth_timeout = duration_secs_f64(&key, v)?,
+            "users" | "permissions" | "default_permissions" | "auth_callout" => {
+                warnings.push(format!(
+                    "configuration key \"{key}\" is not implemented yet and is ignored"
+                ));
+            }
+            _ => return Err(ConfigError::UnknownKey(key)),
+        }
+    }
+    if o.auth.user.is_some() && o.auth.token.is_some() {
+        return Err(invalid(
+            "authorization",
+            "a token and a user can not both be set",
+        ));
+    }
+    Ok(())
+}
+
+fn jetstream(
+    value: &Value,
+    o: &mut ServerOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    match &value.kind {
+        ValueKind::Boolean(b) => o.jetstream.enabled = *b,
+        ValueKind::String(s) => match s.to_ascii_lowercase().as_str() {
+            "enabled" | "enable" | "true" | "on" | "yes" => o.jetstream.enabled = true,
+            "disabled" | "disable" | "false" | "off" | "no" => o.jetstream.enabled = false,
+            _ => {
+                return Err(invalid(
+                    "jetstream",
+                    "expected a boolean, enabled/disabled, or a block",
+                ))
+            }
+        },
+        ValueKind::Table(t) => {
+            o.jetstream.enabled = true;
+            for (k, v) in t {
+                let key = format!("jetstream.{k}");
+                match k.as_str() {
+                    "enabled" | "enable" => o.jetstream.enabled = boolean(&key, v)?,
+                    "store_dir" | "store" | "storedir" => {
+                        o.jetstream.store_dir = Some(PathBuf::from(string(&key, v)?))
+                    }
+                    "max_mem"
+                    | "max_memory_store"
+                    | "max_file"
+                    | "max_file_store"
+                    | "domain"
+                    | "sync_interval"
+                    | "max_outstanding_catchup"
+                    | "unique_tag"
+                    | "cipher"
+                    | "key"
+                    | "limits"
+                    | "compress_ok"
+                    | "max_buffered_msgs"
+                    | "max_buffered_size"
+                    | "request_queue_limit" => {
+                        warnings.push(format!(
+                            "configuration key \"{key}\" is not implemented yet and is ignored"
+                        ));
+                    }
+                    _ => return Err(ConfigError::UnknownKey(key)),
+                }
+            }
+        }
+        _ => {
+            return Err(invalid(
+                "jetstream",
+                "expected a boolean, enabled/disabled, or a block",
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn cluster(
+    value: &Value,
+    o: &mut ServerOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    for (k, v) in table("cluster", value)? {
+        let key = format!("cluster.{k}");
+        match k.as_str() {
+            "name" => o.cluster.name = Some(string(&key, v)?),
+            "listen" => o.cluster.listen = Some(string(&key, v)?),
+            "host" | "port" => {
+                let text = match &v.kind {
+                    ValueKind::I64(n) => n.to_string(),
+                    _ => string(&key, v)?,
+                };
+                let listen = o.cluster.listen.take().unwrap_or_default();
+                let (host, port) = listen.split_once(':').unwrap_or((&listen, ""));
+                o.cluster.listen = Some(if k == "host" {
+                    format!("{text}:{port}")
+                } else {
+                    format!("{host}:{text}")
+                });
+            }
+            "routes" => {
+                o.cluster.routes = match &v.kind {
+                    ValueKind::Array(items) => items
+                        .iter()
+                        .map(|i| string(&key, i))
+                        .collect::<Result<_, _>>()?,
+                    _ => string(&key, v)?
+                        .split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                };
+            }
+            "authorization" | "tls" | "advertise" | "no_advertise" | "connect_retries"
+            | "pool_size" | "compression" | "accounts" => {
+                warnings.push(format!(
+                    "configuration key \"{key}\" is not implemented yet and is ignored"
+                ));
+            }
+            _ => return Err(ConfigError::UnknownKey(key)),
+        }
+    }
+    Ok(())
+}
+
+fn invalid(key: &str, reason: &str) -> ConfigError {
+    ConfigError::InvalidValue {
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn string(key: &str, value: &Value) -> Result<String, ConfigError> {
+    match &value.kind {
+        ValueKind::String(s) => Ok(s.clone()),
+        ValueKind::I64(n) => Ok(n.to_string()),
+        ValueKind::U64(n) => Ok(n.to_string()),
+        ValueKind::Float(f) => Ok(f.to_string()),
+        ValueKind::Boolean(b) => Ok(b.to_string()),
+        _ => Err(invalid(key, "expected a string")),
+    }
+}
+
+fn int(key: &str, value: &Value) -> Result<i64, ConfigError> {
+    match &value.kind {
+        ValueKind::I64(n) => Ok(*n),
+        ValueKind::U64(n) => i64::try_from(*n).map_err(|_| invalid(key, "number too large")),
+        ValueKind::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, &format!("expected an integer, got {s:?}"))),
+        _ => Err(invalid(key, "expected an integer")),
+    }
+}
+
+fn boolean(key: &str, value: &Value) -> Result<bool, ConfigError> {
+    match &value.kind {
+        ValueKind::Boolean(b) => Ok(*b),
+        ValueKind::String(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok(true),
+            "false" | "no" | "off" | "0" => Ok(false),
+            _ => Err(invalid(key, &format!("expected a boolean, got {s:?}"))),
+        },
+        ValueKind::I64(n) => Ok(*n != 0),
+        _ => Err(invalid(key, "expected a boolean")),
+    }
+}
+
+/// A size: an integer, or a string with a unit (`1MB`, `64KiB`).
+fn size(key: &str, value: &Value, min: i64, max: i64) -> Result<usize, ConfigError> {
+    let n = match &value.kind {
+        ValueKind::String(s) => {
+            natsconf::parse_size(s).map_err(|e| invalid(key, &e.to_string()))?
+        }
+        _ => int(key, value)?,
+    };
+    if n < min || n > max {
+        return Err(invalid(key, &format!("{n} is out of range {min}..={max}")));
+    }
+    usize::try_from(n).map_err(|_| invalid(key, "out of range"))
+}
+
+/// A duration: a Go duration string (`2m`, `500ms`) or an integer of seconds,
+/// as nats-server reads them.
+fn duration(key: &str, value: &Value) -> Result<Duration, ConfigError> {
+    match &value.kind {
+        ValueKind::String(s) => {
+            natsconf::parse_duration(s).map_err(|e| invalid(key, &e.to_string()))
+        }
+        ValueKind::I64(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+        ValueKind::U64(n) => Ok(Duration::from_secs(*n)),
+        ValueKind::Float(f) if *f >= 0.0 && f.is_finite() => Ok(Duration::from_secs_f64(*f)),
+        _ => Err(invalid(
+            key,
+            "expected a duration such as \"2m\" or a number of seconds",
+        )),
+    }
+}
+
+/// Seconds as a number (possibly fractional), or a duration string.
+fn duration_secs_f64(key: &str, value: &Value) -> Result<Duration, ConfigError> {
+    duration(key, value)
+}
+
+fn port_value(key: &str, n: i64) -> Result<u16, ConfigError> {
+    match n {
+        -1 | 0 => Ok(0),
+        1..=65535 => Ok(n as u16),
+        _ => Err(invalid(key, &format!("port {n} is out of range"))),
+    }
+}
+
+fn split_host_port(key: &str, listen: &str) -> Result<(String, u16), ConfigError> {
+    let (host, port) = listen
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(key, &format!("expected host:port, got {listen:?}")))?;
+    let port: i64 = port
+        .parse()
+        .map_err(|_| invalid(key, &format!("invalid port in {listen:?}")))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok((host, port_value(key, port)?))
+}

@@ -1,0 +1,108 @@
+//! `tern-server`: run a node. See `tern-server --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tern_server::config::{self, Cli};
+use tern_server::{logging, signals, Server};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+fn main() -> ExitCode {
+    let args = config::normalize_args(std::env::args());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if cli.version {
+        println!(
+            "tern-server: v{} (NATS protocol {})",
+            tern_server::VERSION,
+            tern_server::NATS_COMPAT_VERSION
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Some(spec) = &cli.signal {
+        return match signals::send(spec, cli.pid.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tern-server: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let loaded = match config::load(&cli) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("tern-server: configuration error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = logging::init(&loaded.options.log) {
+        eprintln!("tern-server: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    for warning in &loaded.warnings {
+        warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tern-server: can not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(loaded.options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tern-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(opts: tern_server::ServerOptions) -> anyhow::Result<()> {
+    if opts.jetstream.enabled || opts.jetstream.store_dir.is_some() {
+        warn!("JetStream is not implemented yet: running core NATS only (streams come with the durable streams work)");
+    }
+    if opts.cluster.configured() {
+        warn!("clustering is not implemented yet: cluster settings are ignored and this node runs alone");
+    }
+    let pid_file = opts.pid_file.clone();
+    if let Some(path) = &pid_file {
+        std::fs::write(path, std::process::id().to_string())
+            .map_err(|e| anyhow::anyhow!("can not write pid file {}: {e}", path.display()))?;
+    }
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
+    let mut sigusr2 = signal(SignalKind::user_defined2())?;
+
+    let server = Server::start(opts).await?;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("Trapped \"terminated\" signal"); break; }
+            _ = sigint.recv() => { info!("Trapped \"interrupt\" signal"); break; }
+            _ = sighup.recv() => warn!("configuration reload is not implemented yet: SIGHUP ignored"),
+            _ = sigusr1.recv() => warn!("log file reopen is not implemented yet: SIGUSR1 ignored"),
+            _ = sigusr2.recv() => warn!("lame duck mode is not implemented yet: SIGUSR2 ignored"),
+        }
+    }
+    server.shutdown().await;
+    if let Some(path) = &pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}

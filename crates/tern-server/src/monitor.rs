@@ -1,0 +1,445 @@
+//! The monitoring HTTP endpoints, with nats-server's paths and JSON field
+//! names so existing NATS tooling reads them, plus Prometheus `/metrics`.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+use crate::client::ClientShared;
+use crate::server::{ServerShared, NATS_COMPAT_VERSION, VERSION};
+use crate::timefmt;
+
+type Shared = Arc<ServerShared>;
+
+/// Binds the monitoring listener and serves it in a task.
+pub(crate) async fn start(
+    shared: Shared,
+    port: u16,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let host = shared.opts.http_host.clone();
+    let listener = crate::server::listen(&host, port)
+        .await
+        .map_err(|e| anyhow::anyhow!("can not listen for monitoring on {host}:{port}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let app = Router::new()
+        .route("/", get(root))
+        .route("/healthz", get(healthz))
+        .route("/varz", get(varz))
+        .route("/connz", get(connz))
+        .route("/subsz", get(subsz))
+        .route("/subscriptionsz", get(subsz))
+        .route("/routez", get(routez))
+        .route("/metrics", get(metrics))
+        .with_state(shared);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "monitoring server stopped");
+        }
+    });
+    Ok((addr, task))
+}
+
+async fn root() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<html><body><h1>tern-server</h1><ul>\
+         <li><a href=\"varz\">varz</a></li><li><a href=\"connz\">connz</a></li>\
+         <li><a href=\"subsz\">subsz</a></li><li><a href=\"routez\">routez</a></li>\
+         <li><a href=\"healthz\">healthz</a></li><li><a href=\"metrics\">metrics</a></li>\
+         </ul></body></html>",
+    )
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+fn now() -> String {
+    timefmt::rfc3339(SystemTime::now())
+}
+
+/// Resident set size in bytes, from `/proc/self/statm`.
+pub(crate) fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn num_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+async fn varz(State(s): State<Shared>) -> Response {
+    let o = &s.opts;
+    let st = &s.stats;
+    let subscriptions = s.global_account().with_sublist(|l| l.count());
+    json_response(&json!({
+        "server_id": s.server_id,
+        "server_name": s.server_name,
+        "version": NATS_COMPAT_VERSION,
+        "tern_version": VERSION,
+        "proto": 1,
+        "go": format!("tern {VERSION}"),
+        "host": o.host,
+        "port": s.client_addr.port(),
+        "auth_required": o.auth.required(),
+        "max_connections": o.max_connections,
+        "ping_interval": o.ping_interval.as_nanos() as u64,
+        "ping_max": o.max_pings_out,
+        "http_host": o.http_host,
+        "http_port": s.http_addr.lock().map_or(0, |a| a.port()),
+        "http_base_path": "",
+        "https_port": 0,
+        "auth_timeout": o.auth_timeout.as_secs_f64(),
+        "max_control_line": o.max_control_line,
+        "max_payload": o.max_payload,
+        "max_pending": o.max_pending,
+        "max_subscriptions": o.max_subscriptions,
+        "cluster": {
+            "name": o.cluster.name.clone().unwrap_or_default(),
+            "addr": "",
+            "cluster_port": 0,
+            "auth_timeout": 0,
+        },
+        "gateway": {},
+        "leaf": {},
+        "mqtt": {},
+        "websocket": {},
+        "jetstream": {},
+        "tls_timeout": 2,
+        "write_deadline": o.write_deadline.as_nanos() as u64,
+        "start": timefmt::rfc3339(s.started_at),
+        "now": now(),
+        "uptime": timefmt::uptime(s.started.elapsed()),
+        "mem": rss_bytes(),
+        "cores": num_cores(),
+        "gomaxprocs": num_cores(),
+        "cpu": 0,
+        "connections": s.num_clients(),
+        "total_connections": st.total_connections.load(Ordering::Relaxed),
+        "routes": 0,
+        "remotes": 0,
+        "leafnodes": 0,
+        "in_msgs": st.in_msgs.load(Ordering::Relaxed),
+        "out_msgs": st.out_msgs.load(Ordering::Relaxed),
+        "in_bytes": st.in_bytes.load(Ordering::Relaxed),
+        "out_bytes": st.out_bytes.load(Ordering::Relaxed),
+        "slow_consumers": st.slow_consumers.load(Ordering::Relaxed),
+        "subscriptions": subscriptions,
+        "http_req_stats": {},
+        "config_load_time": timefmt::rfc3339(s.started_at),
+        "system_account": "",
+    }))
+}
+
+fn bad_request(text: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// JSON as nats-server writes it: indented by two spaces, with `<`, `>` and
+/// `&` escaped the way Go's encoder does. Those characters only occur inside
+/// strings, so replacing them in the text keeps the JSON valid.
+fn json_response(value: &Value) -> Response {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let text = text
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+/// One connection's figures, gathered once so sorting compares the same values.
+struct ConnRow {
+    client: Arc<ClientShared>,
+    pending: usize,
+    in_msgs: u64,
+    in_bytes: u64,
+    out_msgs: u64,
+    out_bytes: u64,
+    subs: usize,
+    last_ms: u64,
+}
+
+async fn connz(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let sort = q.get("sort").map(String::as_str).unwrap_or("cid");
+    let offset: usize = match q.get("offset").map(|v| v.parse()) {
+        None => 0,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return bad_request("invalid offset".into()),
+    };
+    let limit: usize = match q.get("limit").map(|v| v.parse()) {
+        None => 1024,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return bad_request("invalid limit".into()),
+    };
+    let subs_mode = q.get("subs").map(String::as_str).unwrap_or("");
+    let (subs_list, subs_detail) = match subs_mode {
+        "detail" => (false, true),
+        "1" | "true" => (true, false),
+        _ => (false, false),
+    };
+    let mut rows: Vec<ConnRow> = s
+        .clients()
+        .into_iter()
+        .map(|client| {
+            let (out_msgs, out_bytes) = client.out_counts();
+            let subs = client.subs.lock().len();
+            ConnRow {
+                pending: client.pending_bytes(),
+                in_msgs: client.in_msgs.load(Ordering::Relaxed),
+                in_bytes: client.in_bytes.load(Ordering::Relaxed),
+                out_msgs,
+                out_bytes,
+                subs,
+                last_ms: client.last_activity_ms.load(Ordering::Relaxed),
+                client,
+            }
+        })
+        .collect();
+    // Descending for figures, as nats-server sorts them.
+    match sort {
+        "cid" => rows.sort_by_key(|r| r.client.id),
+        "start" => rows.sort_by_key(|r| r.client.started),
+        "subs" => rows.sort_by_key(|r| Reverse(r.subs)),
+        "pending" => rows.sort_by_key(|r| Reverse(r.pending)),
+        "msgs_to" => rows.sort_by_key(|r| Reverse(r.out_msgs)),
+        "msgs_from" => rows.sort_by_key(|r| Reverse(r.in_msgs)),
+        "bytes_to" => rows.sort_by_key(|r| Reverse(r.out_bytes)),
+        "bytes_from" => rows.sort_by_key(|r| Reverse(r.in_bytes)),
+        "last" => rows.sort_by_key(|r| Reverse(r.last_ms)),
+        "idle" => rows.sort_by_key(|r| r.last_ms),
+        "uptime" => rows.sort_by_key(|r| r.client.started),
+        other => return bad_request(format!("invalid sorting option: {other}")),
+    }
+    let total = rows.len();
+    let account = s.global_account();
+    let now_sys = SystemTime::now();
+    let connections: Vec<Value> = rows
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|r| {
+            let c = &r.client;
+            let meta = c.meta.lock().clone();
+            let last = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(r.last_ms);
+            let mut v = json!({
+                "cid": c.id,
+                "kind": "Client",
+                "type": "nats",
+                "ip": c.addr.ip().to_string(),
+                "port": c.addr.port(),
+                "start": timefmt::rfc3339(c.started),
+                "last_activity": timefmt::rfc3339(last),
+                "rtt": timefmt::go_duration(meta.rtt.unwrap_or_default()),
+                "uptime": timefmt::uptime(now_sys.duration_since(c.started).unwrap_or_default()),
+                "idle": timefmt::uptime(now_sys.duration_since(last).unwrap_or_default()),
+                "pending_bytes": r.pending,
+                "in_msgs": r.in_msgs,
+                "out_msgs": r.out_msgs,
+                "in_bytes": r.in_bytes,
+                "out_bytes": r.out_bytes,
+                "subscriptions": r.subs,
+                "name": meta.name,
+                "lang": meta.lang,
+                "version": meta.version,
+            });
+            if !meta.user.is_empty() {
+                v["authorized_user"] = json!(meta.user);
+            }
+            if subs_list {
+                let list: Vec<String> = c.subs.lock().iter().map(|s| s.subject.clone()).collect();
+                v["subscriptions_list"] = json!(list);
+            }
+            if subs_detail {
+                let list: Vec<Value> = c
+                    .subs
+                    .lock()
+                    .iter()
+                    .map(|sub| sub_detail(&account.name, sub, c.id))
+                    .collect();
+                v["subscriptions_list_detail"] = json!(list);
+            }
+            v
+        })
+        .collect();
+    json_response(&json!({
+        "server_id": s.server_id,
+        "now": now(),
+        "num_connections": connections.len(),
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "connections": connections,
+    }))
+}
+
+fn sub_detail(account: &str, s: &crate::client::Subscription, cid: u64) -> Value {
+    let mut v = json!({
+        "account": account,
+        "subject": s.subject,
+        "sid": String::from_utf8_lossy(&s.sid),
+        "msgs": s.delivered.load(Ordering::Relaxed),
+        "cid": cid,
+    });
+    if let Some(q) = &s.queue {
+        v["qgroup"] = json!(q);
+    }
+    let max = s.max.load(Ordering::Relaxed);
+    if max > 0 {
+        v["max"] = json!(max);
+    }
+    v
+}
+
+async fn subsz(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let account = s.global_account();
+    let (stats, subs) = account.with_sublist(|l| (l.stats(), l.subjects()));
+    let mut fanouts: HashMap<&str, usize> = HashMap::new();
+    for (subject, _, _) in &subs {
+        *fanouts.entry(subject.as_str()).or_default() += 1;
+    }
+    let max_fanout = fanouts.values().copied().max().unwrap_or(0);
+    let avg_fanout = if fanouts.is_empty() {
+        0.0
+    } else {
+        subs.len() as f64 / fanouts.len() as f64
+    };
+    let mut body = json!({
+        "server_id": s.server_id,
+        "now": now(),
+        "num_subscriptions": stats.num_subscriptions,
+        "num_cache": 0,
+        "num_inserts": stats.num_inserts,
+        "num_removes": stats.num_removes,
+        "num_matches": stats.num_matches,
+        "cache_hit_rate": 0.0,
+        "max_fanout": max_fanout,
+        "avg_fanout": avg_fanout,
+    });
+    if matches!(
+        q.get("subs").map(String::as_str),
+        Some("1" | "true" | "detail")
+    ) {
+        let offset: usize = q.get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(1024);
+        let filter = q.get("test").cloned();
+        let list: Vec<Value> = subs
+            .iter()
+            .filter(|(subject, _, _)| {
+                filter.as_deref().is_none_or(|t| {
+                    tern_protocol::subject::matches(subject.as_bytes(), t.as_bytes())
+                })
+            })
+            .skip(offset)
+            .take(limit)
+            .map(|(_, _, sub)| sub_detail(&account.name, sub, sub.client.id))
+            .collect();
+        body["total"] = json!(subs.len());
+        body["offset"] = json!(offset);
+        body["limit"] = json!(limit);
+        body["subscriptions_list"] = json!(list);
+    }
+    json_response(&body)
+}
+
+async fn routez(State(s): State<Shared>) -> Response {
+    json_response(&json!({
+        "server_id": s.server_id,
+        "now": now(),
+        "num_routes": 0,
+        "routes": [],
+    }))
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let st = &s.stats;
+    let subscriptions = s.global_account().with_sublist(|l| l.count());
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "tern_connections",
+        "gauge",
+        "Open client connections.",
+        s.num_clients().to_string(),
+    );
+    metric(
+        "tern_connections_total",
+        "counter",
+        "Client connections accepted since start.",
+        st.total_connections.load(Ordering::Relaxed).to_string(),
+    );
+    metric(
+        "tern_subscriptions",
+        "gauge",
+        "Active subscriptions.",
+        subscriptions.to_string(),
+    );
+    metric(
+        "tern_in_msgs_total",
+        "counter",
+        "Messages received from clients.",
+        st.in_msgs.load(Ordering::Relaxed).to_string(),
+    );
+    metric(
+        "tern_out_msgs_total",
+        "counter",
+        "Messages delivered to clients.",
+        st.out_msgs.load(Ordering::Relaxed).to_string(),
+    );
+    metric(
+        "tern_in_bytes_total",
+        "counter",
+        "Payload bytes received from clients.",
+        st.in_bytes.load(Ordering::Relaxed).to_string(),
+    );
+    metric(
+        "tern_out_bytes_total",
+        "counter",
+        "Payload bytes delivered to clients.",
+        st.out_bytes.load(Ordering::Relaxed).to_string(),
+    );
+    metric(
+        "tern_slow_consumers_total",
+        "counter",
+        "Connections closed as slow consumers.",
+        st.slow_consumers.load(Ordering::Relaxed).to_string(),
+    );
+    metric(
+        "tern_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+        format!("{:.3}", s.started.elapsed().as_secs_f64()),
+    );
+    metric(
+        "tern_memory_rss_bytes",
+        "gauge",
+        "Resident memory of the server.",
+        rss_bytes().to_string(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

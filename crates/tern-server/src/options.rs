@@ -1,0 +1,144 @@
+//! The resolved settings of one server, after defaults, file, environment and
+//! flags have been merged (see [`crate::config`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a running server needs to know, with nats-server's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerOptions {
+    /// Server name; a generated id when not configured.
+    pub server_name: String,
+    /// Address the client listener binds to.
+    pub host: String,
+    /// Client port; `0` picks a free port (the `-p -1` of nats-server).
+    pub port: u16,
+    /// Monitoring host.
+    pub http_host: String,
+    /// Monitoring port; `None` disables monitoring, `Some(0)` picks a free port.
+    pub http_port: Option<u16>,
+    /// Largest payload a client may publish (headers included).
+    pub max_payload: usize,
+    /// Longest control line a client may send.
+    pub max_control_line: usize,
+    /// Most client connections at once.
+    pub max_connections: usize,
+    /// Most subscriptions per connection; `0` means unlimited.
+    pub max_subscriptions: usize,
+    /// Most bytes queued for one connection before it is a slow consumer.
+    pub max_pending: usize,
+    /// How often the server pings an idle client.
+    pub ping_interval: Duration,
+    /// Unanswered pings before the connection is stale.
+    pub max_pings_out: u32,
+    /// Time a client has to authenticate.
+    pub auth_timeout: Duration,
+    /// Time one write may take before the client is a slow consumer.
+    pub write_deadline: Duration,
+    /// Authentication settings.
+    pub auth: AuthOptions,
+    /// JetStream settings.
+    pub jetstream: JetStreamOptions,
+    /// Cluster settings (accepted now, implemented by the cluster work).
+    pub cluster: ClusterOptions,
+    /// Logging settings.
+    pub log: LogOptions,
+    /// Where to write the process id, if anywhere.
+    pub pid_file: Option<PathBuf>,
+    /// How long lame duck mode takes to move all clients away.
+    pub lame_duck_duration: Duration,
+    /// Grace period before lame duck mode starts closing clients.
+    pub lame_duck_grace_period: Duration,
+}
+
+/// Single-user or token authentication, as the `authorization` block and the
+/// `--user`/`--pass`/`--auth` flags configure it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuthOptions {
+    /// Required user name.
+    pub user: Option<String>,
+    /// Required password (plain text).
+    pub password: Option<String>,
+    /// Required token.
+    pub token: Option<String>,
+}
+
+impl AuthOptions {
+    /// Whether clients must present credentials.
+    pub fn required(&self) -> bool {
+        self.user.is_some() || self.token.is_some()
+    }
+}
+
+/// JetStream settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JetStreamOptions {
+    /// Whether JetStream is on.
+    pub enabled: bool,
+    /// Directory for stream data.
+    pub store_dir: Option<PathBuf>,
+}
+
+/// Cluster settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterOptions {
+    /// Cluster name.
+    pub name: Option<String>,
+    /// Cluster listen address (`host:port`).
+    pub listen: Option<String>,
+    /// Seed routes.
+    pub routes: Vec<String>,
+}
+
+impl ClusterOptions {
+    /// Whether any cluster setting was given.
+    pub fn configured(&self) -> bool {
+        self.name.is_some() || self.listen.is_some() || !self.routes.is_empty()
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogOptions {
+    /// Debug output (`-D`).
+    pub debug: bool,
+    /// Protocol tracing (`-V`).
+    pub trace: bool,
+    /// Log to this file instead of standard error.
+    pub file: Option<PathBuf>,
+    /// JSON lines instead of nats-server's text format.
+    pub json: bool,
+    /// Whether to print timestamps.
+    pub time: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            server_name: String::new(),
+            host: "0.0.0.0".into(),
+            port: 4222,
+            http_host: "0.0.0.0".into(),
+            http_port: None,
+            max_payload: 1024 * 1024,
+            max_control_line: 4096,
+            max_connections: 64 * 1024,
+            max_subscriptions: 0,
+            max_pending: 64 * 1024 * 1024,
+            ping_interval: Duration::from_secs(120),
+            max_pings_out: 2,
+            auth_timeout: Duration::from_secs(2),
+            write_deadline: Duration::from_secs(10),
+            auth: AuthOptions::default(),
+            jetstream: JetStreamOptions::default(),
+            cluster: ClusterOptions::default(),
+            log: LogOptions {
+                time: true,
+                ..LogOptions::default()
+            },
+            pid_file: None,
+            lame_duck_duration: Duration::from_secs(120),
+            lame_duck_grace_period: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The server: listeners, the registry of connections, shared counters and
+//! orderly shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use parking_lot::Mutex;
+use tern_protocol::{ConnectInfo, ServerInfo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use crate::account::{Account, GLOBAL_ACCOUNT};
+use crate::client::{self, ClientShared, SubRef};
+use crate::options::ServerOptions;
+
+/// The NATS server version whose client protocol Tern speaks; clients gate
+/// features on it.
+pub const NATS_COMPAT_VERSION: &str = "2.10.0";
+/// Tern's own version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Server-wide message counters.
+#[derive(Debug, Default)]
+pub(crate) struct ServerStats {
+    pub(crate) in_msgs: AtomicU64,
+    pub(crate) out_msgs: AtomicU64,
+    pub(crate) in_bytes: AtomicU64,
+    pub(crate) out_bytes: AtomicU64,
+    pub(crate) slow_consumers: AtomicU64,
+    pub(crate) total_connections: AtomicU64,
+}
+
+/// State shared by every task of one server.
+pub(crate) struct ServerShared {
+    pub(crate) opts: ServerOptions,
+    pub(crate) server_id: String,
+    pub(crate) server_name: String,
+    pub(crate) client_addr: SocketAddr,
+    pub(crate) http_addr: Mutex<Option<SocketAddr>>,
+    pub(crate) stats: ServerStats,
+    pub(crate) started: Instant,
+    pub(crate) started_at: SystemTime,
+    account: Arc<Account>,
+    clients: Mutex<HashMap<u64, Arc<ClientShared>>>,
+    next_cid: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+impl ServerShared {
+    pub(crate) fn next_client_id(&self) -> u64 {
+        self.next_cid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn global_account(&self) -> Arc<Account> {
+        self.account.clone()
+    }
+
+    /// The `INFO` sent to a new connection.
+    pub(crate) fn client_info(&self, client_id: u64, addr: SocketAddr) -> ServerInfo {
+        ServerInfo {
+            server_id: self.server_id.clone(),
+            server_name: self.server_name.clone(),
+            version: NATS_COMPAT_VERSION.into(),
+            proto: 1,
+            git_commit: String::new(),
+            go: format!("tern {VERSION}"),
+            host: self.opts.host.clone(),
+            port: self.client_addr.port(),
+            headers: true,
+            max_payload: self.opts.max_payload as i64,
+            jetstream: false,
+            auth_required: self.opts.auth.required(),
+            client_id,
+            client_ip: addr.ip().to_string(),
+            ..ServerInfo::default()
+        }
+    }
+
+    /// Adds a connection to the registry; false when `max_connections` is reached.
+    pub(crate) fn register(&self, client: &Arc<ClientShared>) -> bool {
+        let mut clients = self.clients.lock();
+        if clients.len() >= self.opts.max_connections {
+            return false;
+        }
+        clients.insert(client.id, client.clone());
+        self.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    pub(crate) fn unregister(&self, client: &ClientShared) {
+        self.clients.lock().remove(&client.id);
+    }
+
+    /// A snapshot of the open connections, for monitoring.
+    pub(crate) fn clients(&self) -> Vec<Arc<ClientShared>> {
+        self.clients.lock().values().cloned().collect()
+    }
+
+    pub(crate) fn num_clients(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    /// Checks a client's credentials against the configured ones.
+    pub(crate) fn authenticate(&self, info: &ConnectInfo) -> bool {
+        let auth = &self.opts.auth;
+        if let Some(token) = &auth.token {
+            return info.auth_token.as_deref() == Some(token.as_str());
+        }
+        if let Some(user) = &auth.user {
+            return info.user.as_deref() == Some(user.as_str())
+                && info.pass.as_deref() == auth.password.as_deref();
+        }
+        true
+    }
+
+    /// Removes a subscription from routing and from its owner.
+    pub(crate) fn remove_subscription(&self, account: &Account, sub: &SubRef) {
+        account.unsubscribe(sub);
+        sub.client.subs.lock().retain(|s| s != sub);
+    }
+
+    /// A receiver that changes once, when the server shuts down.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    shared: Arc<ServerShared>,
+    accept_task: JoinHandle<()>,
+    monitor_task: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds the listeners and starts serving.
+    pub async fn start(opts: ServerOptions) -> anyhow::Result<Server> {
+        let listener = listen(&opts.host, opts.port)
+            .await
+            .map_err(|e| anyhow::anyhow!("can not listen on {}:{}: {e}", opts.host, opts.port))?;
+        let client_addr = listener.local_addr()?;
+        let server_id = generate_server_id();
+        let server_name = if opts.server_name.is_empty() {
+            server_id.clone()
+        } else {
+            opts.server_name.clone()
+        };
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(ServerShared {
+            opts,
+            server_id,
+            server_name,
+            client_addr,
+            http_addr: Mutex::new(None),
+            stats: ServerStats::default(),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            account: Arc::new(Account::new(GLOBAL_ACCOUNT)),
+            clients: Mutex::new(HashMap::new()),
+            next_cid: AtomicU64::new(1),
+            shutdown,
+        });
+
+        info!("Starting tern-server");
+        info!("  Version:  {VERSION} (NATS protocol {NATS_COMPAT_VERSION})");
+        info!("  Name:     {}", shared.server_name);
+        info!("  ID:       {}", shared.server_id);
+        if let Some(dir) = &shared.opts.jetstream.store_dir {
+            info!("  Data dir: {}", dir.display());
+        }
+
+        let monitor_task = match shared.opts.http_port {
+            Some(port) => {
+                let (addr, task) = crate::monitor::start(shared.clone(), port).await?;
+                *shared.http_addr.lock() = Some(addr);
+                info!(
+                    "Starting http monitor on {}:{}",
+                    shared.opts.http_host,
+                    addr.port()
+                );
+                Some(task)
+            }
+            None => None,
+        };
+
+        info!(
+            "Listening for client connections on {}:{}",
+            shared.opts.host,
+            client_addr.port()
+        );
+        info!("Server is ready");
+        let accept_task = tokio::spawn(accept_loop(shared.clone(), listener));
+        Ok(Server {
+            shared,
+            accept_task,
+            monitor_task,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.shared.client_addr
+    }
+
+    /// The monitoring address, if monitoring is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        *self.shared.http_addr.lock()
+    }
+
+    /// Stops accepting, tells every connection to flush and close, and waits
+    /// (bounded) for them to finish.
+    pub async fn shutdown(self) {
+        info!("Initiating Shutdown...");
+        self.accept_task.abort();
+        if let Some(task) = &self.monitor_task {
+            task.abort();
+        }
+        let _ = self.shared.shutdown.send(true);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while self.shared.num_clients() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        info!("Server Exiting..");
+    }
+}
+
+/// Pending connections the kernel may queue for us: a burst of clients
+/// (a fleet reconnecting after a restart) must not see dropped SYNs.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with address reuse (restarts on the same port work while
+/// old sockets linger in TIME_WAIT) and a deep accept queue.
+pub(crate) async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut last_err = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other(format!("no address for {host}"))))
+}
+
+async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                tokio::spawn(client::serve(shared.clone(), stream, addr));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                error!(error = %e, "error accepting client connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A server id in the shape nats-server uses: 56 base32 characters starting with `N`.
+fn generate_server_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut id = String::with_capacity(56);
+    id.push('N');
+    for _ in 1..56 {
+        id.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
+    }
+    id
+}
