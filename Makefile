@@ -21,7 +21,7 @@ run: release
 	./target/release/tern-server -p 4222 -m 8222 -js -sd $(DATA_DIR)
 
 ## test: the whole suite (unit, property, wire and client tests against real servers)
-test: build
+test: build nats-server
 ifeq ($(NEXTEST),yes)
 	$(CARGO) nextest run --workspace --no-fail-fast
 else
@@ -47,9 +47,12 @@ verify: fmt-check clippy doc test
 nats-server:
 	@command -v nats-server >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nats-server)
 
-## bench: Tern alone, every scenario
+## bench: Tern alone, every scenario, server pinned to core 0 and client to core 1
 bench: release
-	./target/release/tern bench local --server-bin ./target/release/tern-server
+	@port=$$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])' 2>/dev/null || echo 14222); \
+	taskset -c 0 ./target/release/tern-server -a 127.0.0.1 -p $$port 2>/dev/null & pid=$$!; \
+	sleep 1; taskset -c 1 ./target/release/tern bench run --url nats://127.0.0.1:$$port --server-pid $$pid; \
+	rc=$$?; kill $$pid; exit $$rc
 
 ## bench-compare: Tern against Debian's nats-server, same client, same machine, alternating rounds
 bench-compare: release nats-server

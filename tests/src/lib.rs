@@ -66,6 +66,10 @@ pub struct Launch {
     pub port: Option<u16>,
     /// Turn monitoring on (on an ephemeral port).
     pub monitor: bool,
+    /// Pass no `-a`/`-p` of our own: `args` (or the configuration) say where
+    /// to listen. The log's `Listening for client connections on` line still
+    /// gives the address.
+    pub bare: bool,
 }
 
 impl Launch {
@@ -106,8 +110,10 @@ impl TernServer {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(server_binary());
         cmd.current_dir(dir.path());
-        let port = launch.port.map_or("-1".to_owned(), |p| p.to_string());
-        cmd.args(["-a", "127.0.0.1", "-p", &port]);
+        if !launch.bare {
+            let port = launch.port.map_or("-1".to_owned(), |p| p.to_string());
+            cmd.args(["-a", "127.0.0.1", "-p", &port]);
+        }
         if launch.monitor {
             cmd.args(["-m", "-1"]);
         }
@@ -152,6 +158,7 @@ impl TernServer {
             let left = deadline.saturating_duration_since(Instant::now());
             match ready_rx.recv_timeout(left) {
                 Ok(line) => {
+                    let line = log_message(&line);
                     if let Some(a) = line.split("Listening for client connections on ").nth(1) {
                         addr = a.trim().parse().ok();
                     }
@@ -261,6 +268,107 @@ impl Drop for TernServer {
     }
 }
 
+/// The message of a log line: the line itself, or for a JSON line
+/// (`--log_json`) its `fields.message` (or `message`).
+pub fn log_message(line: &str) -> String {
+    if line.trim_start().starts_with('{') {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            let msg = v
+                .pointer("/fields/message")
+                .or_else(|| v.get("message"))
+                .or_else(|| v.get("msg"))
+                .and_then(serde_json::Value::as_str);
+            if let Some(msg) = msg {
+                return msg.to_owned();
+            }
+        }
+    }
+    line.to_owned()
+}
+
+/// What a `tern-server` run that was expected to end produced.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit code; `None` if it had to be killed at the timeout (or died by a signal).
+    pub code: Option<i32>,
+    /// Whether it was still running at the timeout (and was killed).
+    pub timed_out: bool,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `tern-server ARGS` in `dir` to completion, bounded by `timeout`
+/// (killed if it is still running then), and collects its output.
+pub fn run_server_to_exit(
+    args: &[&str],
+    env: &[(&str, &str)],
+    dir: &Path,
+    timeout: Duration,
+) -> Finished {
+    let mut cmd = Command::new(server_binary());
+    cmd.current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn tern-server");
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().ok();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        code: if timed_out {
+            None
+        } else {
+            status.and_then(|s| s.code())
+        },
+        timed_out,
+        stdout: out_thread.join().unwrap_or_default(),
+        stderr: err_thread.join().unwrap_or_default(),
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes;
+/// returns its last answer.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A field of `/proc/<pid>/status` in kB (`VmRSS:`, `VmHWM:`).
 pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -344,6 +452,11 @@ impl RawClient {
         let mut c = Self::connect(addr);
         c.send(format!("CONNECT {connect_json}\r\n").as_bytes());
         c
+    }
+
+    /// The local (client-side) address of the connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local addr")
     }
 
     /// The `INFO` JSON.

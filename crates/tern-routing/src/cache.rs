@@ -1,6 +1,6 @@
 //! A bounded per-reader cache of match results.
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::sync::Arc;
 
 use crate::{MatchResult, Sublist};
@@ -15,7 +15,7 @@ use crate::{MatchResult, Sublist};
 /// inserts O(1) amortized without per-entry bookkeeping.
 #[derive(Debug)]
 pub struct MatchCache<T> {
-    entries: HashMap<Box<str>, Arc<MatchResult<T>>>,
+    entries: FastMap<Box<str>, Arc<MatchResult<T>>>,
     generation: u64,
     max_entries: usize,
     hits: u64,
@@ -26,7 +26,7 @@ impl<T: Clone + PartialEq> MatchCache<T> {
     /// A cache holding at most `max_entries` subjects; 0 disables caching.
     pub fn new(max_entries: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: FastMap::default(),
             generation: 0,
             max_entries,
             hits: 0,

@@ -23,6 +23,10 @@
 //! per-subscription counters and connection ids when it delivers the
 //! matches this crate returns.
 
+/// Seeded per process (foldhash): fast on the per-message path, and not
+/// predictable enough for a client to pick colliding subjects.
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 mod cache;
 mod error;
 mod queue;

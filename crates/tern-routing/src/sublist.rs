@@ -1,6 +1,6 @@
 //! The subject trie.
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -134,7 +134,7 @@ fn remove_one<T: PartialEq>(values: &mut Vec<T>, value: &T) -> bool {
 /// children for the next token.
 struct Node<T> {
     subs: Subs<T>,
-    literal: HashMap<Box<str>, Node<T>>,
+    literal: FastMap<Box<str>, Node<T>>,
     /// Child for a `*` token.
     pwc: Option<Box<Node<T>>>,
     /// Child for a `>` token; it never has children of its own.
@@ -148,7 +148,7 @@ impl<T> Default for Node<T> {
                 plain: Vec::new(),
                 queues: Vec::new(),
             },
-            literal: HashMap::new(),
+            literal: FastMap::default(),
             pwc: None,
             fwc: None,
         }

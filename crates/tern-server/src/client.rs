@@ -126,6 +126,10 @@ pub(crate) struct ClientShared {
     flush_owed: AtomicBool,
     /// Wakes the reader when the connection must end.
     close_requested: Notify,
+    /// Wakes publishers held back for this connection after each write.
+    drained: Notify,
+    /// Bytes handed to the socket so far; shows whether the client reads.
+    bytes_written: AtomicU64,
     /// Whether the client understands `HMSG`.
     headers: AtomicBool,
     pub(crate) meta: Mutex<ClientMeta>,
@@ -139,7 +143,9 @@ pub(crate) struct ClientShared {
 /// What happened to a message offered to a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Enqueued {
-    Queued,
+    /// Queued; carries the message bytes counted as delivered (headers
+    /// included when the client receives them).
+    Queued(u64),
     Closed,
     SlowConsumer,
 }
@@ -161,6 +167,8 @@ impl ClientShared {
             write_ready: Notify::new(),
             flush_owed: AtomicBool::new(false),
             close_requested: Notify::new(),
+            drained: Notify::new(),
+            bytes_written: AtomicU64::new(0),
             headers: AtomicBool::new(false),
             meta: Mutex::new(ClientMeta::default()),
             subs: Mutex::new(Vec::new()),
@@ -208,9 +216,10 @@ impl ClientShared {
             None => tern_protocol::encode_msg(&mut out.buf, subject, sid, reply, payload),
             Some(h) => tern_protocol::encode_hmsg(&mut out.buf, subject, sid, reply, h, payload),
         }
+        let bytes = (headers.map_or(0, <[u8]>::len) + payload.len()) as u64;
         out.msgs += 1;
-        out.bytes += payload.len() as u64;
-        Enqueued::Queued
+        out.bytes += bytes;
+        Enqueued::Queued(bytes)
     }
 
     /// Queues raw protocol bytes (`PONG`, `+OK`, `-ERR`, `INFO`, `PING`).
@@ -252,7 +261,9 @@ impl ClientShared {
     /// Claims the duty to wake this connection's writer; true for the first
     /// claimant since the last wake-up.
     fn claim_flush(&self) -> bool {
-        !self.flush_owed.swap(true, Ordering::AcqRel)
+        // A plain load first: when someone already owes the flush (the common
+        // case inside a burst) this avoids a read-modify-write per message.
+        !self.flush_owed.load(Ordering::Acquire) && !self.flush_owed.swap(true, Ordering::AcqRel)
     }
 
     fn flush(&self) {
@@ -286,6 +297,49 @@ impl Flusher {
             client.flush();
         }
     }
+
+    /// Wakes every writer owed a wake-up and returns the connections whose
+    /// queue is past half of `max_pending`: the publisher waits for those.
+    fn flush_all_and_check(&mut self, stalls: &mut Vec<Arc<ClientShared>>) {
+        for client in self.owed.drain(..) {
+            client.flush();
+            if client.pending_bytes() > client.max_pending / 2 {
+                stalls.push(client);
+            }
+        }
+    }
+}
+
+/// Longest a publisher is held back in one read batch for receivers that
+/// fall behind.
+const MAX_STALL: Duration = Duration::from_secs(1);
+/// A receiver whose socket takes nothing for this long is not waited for:
+/// it is stuck, and will be cut off at `max_pending` instead.
+const STALL_STEP: Duration = Duration::from_millis(10);
+
+/// Holds the publisher back while receivers it fed drain their queues, so a
+/// burst does not turn a reading-but-slower subscriber into a slow consumer.
+/// Receivers that read nothing are not waited for; nobody waits longer than
+/// [`MAX_STALL`] per batch.
+async fn stall_for(targets: &[Arc<ClientShared>]) {
+    let deadline = tokio::time::Instant::now() + MAX_STALL;
+    for target in targets {
+        loop {
+            let drained = target.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            let closed = target.out.lock().closed;
+            if closed || target.pending_bytes() <= target.max_pending / 2 {
+                break;
+            }
+            let written = target.bytes_written.load(Ordering::Relaxed);
+            let step = tokio::time::timeout(STALL_STEP, drained).await;
+            let progressed = target.bytes_written.load(Ordering::Relaxed) != written;
+            if (step.is_err() && !progressed) || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+    }
 }
 
 /// Per-connection protocol state owned by the reader.
@@ -295,6 +349,8 @@ struct Session {
     account: Arc<Account>,
     cache: MatchCache<SubRef>,
     flusher: Flusher,
+    /// Receivers past half their `max_pending` after the last batch.
+    stalls: Vec<Arc<ClientShared>>,
     connected: bool,
     /// The client's options as its `CONNECT`s set them; nats-server starts
     /// with verbose and pedantic on, and a `CONNECT` changes only the fields it names.
@@ -330,17 +386,13 @@ pub(crate) async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: So
     if !server.register(&shared) {
         shared.enqueue_raw(format!("-ERR '{}'\r\n", err::MAX_CONNECTIONS).as_bytes());
         shared.close(CloseReason::MaxConnectionsExceeded);
-        write_loop(shared.clone(), writer, server.opts.write_deadline).await;
+        write_loop(shared.clone(), writer, server.clone()).await;
         debug!(cid = id, %addr, "refused connection: maximum connections exceeded");
         return;
     }
     debug!(cid = id, %addr, "client connection created");
 
-    let writer_task = tokio::spawn(write_loop(
-        shared.clone(),
-        writer,
-        server.opts.write_deadline,
-    ));
+    let writer_task = tokio::spawn(write_loop(shared.clone(), writer, server.clone()));
     shared.flush();
 
     let account = server.global_account();
@@ -350,6 +402,7 @@ pub(crate) async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: So
         account,
         cache: MatchCache::new(1024),
         flusher: Flusher::default(),
+        stalls: Vec::new(),
         connected: false,
         options: serde_json::Map::new(),
         verbose: true,
@@ -426,6 +479,10 @@ impl Session {
                             if !keep_going {
                                 return;
                             }
+                            if !self.stalls.is_empty() {
+                                stall_for(&self.stalls).await;
+                                self.stalls.clear();
+                            }
                             if self.connected && !rtt_ping_armed {
                                 // nats-server pings soon after CONNECT to measure the round trip.
                                 rtt_ping_armed = true;
@@ -489,7 +546,7 @@ impl Session {
     }
 
     fn end_batch(&mut self) {
-        self.flusher.flush_all();
+        self.flusher.flush_all_and_check(&mut self.stalls);
         let stats = &self.server.stats;
         if self.batch_in_msgs > 0 {
             self.shared
@@ -763,10 +820,10 @@ impl Session {
             payload,
         );
         match outcome {
-            Enqueued::Queued => {
+            Enqueued::Queued(bytes) => {
                 self.flusher.note(&sub.client);
                 self.batch_out_msgs += 1;
-                self.batch_out_bytes += payload.len() as u64;
+                self.batch_out_bytes += bytes;
             }
             Enqueued::SlowConsumer => {
                 self.server
@@ -785,7 +842,7 @@ impl Session {
         if max > 0 && delivered == max {
             self.server.remove_subscription(&self.account, sub);
         }
-        outcome == Enqueued::Queued
+        matches!(outcome, Enqueued::Queued(_))
     }
 
     /// Tells a requester nobody is listening: an empty `HMSG` with status 503
@@ -803,11 +860,10 @@ impl Session {
             .cloned();
         if let Some(sub) = own {
             let headers = Headers::status(503, None).encode();
-            if self
+            let queued = self
                 .shared
-                .enqueue_msg(reply, &sub.sid, None, Some(&headers), b"")
-                == Enqueued::Queued
-            {
+                .enqueue_msg(reply, &sub.sid, None, Some(&headers), b"");
+            if matches!(queued, Enqueued::Queued(_)) {
                 self.flusher.note(&self.shared);
             }
         }
@@ -892,7 +948,12 @@ const WRITE_BUFFER_KEEP: usize = 1024 * 1024;
 
 /// Drains the outbound buffer with as few writes as possible until the
 /// connection closes.
-async fn write_loop(shared: Arc<ClientShared>, mut writer: OwnedWriteHalf, deadline: Duration) {
+async fn write_loop(
+    shared: Arc<ClientShared>,
+    mut writer: OwnedWriteHalf,
+    server: Arc<ServerShared>,
+) {
+    let deadline = server.opts.write_deadline;
     let mut spare = BytesMut::with_capacity(4096);
     'outer: loop {
         loop {
@@ -915,11 +976,22 @@ async fn write_loop(shared: Arc<ClientShared>, mut writer: OwnedWriteHalf, deadl
                     break 'outer;
                 }
                 Err(_) => {
-                    warn!(cid = shared.id, addr = %shared.addr, "slow consumer detected: write deadline exceeded");
+                    server.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    warn!(
+                        cid = shared.id,
+                        addr = %shared.addr,
+                        write_deadline = ?deadline,
+                        pending = spare.len(),
+                        "slow consumer detected: write deadline exceeded"
+                    );
                     shared.close(CloseReason::SlowConsumerWriteDeadline);
                     break 'outer;
                 }
             }
+            shared
+                .bytes_written
+                .fetch_add(spare.len() as u64, Ordering::Relaxed);
+            shared.drained.notify_waiters();
             if spare.capacity() > WRITE_BUFFER_KEEP {
                 spare = BytesMut::with_capacity(4096);
             } else {

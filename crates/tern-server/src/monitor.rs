@@ -41,6 +41,7 @@ pub(crate) async fn start(
         .route("/subscriptionsz", get(subsz))
         .route("/routez", get(routez))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
         .with_state(shared);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -59,6 +60,15 @@ async fn root() -> impl IntoResponse {
          <li><a href=\"healthz\">healthz</a></li><li><a href=\"metrics\">metrics</a></li>\
          </ul></body></html>",
     )
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "404 page not found\n",
+    )
+        .into_response()
 }
 
 async fn healthz() -> Json<Value> {
@@ -233,7 +243,6 @@ async fn connz(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>
         other => return bad_request(format!("invalid sorting option: {other}")),
     }
     let total = rows.len();
-    let account = s.global_account();
     let now_sys = SystemTime::now();
     let connections: Vec<Value> = rows
         .iter()
@@ -260,25 +269,36 @@ async fn connz(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>
                 "in_bytes": r.in_bytes,
                 "out_bytes": r.out_bytes,
                 "subscriptions": r.subs,
-                "name": meta.name,
-                "lang": meta.lang,
-                "version": meta.version,
             });
+            // Empty fields are left out, as nats-server's omitempty does.
+            for (key, value) in [
+                ("name", &meta.name),
+                ("lang", &meta.lang),
+                ("version", &meta.version),
+            ] {
+                if !value.is_empty() {
+                    v[key] = json!(value);
+                }
+            }
             if !meta.user.is_empty() {
                 v["authorized_user"] = json!(meta.user);
             }
             if subs_list {
                 let list: Vec<String> = c.subs.lock().iter().map(|s| s.subject.clone()).collect();
-                v["subscriptions_list"] = json!(list);
+                if !list.is_empty() {
+                    v["subscriptions_list"] = json!(list);
+                }
             }
             if subs_detail {
                 let list: Vec<Value> = c
                     .subs
                     .lock()
                     .iter()
-                    .map(|sub| sub_detail(&account.name, sub, c.id))
+                    .map(|sub| sub_detail(None, sub, c.id))
                     .collect();
-                v["subscriptions_list_detail"] = json!(list);
+                if !list.is_empty() {
+                    v["subscriptions_list_detail"] = json!(list);
+                }
             }
             v
         })
@@ -294,25 +314,36 @@ async fn connz(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>
     }))
 }
 
-fn sub_detail(account: &str, s: &crate::client::Subscription, cid: u64) -> Value {
-    let mut v = json!({
-        "account": account,
-        "subject": s.subject,
-        "sid": String::from_utf8_lossy(&s.sid),
-        "msgs": s.delivered.load(Ordering::Relaxed),
-        "cid": cid,
-    });
-    if let Some(q) = &s.queue {
-        v["qgroup"] = json!(q);
+/// One subscription as nats-server's `SubDetail`: the account only where
+/// nats-server gives it (`/subsz`), `qgroup` and `max` only when set.
+fn sub_detail(account: Option<&str>, s: &crate::client::Subscription, cid: u64) -> Value {
+    let mut v = serde_json::Map::new();
+    if let Some(account) = account {
+        v.insert("account".into(), json!(account));
     }
+    v.insert("subject".into(), json!(s.subject));
+    if let Some(q) = &s.queue {
+        v.insert("qgroup".into(), json!(q));
+    }
+    v.insert("sid".into(), json!(String::from_utf8_lossy(&s.sid)));
+    v.insert("msgs".into(), json!(s.delivered.load(Ordering::Relaxed)));
     let max = s.max.load(Ordering::Relaxed);
     if max > 0 {
-        v["max"] = json!(max);
+        v.insert("max".into(), json!(max));
     }
-    v
+    v.insert("cid".into(), json!(cid));
+    Value::Object(v)
 }
 
 async fn subsz(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let test = q.get("test").cloned();
+    if let Some(t) = &test {
+        if !tern_protocol::subject::is_valid_publish_subject(t.as_bytes()) {
+            return bad_request(format!(
+                "invalid test subject, must be valid publish subject: {t}"
+            ));
+        }
+    }
     let account = s.global_account();
     let (stats, subs) = account.with_sublist(|l| (l.stats(), l.subjects()));
     let mut fanouts: HashMap<&str, usize> = HashMap::new();
@@ -325,42 +356,51 @@ async fn subsz(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>
     } else {
         subs.len() as f64 / fanouts.len() as f64
     };
-    let mut body = json!({
-        "server_id": s.server_id,
-        "now": now(),
-        "num_subscriptions": stats.num_subscriptions,
-        "num_cache": 0,
-        "num_inserts": stats.num_inserts,
-        "num_removes": stats.num_removes,
-        "num_matches": stats.num_matches,
-        "cache_hit_rate": 0.0,
-        "max_fanout": max_fanout,
-        "avg_fanout": avg_fanout,
-    });
-    if matches!(
+    let list_subs = matches!(
         q.get("subs").map(String::as_str),
         Some("1" | "true" | "detail")
-    ) {
+    );
+    let mut body = serde_json::Map::new();
+    // nats-server names the server only in the listing form.
+    if list_subs {
+        body.insert("server_id".into(), json!(s.server_id));
+        body.insert("now".into(), json!(now()));
+    }
+    for (key, value) in [
+        ("num_subscriptions", json!(stats.num_subscriptions)),
+        ("num_cache", json!(0)),
+        ("num_inserts", json!(stats.num_inserts)),
+        ("num_removes", json!(stats.num_removes)),
+        ("num_matches", json!(stats.num_matches)),
+        ("cache_hit_rate", json!(0.0)),
+        ("max_fanout", json!(max_fanout)),
+        ("avg_fanout", json!(avg_fanout)),
+    ] {
+        body.insert(key.into(), value);
+    }
+    if list_subs {
         let offset: usize = q.get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
         let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(1024);
-        let filter = q.get("test").cloned();
-        let list: Vec<Value> = subs
+        let matching: Vec<&(String, Option<std::sync::Arc<str>>, crate::client::SubRef)> = subs
             .iter()
             .filter(|(subject, _, _)| {
-                filter.as_deref().is_none_or(|t| {
+                test.as_deref().is_none_or(|t| {
                     tern_protocol::subject::matches(subject.as_bytes(), t.as_bytes())
                 })
             })
+            .collect();
+        let list: Vec<Value> = matching
+            .iter()
             .skip(offset)
             .take(limit)
-            .map(|(_, _, sub)| sub_detail(&account.name, sub, sub.client.id))
+            .map(|(_, _, sub)| sub_detail(Some(&account.name), sub, sub.client.id))
             .collect();
-        body["total"] = json!(subs.len());
-        body["offset"] = json!(offset);
-        body["limit"] = json!(limit);
-        body["subscriptions_list"] = json!(list);
+        body.insert("total".into(), json!(matching.len()));
+        body.insert("offset".into(), json!(offset));
+        body.insert("limit".into(), json!(limit));
+        body.insert("subscriptions_list".into(), json!(list));
     }
-    json_response(&body)
+    json_response(&Value::Object(body))
 }
 
 async fn routez(State(s): State<Shared>) -> Response {

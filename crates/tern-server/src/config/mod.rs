@@ -112,8 +112,18 @@ fn is_reserved_env(name: &str) -> bool {
 
 fn load_with_env(cli: &Cli, env: Environment) -> Result<Loaded, ConfigError> {
     let mut builder = Config::builder();
+    let mut variables = std::collections::BTreeSet::new();
     if let Some(path) = &cli.config {
         check_readable(path)?;
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            // Parsed once more only to learn which entries are variables.
+            variables = natsconf::parse_file_with_variables(path)
+                .map(|(_, used)| used)
+                .map_err(|e| ConfigError::InvalidValue {
+                    key: "config".into(),
+                    reason: e.to_string(),
+                })?;
+        }
         let name = path.to_string_lossy();
         builder = match path.extension().and_then(|e| e.to_str()) {
             Some("toml") => builder.add_source(File::new(&name, FileFormat::Toml)),
@@ -130,7 +140,7 @@ fn load_with_env(cli: &Cli, env: Environment) -> Result<Loaded, ConfigError> {
     builder = apply_flags(builder, cli)?;
     let map: Map<String, Value> = builder.build()?.try_deserialize()?;
     let mut warnings = Vec::new();
-    let options = build_options(&map, &mut warnings)?;
+    let options = build_options(&map, &variables, &mut warnings)?;
     Ok(Loaded { options, warnings })
 }
 
@@ -226,6 +236,7 @@ fn apply_flags(mut b: Builder, cli: &Cli) -> Result<Builder, ConfigError> {
 /// Walks the merged map into [`ServerOptions`].
 fn build_options(
     map: &Map<String, Value>,
+    variables: &std::collections::BTreeSet<String>,
     warnings: &mut Vec<String>,
 ) -> Result<ServerOptions, ConfigError> {
     let mut o = ServerOptions::default();
@@ -277,21 +288,32 @@ fn build_options(
             "log_json" => o.log.json = boolean(k, value)?,
             "log_file" | "logfile" => o.log.file = Some(PathBuf::from(string(k, value)?)),
             "pid_file" | "pidfile" => o.pid_file = Some(PathBuf::from(string(k, value)?)),
-            "authorization" => authorization(value, &mut o, warnings)?,
-            "jetstream" => jetstream(value, &mut o, warnings)?,
+            "authorization" => authorization(value, &mut o, variables, warnings)?,
+            "jetstream" => jetstream(value, &mut o, variables, warnings)?,
             "store_dir" => o.jetstream.store_dir = Some(PathBuf::from(string(k, value)?)),
-            "cluster" => cluster(value, &mut o, warnings)?,
+            "cluster" => cluster(value, &mut o, variables, warnings)?,
             "tls" => {
                 return Err(ConfigError::NotImplemented {
                     key: "tls".into(),
                     why: "TLS comes with the security work; refusing to start without the TLS that was asked for",
                 })
             }
+            // An entry that only serves as a `$variable` is no setting.
+            _ if variables.contains(k) => {}
             _ if NOT_YET_IMPLEMENTED.contains(&k) => {
                 warnings.push(format!("configuration key \"{k}\" is not implemented yet and is ignored"));
             }
             _ => return Err(ConfigError::UnknownKey(k.to_owned())),
         }
+    }
+    if o.max_payload > o.max_pending {
+        return Err(invalid(
+            "max_payload",
+            &format!(
+                "max_payload ({}) cannot be higher than max_pending ({})",
+                o.max_payload, o.max_pending
+            ),
+        ));
     }
     // Monitoring listens where clients do unless told otherwise, as in nats-server.
     if !http_host_set {
@@ -310,6 +332,7 @@ fn table<'a>(key: &str, value: &'a Value) -> Result<&'a Map<String, Value>, Conf
 fn authorization(
     value: &Value,
     o: &mut ServerOptions,
+    variables: &std::collections::BTreeSet<String>,
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     for (k, v) in table("authorization", value)? {
@@ -324,6 +347,7 @@ fn authorization(
                     "configuration key \"{key}\" is not implemented yet and is ignored"
                 ));
             }
+            _ if variables.contains(k.as_str()) => {}
             _ => return Err(ConfigError::UnknownKey(key)),
         }
     }
@@ -339,6 +363,7 @@ fn authorization(
 fn jetstream(
     value: &Value,
     o: &mut ServerOptions,
+    variables: &std::collections::BTreeSet<String>,
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     match &value.kind {
@@ -381,6 +406,7 @@ fn jetstream(
                             "configuration key \"{key}\" is not implemented yet and is ignored"
                         ));
                     }
+                    _ if variables.contains(k.as_str()) => {}
                     _ => return Err(ConfigError::UnknownKey(key)),
                 }
             }
@@ -398,6 +424,7 @@ fn jetstream(
 fn cluster(
     value: &Value,
     o: &mut ServerOptions,
+    variables: &std::collections::BTreeSet<String>,
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     for (k, v) in table("cluster", value)? {
@@ -437,6 +464,7 @@ fn cluster(
                     "configuration key \"{key}\" is not implemented yet and is ignored"
                 ));
             }
+            _ if variables.contains(k.as_str()) => {}
             _ => return Err(ConfigError::UnknownKey(key)),
         }
     }

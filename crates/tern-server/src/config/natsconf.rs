@@ -49,6 +49,9 @@ use std::time::Duration;
 
 use config::{Map, Value, ValueKind};
 
+/// Names of the entries referred to as `$variables`.
+pub type VariableNames = std::collections::BTreeSet<String>;
+
 /// Bounds `include` chains so a runaway chain fails with a clear error.
 const MAX_INCLUDE_DEPTH: usize = 10;
 /// Bounds `{`/`[` nesting so hostile input cannot overflow the stack.
@@ -115,6 +118,20 @@ pub enum NatsConfError {
 /// Returns [`NatsConfError::Parse`] for malformed text, undefined variables,
 /// unreadable or cyclic includes, and numbers out of the 64-bit range.
 pub fn parse_str(text: &str, origin: Option<&Path>) -> Result<Map<String, Value>, NatsConfError> {
+    parse_str_with_variables(text, origin).map(|(map, _)| map)
+}
+
+/// Like [`parse_str`], and also returns the names of the entries the text
+/// refers to as variables (`$NAME`). nats-server does not call such an entry
+/// an unknown configuration key, so the caller can do the same.
+///
+/// # Errors
+///
+/// As [`parse_str`].
+pub fn parse_str_with_variables(
+    text: &str,
+    origin: Option<&Path>,
+) -> Result<(Map<String, Value>, VariableNames), NatsConfError> {
     let mut parser = Parser::new(text);
     match origin {
         Some(dir) if dir.is_dir() => parser.base_dir = dir.to_path_buf(),
@@ -131,7 +148,9 @@ pub fn parse_str(text: &str, origin: Option<&Path>) -> Result<Map<String, Value>
         }
         None => {}
     }
-    parser.parse_document()
+    parser
+        .parse_document_counting()
+        .map(|(map, _, used)| (map, used))
 }
 
 /// Reads and parses a configuration file; see [`parse_str`].
@@ -141,6 +160,18 @@ pub fn parse_str(text: &str, origin: Option<&Path>) -> Result<Map<String, Value>
 /// Returns [`NatsConfError::Io`] if the file cannot be read or is not UTF-8,
 /// and any error of [`parse_str`].
 pub fn parse_file(path: &Path) -> Result<Map<String, Value>, NatsConfError> {
+    parse_file_with_variables(path).map(|(map, _)| map)
+}
+
+/// Like [`parse_file`], and also returns the names used as variables; see
+/// [`parse_str_with_variables`].
+///
+/// # Errors
+///
+/// As [`parse_file`].
+pub fn parse_file_with_variables(
+    path: &Path,
+) -> Result<(Map<String, Value>, VariableNames), NatsConfError> {
     let io_error = |source| NatsConfError::Io {
         path: path.to_path_buf(),
         source,
@@ -152,7 +183,7 @@ pub fn parse_file(path: &Path) -> Result<Map<String, Value>, NatsConfError> {
             "file is not valid utf-8",
         ))
     })?;
-    parse_str(&text, Some(path))
+    parse_str_with_variables(&text, Some(path))
 }
 
 /// Parses a Go duration such as `300ms`, `1.5h` or `2h45m`, as Go's
@@ -419,6 +450,8 @@ struct Parser<'a> {
     env_depth: usize,
     /// Values copied by variable references so far, across includes.
     expanded: usize,
+    /// Names of entries that were referenced as variables.
+    used_variables: VariableNames,
 }
 
 impl<'a> Parser<'a> {
@@ -435,6 +468,7 @@ impl<'a> Parser<'a> {
             nesting: 0,
             env_depth: 0,
             expanded: 0,
+            used_variables: VariableNames::new(),
         }
     }
 
@@ -540,13 +574,11 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse_document(self) -> Result<Map<String, Value>, NatsConfError> {
-        self.parse_document_counting().map(|(map, _)| map)
-    }
-
     /// Parses the whole text and also returns the updated count of values
     /// copied by variable references.
-    fn parse_document_counting(mut self) -> Result<(Map<String, Value>, usize), NatsConfError> {
+    fn parse_document_counting(
+        mut self,
+    ) -> Result<(Map<String, Value>, usize, VariableNames), NatsConfError> {
         if let Some(rest) = self.rest().strip_prefix('\u{feff}') {
             self.pos = self.src.len() - rest.len();
         }
@@ -570,7 +602,11 @@ impl<'a> Parser<'a> {
         } else {
             self.parse_entries(None)?;
         }
-        Ok((self.scopes.pop().unwrap_or_default(), self.expanded))
+        Ok((
+            self.scopes.pop().unwrap_or_default(),
+            self.expanded,
+            self.used_variables,
+        ))
     }
 
     /// Parses entries into the innermost scope until the `}` matching the `{`
@@ -975,6 +1011,7 @@ impl<'a> Parser<'a> {
             return Err(self.error(pos, format!("invalid variable reference \"${name}\"")));
         }
         if let Some(value) = self.scopes.iter().rev().find_map(|scope| scope.get(name)) {
+            self.used_variables.insert(name.to_owned());
             // Every value in the tree stays within MAX_NESTING, which keeps
             // the recursive clone and drop of `Value` from overflowing the
             // stack, so a reference must not push its copy past that bound.
@@ -1119,8 +1156,9 @@ impl<'a> Parser<'a> {
         child.include_depth = self.include_depth + 1;
         child.nesting = self.nesting;
         child.expanded = self.expanded;
-        let (map, expanded) = child.parse_document_counting()?;
+        let (map, expanded, used) = child.parse_document_counting()?;
         self.expanded = expanded;
+        self.used_variables.extend(used);
         for (key, value) in map {
             self.insert(key, value);
         }
