@@ -20,7 +20,7 @@ pub use encode::{encode_err, encode_hmsg, encode_info, encode_msg, msg_frame_len
 pub use error::ProtocolError;
 pub use headers::{HeaderError, Headers, HEADER_LINE};
 pub use info::{ConnectInfo, ServerInfo};
-pub use parser::{ClientOp, Parser, ParserLimits};
+pub use parser::{ClientOp, Parsed, Parser, ParserLimits};
 
 /// The `-ERR` texts of nats-server, in one place so every path uses the same words.
 pub mod err {

@@ -1,54 +1,53 @@
 //! Incremental parser for the operations a client sends.
 //!
-//! The parser works on the connection's read buffer: each call consumes at
-//! most one complete operation from the front of the buffer and hands out
-//! subjects and payloads as [`Bytes`] slices of that buffer, so payloads are
-//! never copied. When an operation is incomplete it consumes nothing (or, for
-//! a payload still arriving, only the already-parsed control line) and
-//! returns `Ok(None)`; the caller reads more bytes and calls again.
-
-use bytes::{Buf, Bytes, BytesMut};
+//! The parser reads the front of the connection's read buffer and returns the
+//! next complete operation with its subjects and payload *borrowed* from that
+//! buffer, together with how many bytes it spans. Nothing is copied and no
+//! reference count is touched per message; the caller handles the operation,
+//! then drops the consumed bytes. When an operation is incomplete the parser
+//! reports that nothing was consumed, and [`Parser::bytes_needed`] says how
+//! much a pending payload needs, so the reader can reserve once.
 
 use crate::ProtocolError;
 
-/// One client operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientOp {
+/// One client operation, borrowing from the read buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientOp<'a> {
     /// `CONNECT {json}`; the JSON text is left to the caller to decode.
-    Connect(Bytes),
+    Connect(&'a [u8]),
     /// `PUB subject [reply] size` followed by the payload.
     Pub {
         /// The subject published to.
-        subject: Bytes,
+        subject: &'a [u8],
         /// The reply subject, if any.
-        reply: Option<Bytes>,
+        reply: Option<&'a [u8]>,
         /// The message payload.
-        payload: Bytes,
+        payload: &'a [u8],
     },
     /// `HPUB subject [reply] header_size total_size` followed by headers and payload.
     HPub {
         /// The subject published to.
-        subject: Bytes,
+        subject: &'a [u8],
         /// The reply subject, if any.
-        reply: Option<Bytes>,
+        reply: Option<&'a [u8]>,
         /// The header block, `NATS/1.0...\r\n\r\n`.
-        headers: Bytes,
+        headers: &'a [u8],
         /// The message payload after the header block.
-        payload: Bytes,
+        payload: &'a [u8],
     },
     /// `SUB subject [queue] sid`.
     Sub {
         /// The subject, possibly with wildcards.
-        subject: Bytes,
+        subject: &'a [u8],
         /// The queue group, if any.
-        queue: Option<Bytes>,
+        queue: Option<&'a [u8]>,
         /// The client-chosen subscription id.
-        sid: Bytes,
+        sid: &'a [u8],
     },
     /// `UNSUB sid [max_msgs]`.
     Unsub {
         /// The subscription id.
-        sid: Bytes,
+        sid: &'a [u8],
         /// Unsubscribe after this many messages in total, if given.
         max: Option<u64>,
     },
@@ -57,13 +56,24 @@ pub enum ClientOp {
     /// `PONG`.
     Pong,
     /// `INFO {json}` from a client; nats-server accepts and ignores it.
-    Info(Bytes),
+    Info(&'a [u8]),
+}
+
+/// What one call to [`Parser::parse`] found at the front of the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A complete operation spanning `len` bytes.
+    Op(ClientOp<'a>, usize),
+    /// `len` bytes of an over-long `PING`/`PONG` line to drop; call again.
+    Skip(usize),
+    /// More bytes are needed; nothing was consumed.
+    Incomplete,
 }
 
 /// Limits the parser enforces while reading.
 #[derive(Debug, Clone, Copy)]
 pub struct ParserLimits {
-    /// Longest control line accepted, without its CRLF.
+    /// Longest control line accepted (its arguments), without CRLF.
     pub max_control_line: usize,
     /// Largest payload (headers included) accepted.
     pub max_payload: usize,
@@ -78,23 +88,14 @@ impl Default for ParserLimits {
     }
 }
 
-/// A publish whose control line is parsed and whose payload is still arriving.
-#[derive(Debug)]
-struct PendingPayload {
-    subject: Bytes,
-    reply: Option<Bytes>,
-    /// Header block length; `None` for a plain `PUB`.
-    header_len: Option<usize>,
-    total_len: usize,
-}
-
 /// The incremental client-operation parser of one connection.
 #[derive(Debug)]
 pub struct Parser {
     limits: ParserLimits,
-    pending: Option<PendingPayload>,
+    /// Bytes the pending operation spans, when its payload is still arriving.
+    needed: Option<usize>,
     /// Set while discarding the rest of an over-long `PING`/`PONG` line.
-    skipping: Option<ClientOp>,
+    skipping: Option<ClientOp<'static>>,
 }
 
 impl Parser {
@@ -102,7 +103,7 @@ impl Parser {
     pub fn new(limits: ParserLimits) -> Self {
         Self {
             limits,
-            pending: None,
+            needed: None,
             skipping: None,
         }
     }
@@ -115,46 +116,40 @@ impl Parser {
     /// How many bytes the buffer must hold before the next call can make
     /// progress, when a payload is pending. Lets the reader reserve once.
     pub fn bytes_needed(&self) -> Option<usize> {
-        self.pending.as_ref().map(|p| p.total_len + 2)
+        self.needed
     }
 
     /// Parses the next complete operation at the front of `buf`.
     ///
-    /// Returns `Ok(None)` when more bytes are needed. An error is final for
-    /// the bytes at hand: the caller reports it and, where nats-server does,
-    /// closes the connection.
-    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, ProtocolError> {
-        if let Some(pending) = &self.pending {
-            return self.finish_payload(buf, pending.total_len);
-        }
+    /// An error is final for the connection: the caller reports it and, where
+    /// nats-server does, closes.
+    pub fn parse<'a>(&mut self, buf: &'a [u8]) -> Result<Parsed<'a>, ProtocolError> {
         if let Some(op) = self.skipping.take() {
             return Ok(self.skip_line(buf, op));
         }
         let line_end = match self.find_line_end(buf)? {
             LineEnd::At(pos) => pos,
-            LineEnd::Incomplete => return Ok(None),
-            LineEnd::Skipped(op) => return Ok(Some(op)),
+            LineEnd::Incomplete => return Ok(Parsed::Incomplete),
+            LineEnd::Skip(parsed) => return Ok(parsed),
         };
-        // The line without its terminator; a bare `\n` is accepted like nats-server does.
-        let mut line = buf.split_to(line_end + 1);
-        line.truncate(line_end);
+        let mut line = &buf[..line_end];
         if line.last() == Some(&b'\r') {
-            line.truncate(line.len() - 1);
+            line = &line[..line.len() - 1];
         }
-        let line = line.freeze();
-        let (op, rest) = split_op(&line);
+        let consumed = line_end + 1;
+        let (op, rest) = split_op(line);
         // nats-server reads the op by its first letters and skips the rest of
         // a PING or PONG line, so `PINGX` and `PING x` are pings.
         if starts_with_ignore_case(op, b"PING") {
-            return Ok(Some(ClientOp::Ping));
+            return Ok(Parsed::Op(ClientOp::Ping, consumed));
         }
         if starts_with_ignore_case(op, b"PONG") {
-            return Ok(Some(ClientOp::Pong));
+            return Ok(Parsed::Op(ClientOp::Pong, consumed));
         }
         let Some(rest) = rest else {
             // An op word with no separator after it (`PUB\r\n`) is not an op at all.
             return if op.eq_ignore_ascii_case(b"CONNECT") {
-                Ok(Some(ClientOp::Connect(Bytes::new())))
+                Ok(Parsed::Op(ClientOp::Connect(&[]), consumed))
             } else {
                 Err(ProtocolError::UnknownOperation)
             };
@@ -162,71 +157,101 @@ impl Parser {
         if rest.len() > self.limits.max_control_line {
             return Err(ProtocolError::MaxControlLine);
         }
-        match op.len() {
+        let op = match op.len() {
             3 if op.eq_ignore_ascii_case(b"PUB") => {
-                let args = Args::split::<3>(&line, rest);
-                let (subject, reply, size) = match args.as_slice() {
-                    [subject, size] => (subject.clone(), None, size),
-                    [subject, reply, size] => (subject.clone(), Some(reply.clone()), size),
+                let (subject, reply, size) = match Args::<3>::split(rest).as_slice() {
+                    [subject, size] => (*subject, None, *size),
+                    [subject, reply, size] => (*subject, Some(*reply), *size),
                     _ => return Err(ProtocolError::InvalidPubArgs),
                 };
-                let total_len = parse_size(size).ok_or(ProtocolError::InvalidPubArgs)?;
-                self.start_payload(buf, subject, reply, None, total_len)
+                let total = parse_size(size).ok_or(ProtocolError::InvalidPubArgs)?;
+                let Some(payload) = self.payload(buf, consumed, total)? else {
+                    return Ok(Parsed::Incomplete);
+                };
+                ClientOp::Pub {
+                    subject,
+                    reply,
+                    payload,
+                }
             }
             4 if op.eq_ignore_ascii_case(b"HPUB") => {
-                let args = Args::split::<4>(&line, rest);
-                let (subject, reply, hdr, total) = match args.as_slice() {
-                    [subject, hdr, total] => (subject.clone(), None, hdr, total),
-                    [subject, reply, hdr, total] => {
-                        (subject.clone(), Some(reply.clone()), hdr, total)
-                    }
+                let (subject, reply, hdr, total) = match Args::<4>::split(rest).as_slice() {
+                    [subject, hdr, total] => (*subject, None, *hdr, *total),
+                    [subject, reply, hdr, total] => (*subject, Some(*reply), *hdr, *total),
                     _ => return Err(ProtocolError::InvalidHPubArgs),
                 };
                 let header_len = parse_size(hdr).ok_or(ProtocolError::InvalidHPubArgs)?;
-                let total_len = parse_size(total).ok_or(ProtocolError::InvalidHPubArgs)?;
-                if header_len > total_len {
+                let total = parse_size(total).ok_or(ProtocolError::InvalidHPubArgs)?;
+                if header_len > total {
                     return Err(ProtocolError::InvalidHPubArgs);
                 }
-                self.start_payload(buf, subject, reply, Some(header_len), total_len)
-            }
-            3 if op.eq_ignore_ascii_case(b"SUB") => {
-                let args = Args::split::<3>(&line, rest);
-                match args.as_slice() {
-                    [subject, sid] => Ok(Some(ClientOp::Sub {
-                        subject: subject.clone(),
-                        queue: None,
-                        sid: sid.clone(),
-                    })),
-                    [subject, queue, sid] => Ok(Some(ClientOp::Sub {
-                        subject: subject.clone(),
-                        queue: Some(queue.clone()),
-                        sid: sid.clone(),
-                    })),
-                    _ => Err(ProtocolError::InvalidSubArgs),
+                let Some(body) = self.payload(buf, consumed, total)? else {
+                    return Ok(Parsed::Incomplete);
+                };
+                let (headers, payload) = body.split_at(header_len);
+                ClientOp::HPub {
+                    subject,
+                    reply,
+                    headers,
+                    payload,
                 }
             }
-            5 if op.eq_ignore_ascii_case(b"UNSUB") => {
-                let args = Args::split::<2>(&line, rest);
-                match args.as_slice() {
-                    [sid] => Ok(Some(ClientOp::Unsub {
-                        sid: sid.clone(),
-                        max: None,
-                    })),
-                    // A max that is not a number removes the subscription at
-                    // once, as nats-server does with `UNSUB 1 x` or `UNSUB 1 -1`.
-                    [sid, max] => Ok(Some(ClientOp::Unsub {
-                        sid: sid.clone(),
-                        max: Some(parse_size(max).map_or(0, |m| m as u64)),
-                    })),
-                    _ => Err(ProtocolError::InvalidUnsubArgs),
-                }
-            }
-            7 if op.eq_ignore_ascii_case(b"CONNECT") => {
-                Ok(Some(ClientOp::Connect(line.slice_ref(rest))))
-            }
-            4 if op.eq_ignore_ascii_case(b"INFO") => Ok(Some(ClientOp::Info(line.slice_ref(rest)))),
-            _ => Err(ProtocolError::UnknownOperation),
+            3 if op.eq_ignore_ascii_case(b"SUB") => match Args::<3>::split(rest).as_slice() {
+                [subject, sid] => ClientOp::Sub {
+                    subject,
+                    queue: None,
+                    sid,
+                },
+                [subject, queue, sid] => ClientOp::Sub {
+                    subject,
+                    queue: Some(queue),
+                    sid,
+                },
+                _ => return Err(ProtocolError::InvalidSubArgs),
+            },
+            5 if op.eq_ignore_ascii_case(b"UNSUB") => match Args::<2>::split(rest).as_slice() {
+                [sid] => ClientOp::Unsub { sid, max: None },
+                // A max that is not a number removes the subscription at
+                // once, as nats-server does with `UNSUB 1 x` or `UNSUB 1 -1`.
+                [sid, max] => ClientOp::Unsub {
+                    sid,
+                    max: Some(parse_size(max).map_or(0, |m| m as u64)),
+                },
+                _ => return Err(ProtocolError::InvalidUnsubArgs),
+            },
+            7 if op.eq_ignore_ascii_case(b"CONNECT") => ClientOp::Connect(rest),
+            4 if op.eq_ignore_ascii_case(b"INFO") => ClientOp::Info(rest),
+            _ => return Err(ProtocolError::UnknownOperation),
+        };
+        let len = match op {
+            ClientOp::Pub { .. } | ClientOp::HPub { .. } => self.needed.take().unwrap_or(consumed),
+            _ => consumed,
+        };
+        Ok(Parsed::Op(op, len))
+    }
+
+    /// The `total` payload bytes after a control line of `line_len` bytes,
+    /// once they and their CRLF have arrived.
+    fn payload<'a>(
+        &mut self,
+        buf: &'a [u8],
+        line_len: usize,
+        total: usize,
+    ) -> Result<Option<&'a [u8]>, ProtocolError> {
+        if total > self.limits.max_payload {
+            return Err(ProtocolError::MaxPayload);
         }
+        let end = line_len + total;
+        if buf.len() < end + 2 {
+            self.needed = Some(end + 2);
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            self.needed = None;
+            return Err(ProtocolError::PayloadNotTerminated);
+        }
+        self.needed = Some(end + 2);
+        Ok(Some(&buf[line_len..end]))
     }
 
     /// Finds the `\n` ending the control line at the front of `buf`.
@@ -234,7 +259,7 @@ impl Parser {
     /// Errors once the arguments are known to exceed `max_control_line`, with
     /// or without a terminator, so a client cannot make the server buffer an
     /// endless line. A long `PING`/`PONG` line is skipped instead of buffered.
-    fn find_line_end(&mut self, buf: &mut BytesMut) -> Result<LineEnd, ProtocolError> {
+    fn find_line_end<'a>(&mut self, buf: &'a [u8]) -> Result<LineEnd<'a>, ProtocolError> {
         let max = self.limits.max_control_line;
         // The op word, its separators and a CRLF come on top of the arguments.
         let window = &buf[..buf.len().min(max + OP_ALLOWANCE)];
@@ -244,91 +269,28 @@ impl Parser {
         if buf.len() < max + OP_ALLOWANCE {
             return Ok(LineEnd::Incomplete);
         }
-        let (op, _) = split_op(&buf[..]);
+        let (op, _) = split_op(buf);
         for (word, ping) in [
             (&b"PING"[..], ClientOp::Ping),
             (&b"PONG"[..], ClientOp::Pong),
         ] {
             if starts_with_ignore_case(op, word) {
-                return Ok(match self.skip_line(buf, ping) {
-                    Some(op) => LineEnd::Skipped(op),
-                    None => LineEnd::Incomplete,
-                });
+                return Ok(LineEnd::Skip(self.skip_line(buf, ping)));
             }
         }
         Err(ProtocolError::MaxControlLine)
     }
 
-    /// Discards bytes up to the end of a too-long `PING`/`PONG` line; returns
-    /// the op once the line is complete, else remembers to keep skipping.
-    fn skip_line(&mut self, buf: &mut BytesMut, op: ClientOp) -> Option<ClientOp> {
+    /// Drops bytes up to the end of a too-long `PING`/`PONG` line: the op once
+    /// the line is complete, else everything so far, remembering to go on.
+    fn skip_line<'a>(&mut self, buf: &'a [u8], op: ClientOp<'static>) -> Parsed<'a> {
         match memchr::memchr(b'\n', buf) {
-            Some(pos) => {
-                buf.advance(pos + 1);
-                Some(op)
-            }
+            Some(pos) => Parsed::Op(op, pos + 1),
             None => {
-                buf.clear();
                 self.skipping = Some(op);
-                None
+                Parsed::Skip(buf.len())
             }
         }
-    }
-
-    fn start_payload(
-        &mut self,
-        buf: &mut BytesMut,
-        subject: Bytes,
-        reply: Option<Bytes>,
-        header_len: Option<usize>,
-        total_len: usize,
-    ) -> Result<Option<ClientOp>, ProtocolError> {
-        if total_len > self.limits.max_payload {
-            return Err(ProtocolError::MaxPayload);
-        }
-        self.pending = Some(PendingPayload {
-            subject,
-            reply,
-            header_len,
-            total_len,
-        });
-        self.finish_payload(buf, total_len)
-    }
-
-    fn finish_payload(
-        &mut self,
-        buf: &mut BytesMut,
-        total_len: usize,
-    ) -> Result<Option<ClientOp>, ProtocolError> {
-        if buf.len() < total_len + 2 {
-            return Ok(None);
-        }
-        if &buf[total_len..total_len + 2] != b"\r\n" {
-            self.pending = None;
-            return Err(ProtocolError::PayloadNotTerminated);
-        }
-        let Some(pending) = self.pending.take() else {
-            debug_assert!(false, "finish_payload without a pending publish");
-            return Err(ProtocolError::UnknownOperation);
-        };
-        let mut payload = buf.split_to(total_len).freeze();
-        buf.advance(2);
-        Ok(Some(match pending.header_len {
-            None => ClientOp::Pub {
-                subject: pending.subject,
-                reply: pending.reply,
-                payload,
-            },
-            Some(header_len) => {
-                let headers = payload.split_to(header_len);
-                ClientOp::HPub {
-                    subject: pending.subject,
-                    reply: pending.reply,
-                    headers,
-                    payload,
-                }
-            }
-        }))
     }
 }
 
@@ -346,28 +308,24 @@ fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
 }
 
 /// Where the control line at the front of the buffer ends.
-enum LineEnd {
+enum LineEnd<'a> {
     /// At this index (of its `\n`).
     At(usize),
     /// Not yet received.
     Incomplete,
-    /// An over-long `PING`/`PONG` line was skipped whole.
-    Skipped(ClientOp),
+    /// An over-long `PING`/`PONG` line, being skipped.
+    Skip(Parsed<'a>),
 }
 
 /// Room for the op word, separators and CRLF beyond `max_control_line`.
 const OP_ALLOWANCE: usize = 16;
 
-fn trim_start(s: &[u8]) -> &[u8] {
+fn trim(s: &[u8]) -> &[u8] {
     let start = s
         .iter()
         .position(|&b| b != b' ' && b != b'\t')
         .unwrap_or(s.len());
-    &s[start..]
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let s = trim_start(s);
+    let s = &s[start..];
     let end = s
         .iter()
         .rposition(|&b| b != b' ' && b != b'\t')
@@ -375,35 +333,44 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[..end]
 }
 
-/// Up to `N` whitespace-separated arguments, as slices of the line.
-struct Args {
-    args: [Bytes; 4],
+/// Up to `N` whitespace-separated arguments of a control line.
+struct Args<'a, const N: usize> {
+    args: [&'a [u8]; N],
     len: usize,
     overflow: bool,
 }
 
-impl Args {
-    fn split<const N: usize>(line: &Bytes, rest: &[u8]) -> Self {
+impl<'a, const N: usize> Args<'a, N> {
+    fn split(rest: &'a [u8]) -> Self {
         let mut out = Args {
-            args: Default::default(),
+            args: [&[][..]; N],
             len: 0,
             overflow: false,
         };
-        for arg in rest
-            .split(|&b| b == b' ' || b == b'\t')
-            .filter(|a| !a.is_empty())
-        {
+        // A hand-rolled scan: this runs for every message.
+        let mut i = 0;
+        while i < rest.len() {
+            while i < rest.len() && (rest[i] == b' ' || rest[i] == b'\t') {
+                i += 1;
+            }
+            if i == rest.len() {
+                break;
+            }
+            let start = i;
+            while i < rest.len() && rest[i] != b' ' && rest[i] != b'\t' {
+                i += 1;
+            }
             if out.len == N {
                 out.overflow = true;
                 break;
             }
-            out.args[out.len] = line.slice_ref(arg);
+            out.args[out.len] = &rest[start..i];
             out.len += 1;
         }
         out
     }
 
-    fn as_slice(&self) -> &[Bytes] {
+    fn as_slice(&self) -> &[&'a [u8]] {
         if self.overflow {
             &[]
         } else {
@@ -431,14 +398,27 @@ fn parse_size(digits: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn parse_all(input: &[u8]) -> Result<Vec<ClientOp>, ProtocolError> {
-        let mut parser = Parser::new(ParserLimits::default());
-        let mut buf = BytesMut::from(input);
+    /// Every op in `input`, borrowing from it.
+    fn parse_all(input: &[u8]) -> Result<Vec<ClientOp<'_>>, ProtocolError> {
+        parse_all_with(&mut Parser::new(ParserLimits::default()), input)
+    }
+
+    fn parse_all_with<'a>(
+        parser: &mut Parser,
+        input: &'a [u8],
+    ) -> Result<Vec<ClientOp<'a>>, ProtocolError> {
         let mut ops = Vec::new();
-        while let Some(op) = parser.parse(&mut buf)? {
-            ops.push(op);
+        let mut start = 0;
+        loop {
+            match parser.parse(&input[start..])? {
+                Parsed::Op(op, len) => {
+                    ops.push(op);
+                    start += len;
+                }
+                Parsed::Skip(len) => start += len,
+                Parsed::Incomplete => return Ok(ops),
+            }
         }
-        Ok(ops)
     }
 
     #[test]
@@ -450,47 +430,44 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ops.len(), 10);
-        assert_eq!(
-            ops[0],
-            ClientOp::Connect(Bytes::from_static(b"{\"verbose\":false}"))
-        );
+        assert_eq!(ops[0], ClientOp::Connect(b"{\"verbose\":false}"));
         assert_eq!(
             ops[1],
             ClientOp::Pub {
-                subject: Bytes::from_static(b"foo"),
+                subject: b"foo",
                 reply: None,
-                payload: Bytes::from_static(b"hello")
+                payload: b"hello"
             }
         );
         assert_eq!(
             ops[2],
             ClientOp::Pub {
-                subject: Bytes::from_static(b"foo"),
-                reply: Some(Bytes::from_static(b"bar")),
-                payload: Bytes::new()
+                subject: b"foo",
+                reply: Some(b"bar"),
+                payload: b""
             }
         );
         assert_eq!(
             ops[3],
             ClientOp::HPub {
-                subject: Bytes::from_static(b"h"),
-                reply: Some(Bytes::from_static(b"r")),
-                headers: Bytes::from_static(b"NATS/1.0\r\n\r\n"),
-                payload: Bytes::from_static(b"hi"),
+                subject: b"h",
+                reply: Some(b"r"),
+                headers: b"NATS/1.0\r\n\r\n",
+                payload: b"hi",
             }
         );
         assert_eq!(
             ops[5],
             ClientOp::Sub {
-                subject: Bytes::from_static(b"foo"),
-                queue: Some(Bytes::from_static(b"q")),
-                sid: Bytes::from_static(b"2")
+                subject: b"foo",
+                queue: Some(b"q"),
+                sid: b"2"
             }
         );
         assert_eq!(
             ops[7],
             ClientOp::Unsub {
-                sid: Bytes::from_static(b"2"),
+                sid: b"2",
                 max: Some(10)
             }
         );
@@ -502,8 +479,8 @@ mod tests {
     fn lowercase_tabs_and_bare_newlines() {
         let ops = parse_all(b"ping\npub\tfoo  \t 1\r\nx\r\nsub  foo   7 \r\n").unwrap();
         assert_eq!(ops[0], ClientOp::Ping);
-        assert!(matches!(&ops[1], ClientOp::Pub { payload, .. } if payload.as_ref() == b"x"));
-        assert!(matches!(&ops[2], ClientOp::Sub { sid, .. } if sid.as_ref() == b"7"));
+        assert!(matches!(&ops[1], ClientOp::Pub { payload, .. } if *payload == b"x"));
+        assert!(matches!(&ops[2], ClientOp::Sub { sid, .. } if *sid == b"7"));
     }
 
     #[test]
@@ -511,15 +488,21 @@ mod tests {
         let input: &[u8] =
             b"PUB foo.bar reply 11\r\nhello world\r\nHPUB a 12 12\r\nNATS/1.0\r\n\r\n\r\nPING\r\n";
         let mut parser = Parser::new(ParserLimits::default());
-        let mut buf = BytesMut::new();
+        let mut buf = Vec::new();
         let mut ops = Vec::new();
         for &b in input {
-            buf.extend_from_slice(&[b]);
-            while let Some(op) = parser.parse(&mut buf).unwrap() {
-                ops.push(op);
+            buf.push(b);
+            while let Parsed::Op(op, len) = parser.parse(&buf).unwrap() {
+                ops.push(format!("{op:?}"));
+                buf.drain(..len);
             }
         }
-        assert_eq!(ops, parse_all(input).unwrap());
+        let whole: Vec<String> = parse_all(input)
+            .unwrap()
+            .iter()
+            .map(|op| format!("{op:?}"))
+            .collect();
+        assert_eq!(ops, whole);
         assert_eq!(ops.len(), 3);
         assert!(buf.is_empty());
     }
@@ -574,24 +557,24 @@ mod tests {
         assert_eq!(ops[0], ClientOp::Ping);
         assert_eq!(ops[1], ClientOp::Ping);
         assert_eq!(ops[2], ClientOp::Pong);
-        assert!(matches!(&ops[3], ClientOp::Pub { payload, .. } if payload.as_ref() == b"x"));
+        assert!(matches!(&ops[3], ClientOp::Pub { payload, .. } if *payload == b"x"));
         assert_eq!(
             ops[4],
             ClientOp::Unsub {
-                sid: Bytes::from_static(b"1"),
+                sid: b"1",
                 max: Some(0)
             }
         );
         assert_eq!(
             ops[5],
             ClientOp::Unsub {
-                sid: Bytes::from_static(b"2"),
+                sid: b"2",
                 max: Some(0)
             }
         );
         assert_eq!(
             parse_all(b"CONNECT\r\n").unwrap(),
-            vec![ClientOp::Connect(Bytes::new())]
+            vec![ClientOp::Connect(b"")]
         );
     }
 
@@ -603,20 +586,19 @@ mod tests {
         };
         let mut parser = Parser::new(limits);
         // "abcdefghijklmn 1" is 16 bytes of arguments: allowed.
-        let mut exact = BytesMut::from(&b"SUB abcdefghijklmn 1\r\n"[..]);
-        assert!(parser.parse(&mut exact).unwrap().is_some());
-        let mut long = BytesMut::from(&b"SUB abcdefghijklmno 1\r\n"[..]);
+        assert!(matches!(
+            parser.parse(b"SUB abcdefghijklmn 1\r\n").unwrap(),
+            Parsed::Op(..)
+        ));
         assert_eq!(
-            parser.parse(&mut long).unwrap_err(),
+            parser.parse(b"SUB abcdefghijklmno 1\r\n").unwrap_err(),
             ProtocolError::MaxControlLine
         );
-        let mut endless = BytesMut::from(&[b'A'; 40][..]);
         assert_eq!(
-            parser.parse(&mut endless).unwrap_err(),
+            parser.parse(&[b'A'; 40]).unwrap_err(),
             ProtocolError::MaxControlLine
         );
-        let mut short = BytesMut::from(&[b'A'; 20][..]);
-        assert_eq!(parser.parse(&mut short).unwrap(), None);
+        assert_eq!(parser.parse(&[b'A'; 20]).unwrap(), Parsed::Incomplete);
     }
 
     #[test]
@@ -626,31 +608,43 @@ mod tests {
             max_payload: 64,
         };
         let mut parser = Parser::new(limits);
-        let mut buf = BytesMut::from(&b"PING"[..]);
-        buf.extend_from_slice(&[b' '; 100]);
-        assert_eq!(parser.parse(&mut buf).unwrap(), None);
-        assert!(buf.is_empty(), "skipped bytes must not be kept");
-        buf.extend_from_slice(b"   \r\nPONG\r\n");
-        assert_eq!(parser.parse(&mut buf).unwrap(), Some(ClientOp::Ping));
-        assert_eq!(parser.parse(&mut buf).unwrap(), Some(ClientOp::Pong));
+        let mut first = b"PING".to_vec();
+        first.extend_from_slice(&[b' '; 100]);
+        assert_eq!(
+            parser.parse(&first).unwrap(),
+            Parsed::Skip(104),
+            "skipped bytes are dropped"
+        );
+        let rest = b"   \r\nPONG\r\n";
+        assert_eq!(parser.parse(rest).unwrap(), Parsed::Op(ClientOp::Ping, 5));
+        assert_eq!(
+            parser.parse(&rest[5..]).unwrap(),
+            Parsed::Op(ClientOp::Pong, 6)
+        );
     }
 
     #[test]
-    fn payload_slices_share_the_read_buffer() {
+    fn payload_slices_borrow_the_read_buffer() {
         let mut parser = Parser::new(ParserLimits::default());
-        let mut buf = BytesMut::from(&b"PUB foo 5\r\nhello\r\n"[..]);
-        let base = buf.as_ptr() as usize;
-        let Some(ClientOp::Pub { payload, .. }) = parser.parse(&mut buf).unwrap() else {
+        let buf = b"PUB foo 5\r\nhello\r\n";
+        let Parsed::Op(ClientOp::Pub { payload, .. }, len) = parser.parse(buf).unwrap() else {
             panic!("expected a PUB");
         };
-        assert_eq!(payload.as_ptr() as usize, base + 11, "payload was copied");
+        assert_eq!(len, buf.len());
+        assert_eq!(
+            payload.as_ptr() as usize,
+            buf.as_ptr() as usize + 11,
+            "payload was copied"
+        );
     }
 
     #[test]
     fn bytes_needed_reports_pending_payload() {
         let mut parser = Parser::new(ParserLimits::default());
-        let mut buf = BytesMut::from(&b"PUB foo 100\r\nabc"[..]);
-        assert_eq!(parser.parse(&mut buf).unwrap(), None);
-        assert_eq!(parser.bytes_needed(), Some(102));
+        assert_eq!(
+            parser.parse(b"PUB foo 100\r\nabc").unwrap(),
+            Parsed::Incomplete
+        );
+        assert_eq!(parser.bytes_needed(), Some(115));
     }
 }

@@ -15,7 +15,9 @@ use crate::{MatchResult, Sublist};
 /// inserts O(1) amortized without per-entry bookkeeping.
 #[derive(Debug)]
 pub struct MatchCache<T> {
-    entries: FastMap<Box<str>, Arc<MatchResult<T>>>,
+    /// Keyed by the subject's bytes, so a reader can look up straight from
+    /// its read buffer without validating UTF-8 first.
+    entries: FastMap<Box<[u8]>, Arc<MatchResult<T>>>,
     generation: u64,
     max_entries: usize,
     hits: u64,
@@ -36,7 +38,12 @@ impl<T: Clone + PartialEq> MatchCache<T> {
 
     /// The cached result for `subject`, if it was computed at
     /// `generation`.
-    pub fn get(&mut self, subject: &str, generation: u64) -> Option<Arc<MatchResult<T>>> {
+    pub fn get<S: AsRef<[u8]> + ?Sized>(
+        &mut self,
+        subject: &S,
+        generation: u64,
+    ) -> Option<Arc<MatchResult<T>>> {
+        let subject = subject.as_ref();
         self.sync_generation(generation);
         match self.entries.get(subject) {
             Some(result) => {
@@ -52,7 +59,13 @@ impl<T: Clone + PartialEq> MatchCache<T> {
 
     /// Stores `result`, which must have been computed for `subject` at
     /// `generation`.
-    pub fn insert(&mut self, subject: &str, generation: u64, result: Arc<MatchResult<T>>) {
+    pub fn insert<S: AsRef<[u8]> + ?Sized>(
+        &mut self,
+        subject: &S,
+        generation: u64,
+        result: Arc<MatchResult<T>>,
+    ) {
+        let subject = subject.as_ref();
         self.sync_generation(generation);
         if self.max_entries == 0 {
             return;

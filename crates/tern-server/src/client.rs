@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
-use tern_protocol::{err, subject, ClientOp, ConnectInfo, Headers, Parser, ParserLimits};
+use tern_protocol::{err, subject, ClientOp, ConnectInfo, Headers, Parsed, Parser, ParserLimits};
 use tern_routing::{MatchCache, MatchResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -130,6 +130,9 @@ pub(crate) struct ClientShared {
     drained: Notify,
     /// Bytes handed to the socket so far; shows whether the client reads.
     bytes_written: AtomicU64,
+    /// `bytes_written` when a publisher last waited for this connection in
+    /// vain: until it moves, nobody waits for this connection again.
+    stuck_at: AtomicU64,
     /// Whether the client understands `HMSG`.
     headers: AtomicBool,
     pub(crate) meta: Mutex<ClientMeta>,
@@ -169,6 +172,7 @@ impl ClientShared {
             close_requested: Notify::new(),
             drained: Notify::new(),
             bytes_written: AtomicU64::new(0),
+            stuck_at: AtomicU64::new(u64::MAX),
             headers: AtomicBool::new(false),
             meta: Mutex::new(ClientMeta::default()),
             subs: Mutex::new(Vec::new()),
@@ -247,6 +251,11 @@ impl ClientShared {
         self.out.lock().reason
     }
 
+    /// Queue size past which publishers feeding this connection wait for it.
+    fn stall_threshold(&self) -> usize {
+        (self.max_pending / 2).min(STALL_PENDING)
+    }
+
     /// Bytes queued and not yet handed to the socket.
     pub(crate) fn pending_bytes(&self) -> usize {
         self.out.lock().buf.len()
@@ -303,13 +312,17 @@ impl Flusher {
     fn flush_all_and_check(&mut self, stalls: &mut Vec<Arc<ClientShared>>) {
         for client in self.owed.drain(..) {
             client.flush();
-            if client.pending_bytes() > client.max_pending / 2 {
+            if client.pending_bytes() > client.stall_threshold() {
                 stalls.push(client);
             }
         }
     }
 }
 
+/// Queued bytes past which a publisher waits for a receiver that is still
+/// reading (or half of `max_pending`, if smaller). Enough for several full
+/// socket buffers, so steady streams never wait.
+const STALL_PENDING: usize = 4 * 1024 * 1024;
 /// Longest a publisher is held back in one read batch for receivers that
 /// fall behind.
 const MAX_STALL: Duration = Duration::from_secs(1);
@@ -329,13 +342,20 @@ async fn stall_for(targets: &[Arc<ClientShared>]) {
             tokio::pin!(drained);
             drained.as_mut().enable();
             let closed = target.out.lock().closed;
-            if closed || target.pending_bytes() <= target.max_pending / 2 {
+            if closed || target.pending_bytes() <= target.stall_threshold() {
                 break;
             }
             let written = target.bytes_written.load(Ordering::Relaxed);
+            if target.stuck_at.load(Ordering::Relaxed) == written {
+                break;
+            }
             let step = tokio::time::timeout(STALL_STEP, drained).await;
             let progressed = target.bytes_written.load(Ordering::Relaxed) != written;
-            if (step.is_err() && !progressed) || tokio::time::Instant::now() >= deadline {
+            if step.is_err() && !progressed {
+                target.stuck_at.store(written, Ordering::Relaxed);
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
                 break;
             }
         }
@@ -455,9 +475,10 @@ impl Session {
         let mut shutdown = self.server.shutdown_signal();
 
         loop {
-            let wanted = parser.bytes_needed().unwrap_or(0).max(READ_BUFFER_MIN);
-            if buf.capacity() - buf.len() < wanted.saturating_sub(buf.len()).max(READ_CHUNK_MIN) {
-                buf.reserve(wanted.saturating_sub(buf.len()).max(READ_BUFFER_MIN));
+            // Room for a pending payload in one piece, and never a tiny read.
+            let needed = parser.bytes_needed().unwrap_or(0).saturating_sub(buf.len());
+            if buf.capacity() - buf.len() < needed.max(READ_CHUNK_MIN) {
+                buf.reserve(needed.max(READ_BUFFER_MIN));
             }
             tokio::select! {
                 biased;
@@ -516,16 +537,20 @@ impl Session {
         }
     }
 
-    /// Handles every complete operation in `buf`; false when the connection must end.
+    /// Handles every complete operation in `buf` and drops the bytes they
+    /// span; false when the connection must end.
     fn process(&mut self, parser: &mut Parser, buf: &mut BytesMut) -> bool {
-        loop {
-            match parser.parse(buf) {
-                Ok(Some(op)) => {
+        let mut consumed = 0;
+        let keep_going = loop {
+            match parser.parse(&buf[consumed..]) {
+                Ok(Parsed::Op(op, len)) => {
+                    consumed += len;
                     if !self.handle(op) {
-                        return false;
+                        break false;
                     }
                 }
-                Ok(None) => return true,
+                Ok(Parsed::Skip(len)) => consumed += len,
+                Ok(Parsed::Incomplete) => break true,
                 Err(e) => {
                     debug!(cid = self.shared.id, error = %e, "protocol error");
                     if let Some(text) = e.err_text() {
@@ -539,10 +564,12 @@ impl Session {
                         _ => CloseReason::ProtocolViolation,
                     };
                     self.shared.close(reason);
-                    return false;
+                    break false;
                 }
             }
-        }
+        };
+        buf.advance(consumed);
+        keep_going
     }
 
     fn end_batch(&mut self) {
@@ -626,7 +653,7 @@ impl Session {
     }
 
     /// Handles one operation; false when the connection must end.
-    fn handle(&mut self, op: ClientOp) -> bool {
+    fn handle(&mut self, op: ClientOp<'_>) -> bool {
         match &op {
             // Credentials ride in CONNECT: never trace its body.
             ClientOp::Connect(_) => trace!(cid = self.shared.id, "<<- CONNECT"),
@@ -641,12 +668,12 @@ impl Session {
             return false;
         }
         match op {
-            ClientOp::Connect(json) => return self.on_connect(&json),
+            ClientOp::Connect(json) => return self.on_connect(json),
             ClientOp::Pub {
                 subject,
                 reply,
                 payload,
-            } => self.on_pub(&subject, reply.as_ref(), None, &payload),
+            } => self.on_pub(subject, reply, None, payload),
             ClientOp::HPub {
                 subject,
                 reply,
@@ -659,15 +686,15 @@ impl Session {
                     return false;
                 }
                 // An empty header block is a plain message.
-                let headers = Some(&headers).filter(|h| !h.is_empty());
-                self.on_pub(&subject, reply.as_ref(), headers, &payload)
+                let headers = Some(headers).filter(|h| !h.is_empty());
+                self.on_pub(subject, reply, headers, payload)
             }
             ClientOp::Sub {
                 subject,
                 queue,
                 sid,
             } => self.on_sub(subject, queue, sid),
-            ClientOp::Unsub { sid, max } => self.on_unsub(&sid, max),
+            ClientOp::Unsub { sid, max } => self.on_unsub(sid, max),
             ClientOp::Ping => self.send_raw(tern_protocol::PONG),
             ClientOp::Pong => {
                 self.pings_out = 0;
@@ -742,10 +769,10 @@ impl Session {
 
     fn on_pub(
         &mut self,
-        subject: &Bytes,
-        reply: Option<&Bytes>,
-        headers: Option<&Bytes>,
-        payload: &Bytes,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
     ) {
         if self.pedantic && !subject::is_valid_publish_subject(subject) {
             self.send_err(err::INVALID_PUBLISH_SUBJECT);
@@ -755,10 +782,9 @@ impl Session {
         self.batch_in_msgs += 1;
         self.batch_in_bytes += (payload.len() + headers.map_or(0, |h| h.len())) as u64;
         self.ok();
-        let Ok(subject_str) = std::str::from_utf8(subject) else {
+        let Some(result) = self.lookup(subject) else {
             return;
         };
-        let result = self.lookup(subject_str);
         for sub in &result.plain {
             self.deliver(sub, subject, reply, headers, payload);
         }
@@ -785,14 +811,19 @@ impl Session {
         }
     }
 
-    fn lookup(&mut self, subject: &str) -> Arc<MatchResult<SubRef>> {
+    /// Who gets a message on `subject`: from the cache when it is current,
+    /// else from the sublist. `None` for a subject that is not UTF-8, which
+    /// no subscription can match.
+    fn lookup(&mut self, subject: &[u8]) -> Option<Arc<MatchResult<SubRef>>> {
         let generation = self.account.generation();
         if let Some(hit) = self.cache.get(subject, generation) {
-            return hit;
+            return Some(hit);
         }
-        let (result, generation) = self.account.match_subject(subject);
+        let (result, generation) = self
+            .account
+            .match_subject(std::str::from_utf8(subject).ok()?);
         self.cache.insert(subject, generation, result.clone());
-        result
+        Some(result)
     }
 
     /// Offers a message to one subscription; true if it was queued.
@@ -800,8 +831,8 @@ impl Session {
         &mut self,
         sub: &SubRef,
         subject: &[u8],
-        reply: Option<&Bytes>,
-        headers: Option<&Bytes>,
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
         payload: &[u8],
     ) -> bool {
         if !self.echo && Arc::ptr_eq(&sub.client, &self.shared) {
@@ -812,13 +843,9 @@ impl Session {
         if max > 0 && delivered > max {
             return false;
         }
-        let outcome = sub.client.enqueue_msg(
-            subject,
-            &sub.sid,
-            reply.map(|r| &r[..]),
-            headers.map(|h| &h[..]),
-            payload,
-        );
+        let outcome = sub
+            .client
+            .enqueue_msg(subject, &sub.sid, reply, headers, payload);
         match outcome {
             Enqueued::Queued(bytes) => {
                 self.flusher.note(&sub.client);
@@ -847,11 +874,10 @@ impl Session {
 
     /// Tells a requester nobody is listening: an empty `HMSG` with status 503
     /// on its own subscription for the reply subject.
-    fn send_no_responders(&mut self, reply: &Bytes) {
-        let Ok(reply_str) = std::str::from_utf8(reply) else {
+    fn send_no_responders(&mut self, reply: &[u8]) {
+        let Some(result) = self.lookup(reply) else {
             return;
         };
-        let result = self.lookup(reply_str);
         // Only the requester's own plain subscription gets it, as in nats-server.
         let own = result
             .plain
@@ -869,7 +895,7 @@ impl Session {
         }
     }
 
-    fn on_sub(&mut self, subject: Bytes, queue: Option<Bytes>, sid: Bytes) {
+    fn on_sub(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
         let subject = match String::from_utf8(subject.to_vec()) {
             Ok(s) if subject::is_valid_subscription_subject(s.as_bytes()) => s,
             _ => {
@@ -878,7 +904,7 @@ impl Session {
             }
         };
         // nats-server does not check queue names beyond the protocol's syntax.
-        let queue = queue.map(|q| String::from_utf8_lossy(&q).into_owned());
+        let queue = queue.map(|q| String::from_utf8_lossy(q).into_owned());
         let max_subs = self.server.opts.max_subscriptions;
         {
             let subs = self.shared.subs.lock();
@@ -888,7 +914,7 @@ impl Session {
                 return;
             }
             // A repeated sid is ignored, as nats-server does.
-            if subs.iter().any(|s| s.sid == sid) {
+            if subs.iter().any(|s| s.sid == *sid) {
                 drop(subs);
                 self.ok();
                 return;
@@ -898,7 +924,7 @@ impl Session {
             client: self.shared.clone(),
             subject,
             queue,
-            sid,
+            sid: Bytes::copy_from_slice(sid),
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
         }));
@@ -910,7 +936,7 @@ impl Session {
         self.ok();
     }
 
-    fn on_unsub(&mut self, sid: &Bytes, max: Option<u64>) {
+    fn on_unsub(&mut self, sid: &[u8], max: Option<u64>) {
         let sub = self
             .shared
             .subs
@@ -992,7 +1018,10 @@ async fn write_loop(
                 .bytes_written
                 .fetch_add(spare.len() as u64, Ordering::Relaxed);
             shared.drained.notify_waiters();
-            if spare.capacity() > WRITE_BUFFER_KEEP {
+            // Keep a big buffer while traffic is big: reallocating multi-MiB
+            // buffers costs page faults on every burst. Give the memory back
+            // once writes are small again.
+            if spare.capacity() > WRITE_BUFFER_KEEP && spare.len() < spare.capacity() / 16 {
                 spare = BytesMut::with_capacity(4096);
             } else {
                 spare.clear();
