@@ -18,7 +18,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tern_protocol::{err, subject, ClientOp, ConnectInfo, Headers, Parsed, Parser, ParserLimits};
 use tern_routing::{MatchCache, MatchResult};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -97,6 +97,14 @@ impl Deref for SubRef {
 /// Bytes waiting to be written to one connection.
 struct Outbound {
     buf: BytesMut,
+    /// Someone is writing to the socket: an inline flush or the writer task.
+    /// Only one writes at a time, so bytes leave in the order they were queued.
+    writing: bool,
+    /// Bytes an inline flush could not finish; the writer task sends them
+    /// before anything in `buf`.
+    inflight: Option<BytesMut>,
+    /// An empty buffer with capacity, swapped in when `buf` is taken.
+    spare: BytesMut,
     closed: bool,
     reason: Option<CloseReason>,
     msgs: u64,
@@ -120,6 +128,9 @@ pub(crate) struct ClientShared {
     pub(crate) started: SystemTime,
     max_pending: usize,
     out: Mutex<Outbound>,
+    /// The socket's write half, shared so a publisher's reader can write a
+    /// small batch straight away instead of waking the writer task.
+    socket: Arc<OwnedWriteHalf>,
     /// Wakes the writer.
     write_ready: Notify,
     /// Set by whoever queued bytes and owes the writer a wake-up.
@@ -154,14 +165,18 @@ pub(crate) enum Enqueued {
 }
 
 impl ClientShared {
-    fn new(id: u64, addr: SocketAddr, max_pending: usize) -> Self {
+    fn new(id: u64, addr: SocketAddr, max_pending: usize, socket: Arc<OwnedWriteHalf>) -> Self {
         Self {
             id,
             addr,
             started: SystemTime::now(),
             max_pending,
+            socket,
             out: Mutex::new(Outbound {
                 buf: BytesMut::with_capacity(4096),
+                writing: false,
+                inflight: None,
+                spare: BytesMut::with_capacity(4096),
                 closed: false,
                 reason: None,
                 msgs: 0,
@@ -209,6 +224,9 @@ impl ClientShared {
         if out.buf.len() + size > self.max_pending {
             // Drop what is queued at once: the memory is what we protect.
             out.buf = BytesMut::new();
+            if out.inflight.take().is_some() {
+                out.writing = false;
+            }
             out.closed = true;
             out.reason = Some(CloseReason::SlowConsumerPendingBytes);
             drop(out);
@@ -277,7 +295,49 @@ impl ClientShared {
 
     fn flush(&self) {
         self.flush_owed.store(false, Ordering::Release);
-        self.write_ready.notify_one();
+        if !self.try_write_inline() {
+            self.write_ready.notify_one();
+        }
+    }
+
+    /// Writes what is queued straight to the socket, without blocking and
+    /// without waking the writer task, as nats-server's readers flush their
+    /// receivers; true when everything queued was written. Anything the
+    /// socket does not take goes to the writer task.
+    fn try_write_inline(&self) -> bool {
+        let socket = &self.socket;
+        let mut data = {
+            let mut out = self.out.lock();
+            if out.writing || out.closed || out.buf.is_empty() || out.buf.len() > INLINE_WRITE_MAX {
+                return false;
+            }
+            out.writing = true;
+            let spare = std::mem::take(&mut out.spare);
+            std::mem::replace(&mut out.buf, spare)
+        };
+        let mut written = 0;
+        while written < data.len() {
+            match socket.try_write(&data[written..]) {
+                Ok(n) => written += n,
+                Err(_) => break,
+            }
+        }
+        self.bytes_written
+            .fetch_add(written as u64, Ordering::Relaxed);
+        let mut out = self.out.lock();
+        if written == data.len() {
+            data.clear();
+            out.spare = data;
+            out.writing = false;
+            // More may have been queued, or the connection closed, meanwhile:
+            // the writer task deals with both.
+            out.buf.is_empty() && !out.closed
+        } else {
+            // The writer task owns the rest, and the writing flag with it.
+            let _ = data.split_to(written);
+            out.inflight = Some(data);
+            false
+        }
     }
 }
 
@@ -396,8 +456,13 @@ struct Session {
 pub(crate) async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let id = server.next_client_id();
-    let shared = Arc::new(ClientShared::new(id, addr, server.opts.max_pending));
     let (reader, writer) = stream.into_split();
+    let shared = Arc::new(ClientShared::new(
+        id,
+        addr,
+        server.opts.max_pending,
+        Arc::new(writer),
+    ));
 
     let mut info = BytesMut::new();
     tern_protocol::encode_info(&mut info, &server.client_info(id, addr));
@@ -406,13 +471,13 @@ pub(crate) async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: So
     if !server.register(&shared) {
         shared.enqueue_raw(format!("-ERR '{}'\r\n", err::MAX_CONNECTIONS).as_bytes());
         shared.close(CloseReason::MaxConnectionsExceeded);
-        write_loop(shared.clone(), writer, server.clone()).await;
+        write_loop(shared.clone(), server.clone()).await;
         debug!(cid = id, %addr, "refused connection: maximum connections exceeded");
         return;
     }
     debug!(cid = id, %addr, "client connection created");
 
-    let writer_task = tokio::spawn(write_loop(shared.clone(), writer, server.clone()));
+    let writer_task = tokio::spawn(write_loop(shared.clone(), server.clone()));
     shared.flush();
 
     let account = server.global_account();
@@ -969,32 +1034,43 @@ const FIRST_PING_DELAY: Duration = Duration::from_secs(2);
 const READ_CHUNK_MIN: usize = 4 * 1024;
 /// Read buffer size once the connection carries traffic.
 const READ_BUFFER_MIN: usize = 64 * 1024;
+/// Batches up to this size may be written inline by the publisher's reader;
+/// larger ones go to the writer task, so one reader never spends long on
+/// another connection's socket.
+const INLINE_WRITE_MAX: usize = 64 * 1024;
 /// A writer's spare buffer larger than this is freed after a burst.
 const WRITE_BUFFER_KEEP: usize = 1024 * 1024;
 
 /// Drains the outbound buffer with as few writes as possible until the
 /// connection closes.
-async fn write_loop(
-    shared: Arc<ClientShared>,
-    mut writer: OwnedWriteHalf,
-    server: Arc<ServerShared>,
-) {
+async fn write_loop(shared: Arc<ClientShared>, server: Arc<ServerShared>) {
+    let socket = shared.socket.clone();
     let deadline = server.opts.write_deadline;
-    let mut spare = BytesMut::with_capacity(4096);
+    let mut data = BytesMut::with_capacity(4096);
     'outer: loop {
         loop {
-            let closing = {
+            let closing;
+            {
                 let mut out = shared.out.lock();
-                std::mem::swap(&mut out.buf, &mut spare);
-                out.closed
-            };
-            if spare.is_empty() {
-                if closing {
+                closing = out.closed;
+                if let Some(inflight) = out.inflight.take() {
+                    // An inline flush left this; its writing flag is ours now.
+                    data = inflight;
+                } else if out.writing {
+                    // An inline flush is writing; it hands over or finishes.
+                    break;
+                } else if !out.buf.is_empty() {
+                    std::mem::swap(&mut out.buf, &mut data);
+                    out.writing = true;
+                } else if closing {
                     break 'outer;
+                } else {
+                    break;
                 }
-                break;
             }
-            match tokio::time::timeout(deadline, writer.write_all(&spare)).await {
+            let result = tokio::time::timeout(deadline, write_all(&socket, &data)).await;
+            shared.out.lock().writing = false;
+            match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     trace!(cid = shared.id, error = %e, "write error");
@@ -1007,7 +1083,7 @@ async fn write_loop(
                         cid = shared.id,
                         addr = %shared.addr,
                         write_deadline = ?deadline,
-                        pending = spare.len(),
+                        pending = data.len(),
                         "slow consumer detected: write deadline exceeded"
                     );
                     shared.close(CloseReason::SlowConsumerWriteDeadline);
@@ -1016,18 +1092,36 @@ async fn write_loop(
             }
             shared
                 .bytes_written
-                .fetch_add(spare.len() as u64, Ordering::Relaxed);
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
             shared.drained.notify_waiters();
             // Keep a big buffer while traffic is big: reallocating multi-MiB
             // buffers costs page faults on every burst. Give the memory back
             // once writes are small again.
-            if spare.capacity() > WRITE_BUFFER_KEEP && spare.len() < spare.capacity() / 16 {
-                spare = BytesMut::with_capacity(4096);
+            if data.capacity() > WRITE_BUFFER_KEEP && data.len() < data.capacity() / 16 {
+                data = BytesMut::with_capacity(4096);
             } else {
-                spare.clear();
+                data.clear();
             }
         }
         shared.write_ready.notified().await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    // Other connections may hold this one (in match caches) for a while, so
+    // the socket is closed here, not when the last reference goes.
+    let stream: &TcpStream = socket.as_ref().as_ref();
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+}
+
+/// Writes all of `data` to a shared write half.
+async fn write_all(socket: &OwnedWriteHalf, data: &[u8]) -> std::io::Result<()> {
+    let mut written = 0;
+    while written < data.len() {
+        socket.writable().await?;
+        match socket.try_write(&data[written..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
