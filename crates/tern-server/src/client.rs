@@ -173,10 +173,10 @@ impl ClientShared {
             max_pending,
             socket,
             out: Mutex::new(Outbound {
-                buf: BytesMut::with_capacity(4096),
+                buf: BytesMut::new(),
                 writing: false,
                 inflight: None,
-                spare: BytesMut::with_capacity(4096),
+                spare: BytesMut::new(),
                 closed: false,
                 reason: None,
                 msgs: 0,
@@ -529,7 +529,9 @@ impl Session {
             max_control_line: opts.max_control_line,
             max_payload: opts.max_payload,
         });
-        let mut buf = BytesMut::with_capacity(READ_BUFFER_MIN);
+        // Idle connections keep a small buffer; busy ones grow it (see below).
+        let mut buf = BytesMut::with_capacity(READ_BUFFER_START);
+        let mut read_size = READ_BUFFER_START;
         let ping_interval = opts.ping_interval;
         let ping = tokio::time::sleep(ping_interval);
         tokio::pin!(ping);
@@ -542,8 +544,8 @@ impl Session {
         loop {
             // Room for a pending payload in one piece, and never a tiny read.
             let needed = parser.bytes_needed().unwrap_or(0).saturating_sub(buf.len());
-            if buf.capacity() - buf.len() < needed.max(READ_CHUNK_MIN) {
-                buf.reserve(needed.max(READ_BUFFER_MIN));
+            if buf.capacity() - buf.len() < needed.max(read_size / 2) {
+                buf.reserve(needed.max(read_size));
             }
             tokio::select! {
                 biased;
@@ -558,7 +560,12 @@ impl Session {
                             self.shared.close(CloseReason::ClientClosed);
                             return;
                         }
-                        Ok(_) => {
+                        Ok(n) => {
+                            // A read that filled the buffer means more is waiting:
+                            // read bigger next time, up to READ_BUFFER_MAX.
+                            if n >= read_size / 2 {
+                                read_size = (read_size * 2).min(READ_BUFFER_MAX);
+                            }
                             self.active_since_ping = true;
                             let keep_going = self.process(&mut parser, &mut buf);
                             self.end_batch();
@@ -1030,10 +1037,10 @@ impl Session {
 
 /// The round-trip ping after `CONNECT` comes this soon (plus jitter).
 const FIRST_PING_DELAY: Duration = Duration::from_secs(2);
-/// Smallest free space handed to one read.
-const READ_CHUNK_MIN: usize = 4 * 1024;
-/// Read buffer size once the connection carries traffic.
-const READ_BUFFER_MIN: usize = 64 * 1024;
+/// Read buffer of a new (or idle) connection.
+const READ_BUFFER_START: usize = 2 * 1024;
+/// Largest read; reached after reads keep filling the buffer.
+const READ_BUFFER_MAX: usize = 64 * 1024;
 /// Batches up to this size may be written inline by the publisher's reader;
 /// larger ones go to the writer task, so one reader never spends long on
 /// another connection's socket.
@@ -1046,7 +1053,7 @@ const WRITE_BUFFER_KEEP: usize = 1024 * 1024;
 async fn write_loop(shared: Arc<ClientShared>, server: Arc<ServerShared>) {
     let socket = shared.socket.clone();
     let deadline = server.opts.write_deadline;
-    let mut data = BytesMut::with_capacity(4096);
+    let mut data = BytesMut::new();
     'outer: loop {
         loop {
             let closing;
@@ -1098,7 +1105,7 @@ async fn write_loop(shared: Arc<ClientShared>, server: Arc<ServerShared>) {
             // buffers costs page faults on every burst. Give the memory back
             // once writes are small again.
             if data.capacity() > WRITE_BUFFER_KEEP && data.len() < data.capacity() / 16 {
-                data = BytesMut::with_capacity(4096);
+                data = BytesMut::new();
             } else {
                 data.clear();
             }
