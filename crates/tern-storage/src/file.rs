@@ -1,0 +1,1271 @@
+//! File storage on sled: one database per data directory, one tree for all
+//! streams.
+//!
+//! # Key layout (tree `streams`)
+//!
+//! ```text
+//! 0x01 name                              -> stream id (u64 BE, sealed)
+//! 0x02 id kind [consumer name]           -> metadata record (sealed)
+//!        kind: 'l' limits, 's' counters, 'c' config blob,
+//!              'k' consumer config, 'p' consumer state
+//! 0x03 id seq                            -> message record (see codec)
+//! 0x04 id subject 0x00 seq               -> empty (subject index)
+//! ```
+//!
+//! Ids and sequences are big-endian so byte order is numeric order: a
+//! stream's messages are one contiguous range, a subject's sequences
+//! another. One tree, not one per stream (sled grows badly with many trees)
+//! and not one per kind: sled's `apply_batch` is atomic within one tree, so
+//! a batch of operations — messages, index entries and the counters record —
+//! commits all or nothing.
+//!
+//! # What stays in memory
+//!
+//! Per stream only the [`StreamCore`]: counters, limits, one count per
+//! subject and the consumer names. Nothing per message: the deleted
+//! sequences are `last - first + 1 - msgs` and listed by a scan on demand.
+//!
+//! # Purges
+//!
+//! A purge of everything (or a compaction that keeps few messages) commits
+//! only the new `first_seq`; records below it are dead from that moment and
+//! are removed afterwards in chunks, outside the stream's lock. If the
+//! process dies first, opening the stream finishes the job.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use sled::{Batch, IVec};
+
+use crate::codec::{self, Counters};
+use crate::core::{Backend, Removed, ScanVisitor, StreamCore, View};
+use crate::error::StorageError;
+use crate::snapshot::{self, Frame, SnapshotWriter};
+use crate::store::StreamStore;
+use crate::types::{
+    ConsumerState, OpResult, StoredConsumer, StoredMessage, StreamLimits, StreamOp, StreamState,
+    SyncPolicy,
+};
+
+type Result<T> = std::result::Result<T, StorageError>;
+
+const TAG_NAME: u8 = 0x01;
+const TAG_META: u8 = 0x02;
+const TAG_MSG: u8 = 0x03;
+const TAG_SUBJ: u8 = 0x04;
+
+const KIND_LIMITS: u8 = b'l';
+const KIND_COUNTERS: u8 = b's';
+const KIND_CONFIG: u8 = b'c';
+const KIND_CONSUMER_CONFIG: u8 = b'k';
+const KIND_CONSUMER_STATE: u8 = b'p';
+
+/// Keys removed per batch by background cleanup and stream deletion.
+const CHUNK: usize = 4096;
+
+fn msg_key(id: u64, seq: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = TAG_MSG;
+    k[1..9].copy_from_slice(&id.to_be_bytes());
+    k[9..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn stream_prefix(tag: u8, id: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = tag;
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn idx_key(id: u64, subject: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(18 + subject.len());
+    k.extend_from_slice(&stream_prefix(TAG_SUBJ, id));
+    k.extend_from_slice(subject);
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The sequence in the last eight bytes of a message or index key.
+fn key_seq(key: &[u8]) -> u64 {
+    key.len()
+        .checked_sub(8)
+        .and_then(|at| key[at..].try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn meta_key(id: u64, kind: u8, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10 + name.len());
+    k.extend_from_slice(&stream_prefix(TAG_META, id));
+    k.push(kind);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn name_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(TAG_NAME);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// The exclusive end of the range of keys starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}
+
+/// Options for [`Storage::open_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// When writes are fsynced; [`SyncPolicy::Always`] by default.
+    pub sync: SyncPolicy,
+    /// sled's page cache in bytes (64 MiB by default; sled's own default is
+    /// 1 GiB, which would look like memory growing with stored messages).
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            sync: SyncPolicy::Always,
+            cache_capacity_bytes: 64 << 20,
+        }
+    }
+}
+
+struct Db {
+    db: sled::Db,
+    tree: sled::Tree,
+    sync: SyncPolicy,
+    group: GroupCommit,
+}
+
+/// Shares fsyncs between concurrent batches: a batch that needs one waits
+/// for a flush that started after its commit, or starts one itself. While one
+/// flush runs, every batch committed meanwhile is covered by the next one.
+#[derive(Default)]
+struct GroupCommit {
+    state: Mutex<CommitState>,
+    flushed: Condvar,
+}
+
+#[derive(Default)]
+struct CommitState {
+    /// Tickets handed out to committed batches.
+    committed: u64,
+    /// Every ticket up to this one is on disk.
+    durable: u64,
+    flushing: bool,
+}
+
+impl Db {
+    /// A ticket for a batch just committed to sled.
+    fn ticket(&self) -> u64 {
+        let mut s = self.group.state.lock();
+        s.committed += 1;
+        s.committed
+    }
+
+    /// Returns once the batch holding `ticket` is fsynced.
+    fn sync_to(&self, ticket: u64) -> Result<()> {
+        let mut s = self.group.state.lock();
+        loop {
+            if s.durable >= ticket {
+                return Ok(());
+            }
+            if s.flushing {
+                self.group.flushed.wait(&mut s);
+                continue;
+            }
+            s.flushing = true;
+            let target = s.committed;
+            let flushed = MutexGuard::unlocked(&mut s, || self.tree.flush());
+            s.flushing = false;
+            self.group.flushed.notify_all();
+            flushed?;
+            s.durable = s.durable.max(target);
+        }
+    }
+}
+
+/// The file storage of one server: a sled database in a data directory
+/// holding every file-backed stream. Cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    db: Arc<Db>,
+    streams: Arc<Mutex<HashMap<String, Arc<SledStore>>>>,
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("sync", &self.db.sync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    /// Opens (or creates) the storage in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Storage> {
+        Storage::open_with(dir, StorageOptions::default())
+    }
+
+    /// Opens (or creates) the storage in `dir`.
+    pub fn open_with(dir: impl AsRef<Path>, options: StorageOptions) -> Result<Storage> {
+        let mut config = sled::Config::new()
+            .path(dir.as_ref())
+            .cache_capacity(options.cache_capacity_bytes);
+        if let SyncPolicy::Interval(every) = options.sync {
+            let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
+            config = config.flush_every_ms(Some(ms));
+        }
+        let db = open_retrying(&config)?;
+        let tree = db.open_tree("streams")?;
+        let storage = Storage {
+            db: Arc::new(Db {
+                db,
+                tree,
+                sync: options.sync,
+                group: GroupCommit::default(),
+            }),
+            streams: Arc::new(Mutex::new(HashMap::new())),
+        };
+        storage.remove_orphans()?;
+        Ok(storage)
+    }
+
+    /// Creates an empty stream.
+    pub fn create_stream(&self, name: &str, limits: StreamLimits) -> Result<Arc<dyn StreamStore>> {
+        if name.is_empty() {
+            return Err(StorageError::InvalidRequest("empty stream name"));
+        }
+        let mut streams = self.streams.lock();
+        let t = &self.db.tree;
+        if t.contains_key(name_key(name))? {
+            return Err(StorageError::StreamExists);
+        }
+        let id = self.db.db.generate_id()?;
+        let core = StreamCore::new(name.to_owned(), limits);
+        let mut batch = Batch::default();
+        batch.insert(name_key(name), codec::encode_blob(&id.to_be_bytes()));
+        batch.insert(
+            meta_key(id, KIND_LIMITS, ""),
+            codec::encode_limits(&core.limits),
+        );
+        batch.insert(
+            meta_key(id, KIND_COUNTERS, ""),
+            codec::encode_counters(&core.c),
+        );
+        t.apply_batch(batch)?;
+        t.flush()?;
+        let store = Arc::new(SledStore::new(name, id, self.db.clone(), core));
+        streams.insert(name.to_owned(), store.clone());
+        Ok(store)
+    }
+
+    /// Opens an existing stream (the same handle for every caller).
+    pub fn open_stream(&self, name: &str) -> Result<Arc<dyn StreamStore>> {
+        let mut streams = self.streams.lock();
+        if let Some(s) = streams.get(name) {
+            return Ok(s.clone());
+        }
+        let id = self.stream_id(name)?.ok_or(StorageError::StreamNotFound)?;
+        let core = load_core(&self.db, id, name)?;
+        let store = Arc::new(SledStore::new(name, id, self.db.clone(), core));
+        streams.insert(name.to_owned(), store.clone());
+        Ok(store)
+    }
+
+    /// Deletes a stream with its messages and consumers. Handles still held
+    /// fail with [`StorageError::StreamDeleted`] from then on.
+    pub fn delete_stream(&self, name: &str) -> Result<()> {
+        let mut streams = self.streams.lock();
+        let id = self.stream_id(name)?.ok_or(StorageError::StreamNotFound)?;
+        let open = streams.remove(name);
+        let _maintenance = open.as_ref().map(|s| s.maintenance.lock());
+        if let Some(s) = &open {
+            s.slot.write().status = Status::Deleted;
+        }
+        // Once the name is gone the rest is garbage that a later open would
+        // also remove (`remove_orphans`).
+        self.db.tree.remove(name_key(name))?;
+        self.db.tree.flush()?;
+        wipe_stream(&self.db.tree, id)
+    }
+
+    /// Names of all streams, sorted.
+    pub fn list_streams(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for item in self.db.tree.scan_prefix([TAG_NAME]) {
+            let (k, _) = item?;
+            names.push(String::from_utf8_lossy(&k[1..]).into_owned());
+        }
+        Ok(names)
+    }
+
+    /// Fsyncs everything written so far.
+    pub fn flush(&self) -> Result<()> {
+        self.db.tree.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.db.size_on_disk()?)
+    }
+
+    /// The sync policy the storage was opened with.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.db.sync
+    }
+
+    fn stream_id(&self, name: &str) -> Result<Option<u64>> {
+        let Some(raw) = self.db.tree.get(name_key(name))? else {
+            return Ok(None);
+        };
+        let id = codec::decode_blob(&raw)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StorageError::CorruptMeta {
+                stream: name.to_owned(),
+                what: "name",
+            })?;
+        Ok(Some(id))
+    }
+
+    /// Removes data of streams whose deletion was interrupted.
+    fn remove_orphans(&self) -> Result<()> {
+        let t = &self.db.tree;
+        let mut live = std::collections::HashSet::new();
+        for item in t.scan_prefix([TAG_NAME]) {
+            let (_, v) = item?;
+            if let Some(id) = codec::decode_blob(&v).and_then(|b| b.try_into().ok()) {
+                live.insert(u64::from_be_bytes(id));
+            }
+        }
+        let mut orphans = std::collections::BTreeSet::new();
+        for tag in [TAG_META, TAG_MSG, TAG_SUBJ] {
+            let mut from = vec![tag];
+            // One seek per distinct id: jump past each id's range.
+            while let Some(item) = t.range(from.clone()..prefix_end(&[tag])).next() {
+                let (k, _) = item?;
+                let Some(id) = k.get(1..9).and_then(|b| b.try_into().ok()) else {
+                    break;
+                };
+                let id = u64::from_be_bytes(id);
+                if !live.contains(&id) {
+                    orphans.insert(id);
+                }
+                from = prefix_end(&stream_prefix(tag, id));
+            }
+        }
+        for id in orphans {
+            tracing::warn!(stream_id = id, "removing data of a deleted stream");
+            wipe_stream(t, id)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the database, waiting up to two seconds for its file lock: after a
+/// `Storage` of the same directory is dropped in this process, sled's
+/// background threads may hold the lock a moment longer.
+fn open_retrying(config: &sled::Config) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Removes every key of a stream, in chunks.
+fn wipe_stream(t: &sled::Tree, id: u64) -> Result<()> {
+    for tag in [TAG_MSG, TAG_SUBJ, TAG_META] {
+        remove_range(t, &stream_prefix(tag, id), |_| true)?;
+    }
+    Ok(())
+}
+
+/// Removes the keys under `prefix` that `dead` selects, `CHUNK` per batch.
+fn remove_range(t: &sled::Tree, prefix: &[u8], dead: impl Fn(&[u8]) -> bool) -> Result<u64> {
+    let end = prefix_end(prefix);
+    let mut from = prefix.to_vec();
+    let mut removed = 0;
+    loop {
+        let mut batch = Batch::default();
+        let mut seen = 0;
+        let mut last = None;
+        for item in t.range(from.clone()..end.clone()) {
+            let (k, _) = item?;
+            if dead(&k) {
+                batch.remove(k.clone());
+                removed += 1;
+            }
+            seen += 1;
+            last = Some(k);
+            if seen == CHUNK {
+                break;
+            }
+        }
+        t.apply_batch(batch)?;
+        match last {
+            Some(k) if seen == CHUNK => {
+                from = k.to_vec();
+                from.push(0);
+            }
+            _ => return Ok(removed),
+        }
+    }
+}
+
+/// Rebuilds a stream's in-memory figures from disk and finishes any
+/// interrupted cleanup below `first_seq`.
+fn load_core(db: &Db, id: u64, name: &str) -> Result<StreamCore> {
+    let t = &db.tree;
+    let corrupt = |what| StorageError::CorruptMeta {
+        stream: name.to_owned(),
+        what,
+    };
+    let limits = t
+        .get(meta_key(id, KIND_LIMITS, ""))?
+        .and_then(|raw| codec::decode_limits(&raw))
+        .ok_or_else(|| corrupt("limits"))?;
+    let counters = t
+        .get(meta_key(id, KIND_COUNTERS, ""))?
+        .and_then(|raw| codec::decode_counters(&raw))
+        .ok_or_else(|| corrupt("state"))?;
+    let mut core = StreamCore::new(name.to_owned(), limits);
+    core.c = counters;
+    for kind in [KIND_CONSUMER_CONFIG, KIND_CONSUMER_STATE] {
+        let prefix = meta_key(id, kind, "");
+        for item in t.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            core.consumers
+                .insert(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+    }
+    let prefix = stream_prefix(TAG_SUBJ, id);
+    let mut dead = false;
+    for item in t.scan_prefix(prefix) {
+        let (k, _) = item?;
+        let seq = key_seq(&k);
+        if seq < counters.first_seq {
+            dead = true;
+            continue;
+        }
+        let subject = &k[prefix.len()..k.len().saturating_sub(9)];
+        match core.subjects.get_mut(subject) {
+            Some(n) => *n += 1,
+            None => {
+                core.subjects.insert(Bytes::copy_from_slice(subject), 1);
+            }
+        }
+    }
+    let below_first = t
+        .range(msg_key(id, 0)..msg_key(id, counters.first_seq))
+        .next()
+        .transpose()?
+        .is_some();
+    if dead || below_first {
+        cleanup_below(t, id, counters.first_seq)?;
+    }
+    let indexed: u64 = core.subjects.values().sum();
+    if indexed != counters.msgs {
+        tracing::warn!(
+            stream = name,
+            indexed,
+            counted = counters.msgs,
+            "subject index and message count disagree"
+        );
+    }
+    Ok(core)
+}
+
+/// Removes the records and index entries below `fence`.
+fn cleanup_below(t: &sled::Tree, id: u64, fence: u64) -> Result<()> {
+    let msgs = stream_prefix(TAG_MSG, id);
+    remove_range(t, &msgs, |k| key_seq(k) < fence)?;
+    remove_range(t, &stream_prefix(TAG_SUBJ, id), |k| key_seq(k) < fence)?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Status {
+    Live,
+    Deleted,
+    /// Reloading after a failed batch failed too; the stream needs a reopen.
+    Broken(String),
+}
+
+#[derive(Debug)]
+struct Slot {
+    core: StreamCore,
+    status: Status,
+}
+
+impl Slot {
+    fn check(&self) -> Result<()> {
+        match &self.status {
+            Status::Live => Ok(()),
+            Status::Deleted => Err(StorageError::StreamDeleted),
+            Status::Broken(e) => Err(StorageError::Backend(e.clone())),
+        }
+    }
+}
+
+/// One file-backed stream of a [`Storage`].
+pub struct SledStore {
+    name: String,
+    id: u64,
+    db: Arc<Db>,
+    slot: RwLock<Slot>,
+    /// Serializes cleanup below the fence with restore and deletion.
+    maintenance: Mutex<()>,
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SledStore {
+    fn new(name: &str, id: u64, db: Arc<Db>, core: StreamCore) -> Self {
+        SledStore {
+            name: name.to_owned(),
+            id,
+            db,
+            slot: RwLock::new(Slot {
+                core,
+                status: Status::Live,
+            }),
+            maintenance: Mutex::new(()),
+        }
+    }
+
+    fn txn(&self) -> SledTxn<'_> {
+        SledTxn {
+            tree: &self.db.tree,
+            id: self.id,
+            stream: &self.name,
+            msgs: BTreeMap::new(),
+            idx: HashMap::new(),
+            meta: BTreeMap::new(),
+            erase: Vec::new(),
+            drop_fence: None,
+        }
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&StreamCore, &SledTxn<'_>) -> Result<R>) -> Result<R> {
+        let slot = self.slot.read();
+        slot.check()?;
+        f(&slot.core, &self.txn())
+    }
+
+    /// Removes dead records below `fence` without holding the stream lock.
+    fn cleanup(&self, fence: u64) -> Result<()> {
+        let _maintenance = self.maintenance.lock();
+        let fence = {
+            let slot = self.slot.read();
+            if slot.status != Status::Live {
+                return Ok(());
+            }
+            // A restore since may have put live records below the old fence.
+            fence.min(slot.core.c.first_seq)
+        };
+        cleanup_below(&self.db.tree, self.id, fence)
+    }
+
+    fn meta_blob(&self, kind: u8, name: &str, what: &'static str) -> Result<Option<Bytes>> {
+        let Some(raw) = self.db.tree.get(meta_key(self.id, kind, name))? else {
+            return Ok(None);
+        };
+        codec::decode_blob(&raw)
+            .map(|b| Some(Bytes::copy_from_slice(b)))
+            .ok_or_else(|| self.corrupt_meta(what))
+    }
+
+    /// Reads the saved consumers; the caller holds the slot lock.
+    fn consumers_unlocked(&self) -> Result<BTreeMap<String, StoredConsumer>> {
+        let mut out: BTreeMap<String, StoredConsumer> = BTreeMap::new();
+        for kind in [KIND_CONSUMER_CONFIG, KIND_CONSUMER_STATE] {
+            let prefix = meta_key(self.id, kind, "");
+            for item in self.db.tree.scan_prefix(&prefix) {
+                let (k, v) = item?;
+                let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                let entry = out.entry(name).or_default();
+                if kind == KIND_CONSUMER_CONFIG {
+                    let blob =
+                        codec::decode_blob(&v).ok_or_else(|| self.corrupt_meta("consumer"))?;
+                    entry.config = Bytes::copy_from_slice(blob);
+                } else {
+                    entry.state = codec::decode_consumer_state(&v)
+                        .ok_or_else(|| self.corrupt_meta("consumer"))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn corrupt_meta(&self, what: &'static str) -> StorageError {
+        StorageError::CorruptMeta {
+            stream: self.name.clone(),
+            what,
+        }
+    }
+}
+
+impl StreamStore for SledStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn apply_batch(&self, ops: Vec<StreamOp>) -> Vec<Result<OpResult>> {
+        let n = ops.len();
+        let mut slot = self.slot.write();
+        if let Err(e) = slot.check() {
+            return vec![Err(e); n];
+        }
+        let before = slot.core.c;
+        let mut txn = self.txn();
+        let mut results = Vec::with_capacity(n);
+        let mut failed = None;
+        for op in ops {
+            if failed.is_some() {
+                results.push(Err(StorageError::BatchAborted));
+                continue;
+            }
+            let r = slot.core.apply(&mut txn, op);
+            if let Err(e) = &r {
+                if e.is_backend() {
+                    failed = Some(e.clone());
+                }
+            }
+            results.push(r);
+        }
+        if failed.is_none() && txn.is_empty() && slot.core.c == before {
+            return results; // nothing to write: every op was rejected
+        }
+        let committed = match failed {
+            Some(e) => Err(e),
+            None => txn.commit(&slot.core.c),
+        };
+        let (fence, ticket) = match committed {
+            Ok(fence) => (fence, self.db.ticket()),
+            Err(e) => {
+                // The in-memory figures ran ahead of the disk: reload them.
+                slot.status = match load_core(&self.db, self.id, &self.name) {
+                    Ok(core) => {
+                        slot.core = core;
+                        Status::Live
+                    }
+                    Err(reload) => Status::Broken(reload.to_string()),
+                };
+                return abort(results, &e);
+            }
+        };
+        drop(slot);
+        if self.db.sync == SyncPolicy::Always {
+            // Durability: the caller acknowledges these operations only after
+            // this returns, i.e. after an fsync that started after the commit.
+            // One fsync covers the whole batch and every batch committed
+            // concurrently (group commit). Under SyncPolicy::Interval this is
+            // skipped and sled's background flusher makes the writes durable
+            // within the interval.
+            if let Err(e) = self.db.sync_to(ticket) {
+                return abort(results, &e);
+            }
+        }
+        if let Some(fence) = fence {
+            if let Err(e) = self.cleanup(fence) {
+                tracing::warn!(stream = %self.name, error = %e, "cleanup after purge failed");
+            }
+        }
+        results
+    }
+
+    fn get(&self, seq: u64) -> Result<StoredMessage> {
+        self.read(|core, v| core.get(v, seq))
+    }
+
+    fn next_matching(&self, start_seq: u64, filter: &[u8]) -> Result<Option<StoredMessage>> {
+        self.read(|core, v| core.next_matching(v, start_seq, filter))
+    }
+
+    fn last_by_subject(&self, filter: &[u8]) -> Result<Option<StoredMessage>> {
+        self.read(|core, v| core.last_by_subject(v, filter))
+    }
+
+    fn state(&self) -> Result<StreamState> {
+        self.read(|core, v| core.state(v))
+    }
+
+    fn deleted_seqs(&self) -> Result<Vec<u64>> {
+        self.read(|core, v| core.deleted_seqs(v))
+    }
+
+    fn subjects_state(&self, filter: &[u8]) -> Result<BTreeMap<Bytes, u64>> {
+        self.read(|core, _| core.subjects_state(filter))
+    }
+
+    fn count_matching(&self, filter: &[u8], from_seq: u64) -> Result<u64> {
+        self.read(|core, v| core.count_matching(v, filter, from_seq))
+    }
+
+    fn seq_for_time(&self, timestamp_ns: u64) -> Result<Option<u64>> {
+        self.read(|core, v| core.seq_for_time(v, timestamp_ns))
+    }
+
+    fn limits(&self) -> StreamLimits {
+        self.slot.read().core.limits.clone()
+    }
+
+    fn stream_config(&self) -> Result<Option<Bytes>> {
+        self.read(|_, _| self.meta_blob(KIND_CONFIG, "", "config"))
+    }
+
+    fn load_consumers(&self) -> Result<BTreeMap<String, StoredConsumer>> {
+        self.read(|_, _| self.consumers_unlocked())
+    }
+
+    fn snapshot_to(&self, out: &mut dyn Write) -> Result<()> {
+        // The read lock keeps mutations out until the snapshot is written.
+        self.read(|core, _| {
+            let mut w = SnapshotWriter::start(out, &core.limits, &core.c)?;
+            if let Some(config) = self.meta_blob(KIND_CONFIG, "", "config")? {
+                w.config(&config)?;
+            }
+            for (name, consumer) in &self.consumers_unlocked()? {
+                w.consumer(name, consumer)?;
+            }
+            let range = msg_key(self.id, core.c.first_seq)..=msg_key(self.id, u64::MAX);
+            for item in self.db.tree.range(range) {
+                let (k, raw) = item?;
+                let seq = key_seq(&k);
+                if codec::decode_msg(seq, Bytes::from_owner(raw.clone())).is_none() {
+                    return Err(core.corrupt(seq));
+                }
+                w.message_record(seq, &raw)?;
+            }
+            w.finish()
+        })
+    }
+
+    fn restore(&self, snapshot: &[u8]) -> Result<()> {
+        let header = snapshot::verify(snapshot)?;
+        let _maintenance = self.maintenance.lock();
+        let mut slot = self.slot.write();
+        slot.check()?;
+        let t = &self.db.tree;
+        let id = self.id;
+        // Counters first: a crash mid-restore leaves a stream that refuses to
+        // open (corrupt state) rather than one that looks whole.
+        t.remove(meta_key(id, KIND_COUNTERS, ""))?;
+        wipe_stream(t, id)?;
+        let mut core = snapshot::core_from(&self.name, header);
+        let mut batch = Batch::default();
+        let mut pending = 0;
+        batch.insert(
+            meta_key(id, KIND_LIMITS, ""),
+            codec::encode_limits(&core.limits),
+        );
+        snapshot::read(snapshot, |frame| {
+            match frame {
+                Frame::Config(c) => {
+                    batch.insert(meta_key(id, KIND_CONFIG, ""), codec::encode_blob(c))
+                }
+                Frame::Consumer(name, consumer) => {
+                    batch.insert(
+                        meta_key(id, KIND_CONSUMER_CONFIG, &name),
+                        codec::encode_blob(&consumer.config),
+                    );
+                    batch.insert(
+                        meta_key(id, KIND_CONSUMER_STATE, &name),
+                        codec::encode_consumer_state(&consumer.state),
+                    );
+                    core.consumers.insert(name);
+                }
+                Frame::Message(msg, record) => {
+                    batch.insert(&msg_key(id, msg.seq)[..], record);
+                    batch.insert(idx_key(id, &msg.subject, msg.seq), &[][..]);
+                    pending += 1;
+                }
+            }
+            if pending >= CHUNK {
+                t.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+            Ok(())
+        })?;
+        batch.insert(
+            meta_key(id, KIND_COUNTERS, ""),
+            codec::encode_counters(&core.c),
+        );
+        t.apply_batch(batch)?;
+        t.flush()?;
+        slot.core = core;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.tree.flush()?;
+        Ok(())
+    }
+}
+
+/// Every result of a batch that did not reach the disk becomes an error.
+fn abort(results: Vec<Result<OpResult>>, err: &StorageError) -> Vec<Result<OpResult>> {
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok(_) => Err(err.clone()),
+            Err(e) if e.is_backend() => Err(e),
+            Err(_) => Err(StorageError::BatchAborted),
+        })
+        .collect()
+}
+
+/// The operations of one batch on top of the committed tree: reads see both,
+/// writes stay here until [`SledTxn::commit`].
+struct SledTxn<'a> {
+    tree: &'a sled::Tree,
+    id: u64,
+    stream: &'a str,
+    /// `None`: removed in this batch.
+    msgs: BTreeMap<u64, Option<StoredMessage>>,
+    /// Subject → sequence → present.
+    idx: HashMap<Bytes, BTreeMap<u64, bool>>,
+    meta: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Removed records that are on disk and must be overwritten first.
+    erase: Vec<u64>,
+    /// Records below this are dead; clean them up after the commit.
+    drop_fence: Option<u64>,
+}
+
+enum Src<D, P> {
+    Disk(D),
+    Pending(P),
+}
+
+/// Walks a disk range and a pending range in key order (or reverse order
+/// when `rev`), the pending entry winning on equal keys; `None` pending
+/// values hide the disk entry.
+fn merge<D, P>(
+    mut disk: impl Iterator<Item = sled::Result<(u64, D)>>,
+    mut pending: impl Iterator<Item = (u64, Option<P>)>,
+    rev: bool,
+    mut visit: impl FnMut(u64, Src<D, P>) -> ControlFlow<()>,
+) -> Result<()> {
+    let mut d = disk.next().transpose()?;
+    let mut p = pending.next();
+    loop {
+        let disk_first = match (&d, &p) {
+            (None, None) => return Ok(()),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some((ds, _)), Some((ps, _))) => {
+                if rev {
+                    ds > ps
+                } else {
+                    ds < ps
+                }
+            }
+        };
+        let flow = if disk_first {
+            let Some((seq, value)) = d.take() else {
+                return Ok(());
+            };
+            d = disk.next().transpose()?;
+            visit(seq, Src::Disk(value))
+        } else {
+            let Some((seq, value)) = p.take() else {
+                return Ok(());
+            };
+            p = pending.next();
+            if d.as_ref().is_some_and(|(ds, _)| *ds == seq) {
+                d = disk.next().transpose()?;
+            }
+            match value {
+                Some(v) => visit(seq, Src::Pending(v)),
+                None => ControlFlow::Continue(()),
+            }
+        };
+        if flow.is_break() {
+            return Ok(());
+        }
+    }
+}
+
+impl SledTxn<'_> {
+    fn is_empty(&self) -> bool {
+        self.msgs.is_empty() && self.meta.is_empty() && self.drop_fence.is_none()
+    }
+
+    fn corrupt(&self, seq: u64) -> StorageError {
+        StorageError::Corrupt {
+            stream: self.stream.to_owned(),
+            seq,
+        }
+    }
+
+    fn decode(&self, seq: u64, raw: IVec) -> Result<StoredMessage> {
+        codec::decode_msg(seq, Bytes::from_owner(raw)).ok_or_else(|| self.corrupt(seq))
+    }
+
+    fn disk_msgs(
+        &self,
+        lo: u64,
+        hi_inclusive: u64,
+    ) -> impl DoubleEndedIterator<Item = sled::Result<(u64, IVec)>> {
+        self.tree
+            .range(msg_key(self.id, lo)..=msg_key(self.id, hi_inclusive))
+            .map(|item| item.map(|(k, v)| (key_seq(&k), v)))
+    }
+
+    fn disk_subject(
+        &self,
+        subject: &[u8],
+        lo: u64,
+    ) -> impl DoubleEndedIterator<Item = sled::Result<(u64, ())>> {
+        self.tree
+            .range(idx_key(self.id, subject, lo)..=idx_key(self.id, subject, u64::MAX))
+            .map(|item| item.map(|(k, _)| (key_seq(&k), ())))
+    }
+
+    fn pending_subject(&self, subject: &[u8]) -> Option<&BTreeMap<u64, bool>> {
+        self.idx.get(subject)
+    }
+
+    /// The subject of a record whose own bytes cannot be trusted, from the
+    /// index (a scan of the stream's index: only for corrupt records).
+    fn subject_of(&self, seq: u64) -> Result<Option<Bytes>> {
+        let prefix = stream_prefix(TAG_SUBJ, self.id);
+        for item in self.tree.scan_prefix(prefix) {
+            let (k, _) = item?;
+            if key_seq(&k) == seq {
+                let subject = &k[prefix.len()..k.len() - 9];
+                return Ok(Some(Bytes::copy_from_slice(subject)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes the batch (and the counters) in one atomic `apply_batch`.
+    /// Returns the fence below which records are to be cleaned up.
+    fn commit(self, counters: &Counters) -> Result<Option<u64>> {
+        let t = self.tree;
+        for seq in &self.erase {
+            let key = msg_key(self.id, *seq);
+            if let Some(raw) = t.get(key)? {
+                // sled is log-structured: this hides the old bytes from every
+                // reader, but its segments keep them until sled rewrites them.
+                t.insert(key, vec![0u8; raw.len()])?;
+            }
+        }
+        let mut batch = Batch::default();
+        for (seq, msg) in &self.msgs {
+            let key = &msg_key(self.id, *seq)[..];
+            match msg {
+                Some(m) => batch.insert(key, codec::encode_msg(m)),
+                None => batch.remove(key),
+            }
+        }
+        for (subject, seqs) in &self.idx {
+            for (seq, present) in seqs {
+                let key = idx_key(self.id, subject, *seq);
+                if *present {
+                    batch.insert(key, &[][..]);
+                } else {
+                    batch.remove(key);
+                }
+            }
+        }
+        for (key, value) in self.meta {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        batch.insert(
+            meta_key(self.id, KIND_COUNTERS, ""),
+            codec::encode_counters(counters),
+        );
+        t.apply_batch(batch)?;
+        Ok(self.drop_fence)
+    }
+}
+
+impl View for SledTxn<'_> {
+    fn load(&self, seq: u64) -> Result<Option<StoredMessage>> {
+        if let Some(pending) = self.msgs.get(&seq) {
+            return Ok(pending.clone());
+        }
+        match self.tree.get(msg_key(self.id, seq))? {
+            Some(raw) => self.decode(seq, raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn next_seq(&self, from: u64) -> Result<Option<u64>> {
+        let mut found = None;
+        merge(
+            self.disk_msgs(from, u64::MAX),
+            self.msgs.range(from..).map(|(s, m)| (*s, m.as_ref())),
+            false,
+            |seq, _| {
+                found = Some(seq);
+                ControlFlow::Break(())
+            },
+        )?;
+        Ok(found)
+    }
+
+    fn prev_seq(&self, before: u64) -> Result<Option<u64>> {
+        if before == 0 {
+            return Ok(None);
+        }
+        let mut found = None;
+        merge(
+            self.disk_msgs(0, before - 1).rev(),
+            self.msgs
+                .range(..before)
+                .rev()
+                .map(|(s, m)| (*s, m.as_ref())),
+            true,
+            |seq, _| {
+                found = Some(seq);
+                ControlFlow::Break(())
+            },
+        )?;
+        Ok(found)
+    }
+
+    fn scan(&self, from: u64, visit: &mut ScanVisitor<'_>) -> Result<()> {
+        merge(
+            self.disk_msgs(from, u64::MAX),
+            self.msgs.range(from..).map(|(s, m)| (*s, m.as_ref())),
+            false,
+            |seq, src| match src {
+                Src::Disk(raw) => visit(seq, codec::peek_subject(&raw)),
+                Src::Pending(m) => visit(seq, Some(&m.subject)),
+            },
+        )
+    }
+
+    fn scan_subject(
+        &self,
+        subject: &[u8],
+        from: u64,
+        visit: &mut dyn FnMut(u64) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let pending = self
+            .pending_subject(subject)
+            .into_iter()
+            .flat_map(|m| m.range(from..))
+            .map(|(s, present)| (*s, present.then_some(())));
+        merge(
+            self.disk_subject(subject, from),
+            pending,
+            false,
+            |seq, _| visit(seq),
+        )
+    }
+
+    fn subject_last(&self, subject: &[u8]) -> Result<Option<u64>> {
+        let pending = self
+            .pending_subject(subject)
+            .into_iter()
+            .flat_map(|m| m.iter().rev())
+            .map(|(s, present)| (*s, present.then_some(())));
+        let mut found = None;
+        merge(
+            self.disk_subject(subject, 0).rev(),
+            pending,
+            true,
+            |seq, _| {
+                found = Some(seq);
+                ControlFlow::Break(())
+            },
+        )?;
+        Ok(found)
+    }
+}
+
+impl Backend for SledTxn<'_> {
+    fn insert(&mut self, msg: StoredMessage) -> Result<()> {
+        self.idx
+            .entry(msg.subject.clone())
+            .or_default()
+            .insert(msg.seq, true);
+        self.msgs.insert(msg.seq, Some(msg));
+        Ok(())
+    }
+
+    fn remove(&mut self, seq: u64, erase: bool) -> Result<Option<Removed>> {
+        let (subject, size, on_disk) = match self.msgs.get(&seq) {
+            Some(None) => return Ok(None),
+            Some(Some(m)) => (Some(m.subject.clone()), m.stored_size(), false),
+            None => {
+                let Some(raw) = self.tree.get(msg_key(self.id, seq))? else {
+                    return Ok(None);
+                };
+                // Size estimate for a record that fails its checksum: exact
+                // for records without headers and subjects under 128 bytes.
+                let len = raw.len() as u64 + 2;
+                match codec::decode_msg(seq, Bytes::from_owner(raw)) {
+                    Some(m) => (Some(m.subject.clone()), m.stored_size(), true),
+                    None => {
+                        // Removing a corrupt record is what a limit or purge
+                        // asks for anyway; its subject comes from the index
+                        // and its size is estimated from the record.
+                        tracing::warn!(stream = self.stream, seq, "removing a corrupt record");
+                        (self.subject_of(seq)?, len, true)
+                    }
+                }
+            }
+        };
+        self.msgs.insert(seq, None);
+        if let Some(subject) = &subject {
+            self.idx
+                .entry(subject.clone())
+                .or_default()
+                .insert(seq, false);
+        }
+        if erase && on_disk {
+            self.erase.push(seq);
+        }
+        Ok(Some(Removed { subject, size }))
+    }
+
+    fn drop_below(&mut self, fence: u64) -> Result<()> {
+        // Appends of this batch below the fence never reach the disk; the
+        // committed records below it are removed after the commit.
+        let kept = self.msgs.split_off(&fence);
+        self.msgs.retain(|_, m| m.is_none());
+        self.msgs.extend(kept);
+        for seqs in self.idx.values_mut() {
+            let kept = seqs.split_off(&fence);
+            seqs.retain(|_, present| !*present);
+            seqs.extend(kept);
+        }
+        self.drop_fence = Some(self.drop_fence.map_or(fence, |f| f.max(fence)));
+        Ok(())
+    }
+
+    fn put_limits(&mut self, limits: &StreamLimits) {
+        self.meta.insert(
+            meta_key(self.id, KIND_LIMITS, ""),
+            Some(codec::encode_limits(limits)),
+        );
+    }
+
+    fn put_config(&mut self, config: &Bytes) {
+        self.meta.insert(
+            meta_key(self.id, KIND_CONFIG, ""),
+            Some(codec::encode_blob(config)),
+        );
+    }
+
+    fn put_consumer_config(&mut self, name: &str, config: &Bytes) {
+        self.meta.insert(
+            meta_key(self.id, KIND_CONSUMER_CONFIG, name),
+            Some(codec::encode_blob(config)),
+        );
+    }
+
+    fn put_consumer_state(&mut self, name: &str, state: &ConsumerState) {
+        self.meta.insert(
+            meta_key(self.id, KIND_CONSUMER_STATE, name),
+            Some(codec::encode_consumer_state(state)),
+        );
+    }
+
+    fn delete_consumer(&mut self, name: &str) {
+        for kind in [KIND_CONSUMER_CONFIG, KIND_CONSUMER_STATE] {
+            self.meta.insert(meta_key(self.id, kind, name), None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_bounds_exactly_the_prefix() {
+        assert_eq!(prefix_end(&[1, 2]), vec![1, 3]);
+        assert_eq!(prefix_end(&[1, 0xff]), vec![2]);
+        assert_eq!(prefix_end(&[0xff, 0xff]), vec![0xff, 0xff, 0xff]);
+        let p = stream_prefix(TAG_MSG, 7);
+        assert!(msg_key(7, u64::MAX).as_slice() < prefix_end(&p).as_slice());
+        assert!(msg_key(8, 0).as_slice() >= prefix_end(&p).as_slice());
+    }
+
+    #[test]
+    fn keys_sort_numerically_and_subjects_do_not_overlap() {
+        assert!(msg_key(1, 255) < msg_key(1, 256));
+        assert!(msg_key(1, u64::MAX) < msg_key(2, 0));
+        assert_eq!(key_seq(&msg_key(3, 99)), 99);
+        assert_eq!(key_seq(&idx_key(3, b"a.b", 42)), 42);
+        // Every key of subject "a" sorts before those of "a.b" and "a0".
+        let a_max = idx_key(1, b"a", u64::MAX);
+        assert!(a_max < idx_key(1, b"a.b", 0));
+        assert!(a_max < idx_key(1, b"a0", 0));
+        assert!(idx_key(1, b"a", 0) > idx_key(1, b"", u64::MAX));
+    }
+
+    fn collect(disk: &[u64], pending: &[(u64, Option<char>)], rev: bool) -> Vec<(u64, char)> {
+        let mut out = Vec::new();
+        let d: Vec<sled::Result<(u64, char)>> = disk.iter().map(|s| Ok((*s, 'd'))).collect();
+        merge(d.into_iter(), pending.iter().copied(), rev, |seq, src| {
+            out.push((
+                seq,
+                match src {
+                    Src::Disk(c) | Src::Pending(c) => c,
+                },
+            ));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn merge_lets_pending_entries_win() {
+        let pending = [(2, None), (3, Some('p')), (5, Some('p'))];
+        assert_eq!(
+            collect(&[1, 2, 3, 4], &pending, false),
+            vec![(1, 'd'), (3, 'p'), (4, 'd'), (5, 'p')]
+        );
+        let rev: Vec<_> = pending.iter().rev().copied().collect();
+        assert_eq!(
+            collect(&[4, 3, 2, 1], &rev, true),
+            vec![(5, 'p'), (4, 'd'), (3, 'p'), (1, 'd')]
+        );
+        assert_eq!(collect(&[], &[(1, None)], false), vec![]);
+    }
+}

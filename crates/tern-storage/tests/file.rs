@@ -1,0 +1,401 @@
+//! File storage only: persistence across reopen, corruption, stream
+//! lifecycle, cleanup after purges.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{put, seqs, subjects};
+use tern_storage::{
+    ConsumerState, DiscardPolicy, PurgeRequest, Storage, StorageError, StorageOptions,
+    StreamLimits, StreamStore, SyncPolicy,
+};
+
+const TAG_NAME: u8 = 0x01;
+const TAG_MSG: u8 = 0x03;
+const TAG_SUBJ: u8 = 0x04;
+
+/// Opens the database directly (the storage must be closed) and runs `f`
+/// on the streams tree.
+fn raw<R>(dir: &Path, f: impl FnOnce(&sled::Tree) -> R) -> R {
+    // sled's background threads may hold the lock briefly after a drop.
+    let mut tries = 0;
+    let db = loop {
+        match sled::open(dir) {
+            Ok(db) => break db,
+            Err(e) if tries < 200 => {
+                tries += 1;
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("raw open: {e}"),
+        }
+    };
+    let tree = db.open_tree("streams").expect("tree");
+    let r = f(&tree);
+    db.flush().expect("flush");
+    r
+}
+
+fn count_tag(tree: &sled::Tree, tag: u8) -> usize {
+    tree.scan_prefix([tag]).count()
+}
+
+fn message_key(tree: &sled::Tree, seq: u64) -> sled::IVec {
+    tree.scan_prefix([TAG_MSG])
+        .map(|item| item.expect("scan").0)
+        .find(|k| k[k.len() - 8..] == seq.to_be_bytes())
+        .expect("message key")
+}
+
+struct Snapshot {
+    state: tern_storage::StreamState,
+    msgs: Vec<Option<tern_storage::StoredMessage>>,
+    consumers: std::collections::BTreeMap<String, tern_storage::StoredConsumer>,
+    config: Option<Bytes>,
+    limits: StreamLimits,
+    deleted: Vec<u64>,
+    subjects: Vec<(String, u64)>,
+}
+
+fn capture(s: &Arc<dyn StreamStore>) -> Snapshot {
+    let state = s.state().unwrap();
+    Snapshot {
+        msgs: (0..=state.last_seq + 1).map(|q| s.get(q).ok()).collect(),
+        state,
+        consumers: s.load_consumers().unwrap(),
+        config: s.stream_config().unwrap(),
+        limits: s.limits(),
+        deleted: s.deleted_seqs().unwrap(),
+        subjects: subjects(s, ">"),
+    }
+}
+
+fn assert_same(a: &Snapshot, b: &Snapshot) {
+    assert_eq!(a.state, b.state);
+    assert_eq!(a.msgs, b.msgs);
+    assert_eq!(a.consumers, b.consumers);
+    assert_eq!(a.config, b.config);
+    assert_eq!(a.limits, b.limits);
+    assert_eq!(a.deleted, b.deleted);
+    assert_eq!(a.subjects, b.subjects);
+}
+
+#[test]
+fn reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = StreamLimits {
+        max_msgs: Some(1000),
+        max_msgs_per_subject: Some(3),
+        max_age: Some(Duration::from_secs(60)),
+        discard: DiscardPolicy::New,
+        ..StreamLimits::default()
+    };
+    let (before_s, before_t) = {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", limits.clone()).unwrap();
+        let t = storage.create_stream("T", StreamLimits::default()).unwrap();
+        for i in 0..40u64 {
+            let subject = Bytes::from(format!("orders.{}", i % 9));
+            let payload = Bytes::from(format!("payload-{i}"));
+            s.append(tern_storage::Append::new(subject, payload, 1_000 + i))
+                .unwrap();
+        }
+        put(&t, "t.one", "x", 5);
+        put(&t, "t.two", "y", 6);
+        s.delete_msg(38, false).unwrap();
+        s.purge(PurgeRequest {
+            filter: Some(Bytes::from_static(b"orders.1")),
+            ..PurgeRequest::default()
+        })
+        .unwrap();
+        s.save_stream_config(b"{\"name\":\"S\"}").unwrap();
+        let mut cs = ConsumerState {
+            delivered_consumer_seq: 5,
+            delivered_stream_seq: 30,
+            ack_floor_consumer_seq: 4,
+            ack_floor_stream_seq: 29,
+            ..ConsumerState::default()
+        };
+        cs.pending.insert(30, (5, 123));
+        cs.redelivered.insert(30, 1);
+        s.save_consumer("durable", &cs).unwrap();
+        s.save_consumer_config("durable", b"cfg").unwrap();
+        t.purge(PurgeRequest::default()).unwrap();
+        (capture(&s), capture(&t))
+    };
+    let storage = Storage::open(dir.path()).unwrap();
+    assert_eq!(storage.list_streams().unwrap(), vec!["S", "T"]);
+    let s = storage.open_stream("S").unwrap();
+    let t = storage.open_stream("T").unwrap();
+    assert_same(&capture(&s), &before_s);
+    assert_same(&capture(&t), &before_t);
+    assert_eq!(before_t.state.first_seq, 3);
+    assert_eq!(before_s.state.consumer_count, 1);
+    // Sequences and limits go on where they were.
+    assert_eq!(put(&t, "t.one", "z", 7), 3);
+    let next = before_s.state.last_seq + 1;
+    assert_eq!(put(&s, "orders.new", "z", 7), next);
+    assert!(Arc::ptr_eq(&s, &storage.open_stream("S").unwrap()));
+    assert_eq!(
+        storage.create_stream("S", StreamLimits::default()).err(),
+        Some(StorageError::StreamExists)
+    );
+    assert_eq!(
+        storage.open_stream("nope").err(),
+        Some(StorageError::StreamNotFound)
+    );
+    assert!(storage.size_on_disk().unwrap() > 0);
+}
+
+#[test]
+fn corrupt_record_is_reported_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+        put(&s, "a", "one", 1);
+        put(&s, "a", "two", 2);
+        put(&s, "b", "three", 3);
+    }
+    raw(dir.path(), |tree| {
+        let key = message_key(tree, 2);
+        let mut value = tree.get(&key).unwrap().unwrap().to_vec();
+        let at = value.len() - 6; // inside the payload
+        value[at] ^= 0x01;
+        tree.insert(key, value).unwrap();
+    });
+    let storage = Storage::open(dir.path()).unwrap();
+    let s = storage.open_stream("S").unwrap();
+    let corrupt = StorageError::Corrupt {
+        stream: "S".into(),
+        seq: 2,
+    };
+    assert_eq!(s.get(2), Err(corrupt.clone()));
+    assert_eq!(&s.get(1).unwrap().payload[..], b"one");
+    assert_eq!(&s.get(3).unwrap().payload[..], b"three");
+    assert_eq!(s.next_matching(2, b">").err(), Some(corrupt.clone()));
+    assert_eq!(s.next_matching(2, b"a").err(), Some(corrupt.clone()));
+    assert_eq!(s.last_by_subject(b"a").err(), Some(corrupt.clone()));
+    assert_eq!(s.next_matching(2, b"b").unwrap().unwrap().seq, 3);
+    assert_eq!(s.snapshot().err(), Some(corrupt.clone()));
+    assert_eq!(s.state().unwrap().messages, 3);
+    // A reader may skip it; a delete removes it.
+    assert_eq!(s.next_matching(3, b">").unwrap().unwrap().seq, 3);
+    s.delete_msg(2, false).unwrap();
+    let st = s.state().unwrap();
+    assert_eq!((st.messages, st.num_deleted), (2, 1));
+    assert_eq!(st.bytes, (1 + 3 + 16) + (1 + 5 + 16));
+    assert_eq!(subjects(&s, ">"), vec![("a".into(), 1), ("b".into(), 1)]);
+    assert!(s.snapshot().is_ok());
+}
+
+#[test]
+fn corrupt_metadata_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        storage.create_stream("S", StreamLimits::default()).unwrap();
+    }
+    raw(dir.path(), |tree| {
+        for item in tree.scan_prefix([0x02]) {
+            let (k, v) = item.unwrap();
+            let mut v = v.to_vec();
+            v[0] ^= 0xff;
+            tree.insert(k, v).unwrap();
+        }
+    });
+    let storage = Storage::open(dir.path()).unwrap();
+    assert!(matches!(
+        storage.open_stream("S"),
+        Err(StorageError::CorruptMeta { .. })
+    ));
+}
+
+#[test]
+fn delete_stream_removes_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+        let keep = storage.create_stream("K", StreamLimits::default()).unwrap();
+        for _ in 0..100 {
+            put(&s, "a.b", "x", 1);
+        }
+        put(&keep, "k", "x", 1);
+        s.save_consumer("c", &ConsumerState::default()).unwrap();
+        storage.delete_stream("S").unwrap();
+        assert_eq!(s.get(1), Err(StorageError::StreamDeleted));
+        assert_eq!(
+            s.append(common::msg("a", "x", 1)).err(),
+            Some(StorageError::StreamDeleted)
+        );
+        assert_eq!(storage.list_streams().unwrap(), vec!["K"]);
+        assert_eq!(
+            storage.delete_stream("S").err(),
+            Some(StorageError::StreamNotFound)
+        );
+        let again = storage.create_stream("S", StreamLimits::default()).unwrap();
+        assert_eq!(again.state().unwrap().last_seq, 0);
+        assert!(again.load_consumers().unwrap().is_empty());
+        storage.delete_stream("S").unwrap();
+    }
+    raw(dir.path(), |tree| {
+        assert_eq!(count_tag(tree, TAG_MSG), 1);
+        assert_eq!(count_tag(tree, TAG_SUBJ), 1);
+    });
+}
+
+#[test]
+fn interrupted_deletion_is_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+        put(&s, "a", "x", 1);
+    }
+    // As if the process died right after removing the name.
+    raw(dir.path(), |tree| {
+        let name: Vec<u8> = [&[TAG_NAME][..], b"S"].concat();
+        tree.remove(name).unwrap();
+    });
+    let storage = Storage::open(dir.path()).unwrap();
+    assert!(storage.list_streams().unwrap().is_empty());
+    drop(storage);
+    raw(dir.path(), |tree| assert_eq!(tree.len(), 0));
+}
+
+#[test]
+fn purge_all_cleans_up_and_reopen_finishes_cleanup() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+        let ops = (0..5000u64)
+            .map(|i| {
+                tern_storage::StreamOp::Append(tern_storage::Append::new(
+                    Bytes::from(format!("sub.{}", i % 50)),
+                    Bytes::from_static(b"payload"),
+                    i,
+                ))
+            })
+            .collect();
+        assert!(s.apply_batch(ops).iter().all(Result::is_ok));
+        assert_eq!(s.purge(PurgeRequest::default()).unwrap(), 5000);
+        put(&s, "after", "x", 1);
+    }
+    raw(dir.path(), |tree| {
+        assert_eq!(count_tag(tree, TAG_MSG), 1);
+        assert_eq!(count_tag(tree, TAG_SUBJ), 1);
+        // Leave dead records behind, as a crash before cleanup would.
+        let live = message_key(tree, 5001);
+        let mut dead = live.to_vec();
+        let n = dead.len();
+        dead[n - 8..].copy_from_slice(&7u64.to_be_bytes());
+        tree.insert(dead, tree.get(&live).unwrap().unwrap())
+            .unwrap();
+        let mut idx = vec![TAG_SUBJ];
+        idx.extend_from_slice(&live[1..9]);
+        idx.extend_from_slice(b"dead.subject\0");
+        idx.extend_from_slice(&7u64.to_be_bytes());
+        tree.insert(idx, &[][..]).unwrap();
+    });
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.open_stream("S").unwrap();
+        let st = s.state().unwrap();
+        assert_eq!(
+            (st.messages, st.first_seq, st.last_seq, st.num_subjects),
+            (1, 5001, 5001, 1)
+        );
+        assert_eq!(s.get(7), Err(StorageError::NotFound));
+        assert_eq!(subjects(&s, ">"), vec![("after".into(), 1)]);
+        assert_eq!(seqs(&s), vec![5001]);
+    }
+    raw(dir.path(), |tree| {
+        assert_eq!(count_tag(tree, TAG_MSG), 1);
+        assert_eq!(count_tag(tree, TAG_SUBJ), 1);
+    });
+}
+
+#[test]
+fn interval_sync_policy_persists_after_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StorageOptions {
+        sync: SyncPolicy::Interval(Duration::from_millis(20)),
+        ..StorageOptions::default()
+    };
+    {
+        let storage = Storage::open_with(dir.path(), options).unwrap();
+        assert_eq!(storage.sync_policy(), options.sync);
+        let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+        put(&s, "a", "x", 1);
+        s.flush().unwrap();
+        storage.flush().unwrap();
+    }
+    let storage = Storage::open_with(dir.path(), options).unwrap();
+    let s = storage.open_stream("S").unwrap();
+    assert_eq!(&s.get(1).unwrap().payload[..], b"x");
+}
+
+#[test]
+fn restore_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = tern_storage::MemoryStore::new("M", StreamLimits::default());
+    for i in 0..20u64 {
+        mem.append(tern_storage::Append::new(
+            Bytes::from(format!("m.{}", i % 3)),
+            Bytes::from(vec![b'p'; i as usize]),
+            i,
+        ))
+        .unwrap();
+    }
+    mem.delete_msg(4, false).unwrap();
+    mem.save_consumer("c", &ConsumerState::default()).unwrap();
+    let snap = mem.snapshot().unwrap();
+    let before = {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+        put(&s, "x", "old", 1);
+        s.restore(&snap).unwrap();
+        capture(&s)
+    };
+    let storage = Storage::open(dir.path()).unwrap();
+    let s = storage.open_stream("S").unwrap();
+    assert_same(&capture(&s), &before);
+    assert_eq!(before.state.messages, 19);
+    assert_eq!(s.snapshot().unwrap(), snap);
+}
+
+#[test]
+fn concurrent_appends_get_distinct_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path()).unwrap();
+    let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+    let other = storage.create_stream("O", StreamLimits::default()).unwrap();
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let store = if t % 2 == 0 { s.clone() } else { other.clone() };
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|i| store.append(common::msg("c.x", "p", i)).unwrap().0)
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut got: Vec<u64> = Vec::new();
+    for (t, h) in threads.into_iter().enumerate() {
+        let seqs = h.join().unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        if t % 2 == 0 {
+            got.extend(seqs);
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, (1..=150).collect::<Vec<u64>>());
+    assert_eq!(seqs(&s), got);
+    assert_eq!(other.state().unwrap().messages, 150);
+}
