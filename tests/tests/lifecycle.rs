@@ -350,15 +350,14 @@ fn sighup_keeps_running_and_says_reload_is_not_implemented() {
 }
 
 #[test]
-fn sigusr1_and_sigusr2_are_logged_and_ignored() {
+fn sigusr1_is_logged_and_ignored() {
     let mut server = TernServer::start();
     server.signal("USR1");
-    server.signal("USR2");
     let logged = eventually(Duration::from_secs(5), || {
         let log = server.log().to_lowercase();
-        (log.contains("reopen") || log.contains("re-open")) && log.contains("lame duck")
+        log.contains("reopen") || log.contains("re-open")
     });
-    assert!(logged, "both are logged:\n{}", server.log());
+    assert!(logged, "logged:\n{}", server.log());
     assert_eq!(
         server.wait_exit(Duration::from_millis(300)),
         None,
@@ -366,4 +365,46 @@ fn sigusr1_and_sigusr2_are_logged_and_ignored() {
     );
     let mut c = RawClient::connect_with(server.addr, QUIET);
     assert_eq!(c.ping_pong(), b"PONG\r\n");
+}
+
+#[test]
+fn lame_duck_mode_tells_clients_then_closes_them_and_exits() {
+    let mut server = TernServer::launch(
+        Launch::default().config("lame_duck_duration: \"2s\"\nlame_duck_grace_period: \"500ms\"\n"),
+    );
+    let mut clients: Vec<RawClient> = (0..3)
+        .map(|_| RawClient::connect_with(server.addr, QUIET))
+        .collect();
+    for c in &mut clients {
+        assert_eq!(c.ping_pong(), b"PONG\r\n");
+    }
+    let start = Instant::now();
+    server.signal("USR2");
+    // Every client hears about it first: an INFO with ldm set.
+    for c in &mut clients {
+        let line = c.read_line(Duration::from_secs(5)).expect("INFO with ldm");
+        assert!(line.starts_with("INFO {"), "{line:?}");
+        let info: serde_json::Value =
+            serde_json::from_str(line.trim_start_matches("INFO ").trim_end()).unwrap();
+        assert_eq!(info["ldm"], true);
+    }
+    // No new clients are taken.
+    let refused = eventually(Duration::from_secs(2), || {
+        std::net::TcpStream::connect(server.addr).is_err()
+    });
+    assert!(refused, "new connections are refused in lame duck mode");
+    // Then they are closed and the server exits cleanly.
+    for c in &mut clients {
+        assert!(c.is_closed_within(Duration::from_secs(10)), "client closed");
+    }
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "grace period honoured"
+    );
+    assert!(
+        server.log().contains("Entering lame duck mode"),
+        "{}",
+        server.log()
+    );
 }

@@ -252,6 +252,12 @@ impl ClientShared {
         }
     }
 
+    /// Queues raw bytes and wakes the writer at once (outside any read batch).
+    pub(crate) fn send_now(&self, bytes: &[u8]) {
+        self.enqueue_raw(bytes);
+        self.flush();
+    }
+
     /// Marks the connection closing: nothing more is queued, the writer
     /// flushes what is there and both sides stop.
     pub(crate) fn close(&self, reason: CloseReason) {

@@ -97,16 +97,21 @@ async fn run(opts: tern_server::ServerOptions) -> anyhow::Result<()> {
     let mut sigusr2 = signal(SignalKind::user_defined2())?;
 
     let server = Server::start(opts).await?;
+    let mut lame_duck = false;
     loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("Trapped \"terminated\" signal"); break; }
             _ = sigint.recv() => { info!("Trapped \"interrupt\" signal"); break; }
+            _ = sigusr2.recv() => { lame_duck = true; break; }
             _ = sighup.recv() => warn!("configuration reload is not implemented yet: SIGHUP ignored"),
             _ = sigusr1.recv() => warn!("log file reopen is not implemented yet: SIGUSR1 ignored"),
-            _ = sigusr2.recv() => warn!("lame duck mode is not implemented yet: SIGUSR2 ignored"),
         }
     }
-    server.shutdown().await;
+    if lame_duck {
+        server.lame_duck().await;
+    } else {
+        server.shutdown().await;
+    }
     if let Some(path) = &pid_file {
         let _ = std::fs::remove_file(path);
     }

@@ -212,6 +212,41 @@ impl Server {
         *self.shared.http_addr.lock()
     }
 
+    /// Lame duck mode, as nats-server's: stop accepting, tell every client
+    /// (`INFO` with `ldm: true`) so it can move elsewhere, wait the grace
+    /// period, then close the clients spread over the rest of
+    /// `lame_duck_duration`, and shut down.
+    pub async fn lame_duck(self) {
+        info!("Entering lame duck mode, stop accepting new clients");
+        self.accept_task.abort();
+        let shared = &self.shared;
+        for client in shared.clients() {
+            let mut info = shared.client_info(client.id, client.addr);
+            info.ldm = true;
+            let mut line = bytes::BytesMut::new();
+            tern_protocol::encode_info(&mut line, &info);
+            client.send_now(&line);
+        }
+        let grace = shared
+            .opts
+            .lame_duck_grace_period
+            .min(shared.opts.lame_duck_duration);
+        tokio::time::sleep(grace).await;
+        let clients = shared.clients();
+        let spread = shared.opts.lame_duck_duration.saturating_sub(grace);
+        // Close in up to 100 steps so reconnecting clients do not all land at once.
+        let steps = clients.len().clamp(1, 100);
+        let per_step = clients.len().div_ceil(steps);
+        let pause = spread / steps as u32;
+        for batch in clients.chunks(per_step.max(1)) {
+            for client in batch {
+                client.close(client::CloseReason::ServerShutdown);
+            }
+            tokio::time::sleep(pause).await;
+        }
+        self.shutdown().await;
+    }
+
     /// Stops accepting, tells every connection to flush and close, and waits
     /// (bounded) for them to finish.
     pub async fn shutdown(self) {
