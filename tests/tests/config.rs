@@ -490,3 +490,19 @@ fn go_style_single_dash_flags() {
     });
     assert!(traced, "-DV turns on debug and trace:\n{}", server.log());
 }
+
+#[test]
+fn flags_override_listen_and_http_from_the_file() {
+    // Both ports named in the file are taken; the server only starts if the
+    // `-p -1` and `-m -1` flags the harness passes win over them.
+    let taken_client = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = format!(
+        "listen: {}\nhttp: {}\n",
+        taken_client.local_addr().unwrap(),
+        taken_http.local_addr().unwrap()
+    );
+    let server = TernServer::launch(Launch::monitored().config(&text));
+    assert_ne!(server.addr, taken_client.local_addr().unwrap());
+    assert_eq!(server.http_json("/healthz")["status"], "ok");
+}

@@ -241,7 +241,12 @@ fn build_options(
 ) -> Result<ServerOptions, ConfigError> {
     let mut o = ServerOptions::default();
     let mut http_host_set = false;
-    for (key, value) in map {
+    // `listen` and `http` (host:port) go first so the specific keys (`host`,
+    // `port`, `http_port`, which flags set) override them, whatever the order
+    // of the merged map.
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by_key(|(k, _)| !matches!(k.as_str(), "listen" | "http"));
+    for (key, value) in entries {
         let k = key.as_str();
         match k {
             "host" | "net" | "addr" => o.host = string(k, value)?,
