@@ -17,7 +17,6 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tern_protocol::{err, subject, ClientOp, ConnectInfo, Headers, Parsed, Parser, ParserLimits};
-use tern_routing::{MatchCache, MatchResult};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -25,6 +24,7 @@ use tokio::sync::Notify;
 use tracing::{debug, trace, warn};
 
 use crate::account::Account;
+use crate::router::Router;
 use crate::server::ServerShared;
 
 /// Why a connection ended; the names match nats-server's `/connz` reasons.
@@ -95,7 +95,7 @@ impl Deref for SubRef {
 }
 
 /// Bytes waiting to be written to one connection.
-struct Outbound {
+pub(crate) struct Outbound {
     buf: BytesMut,
     /// Someone is writing to the socket: an inline flush or the writer task.
     /// Only one writes at a time, so bytes leave in the order they were queued.
@@ -105,7 +105,7 @@ struct Outbound {
     inflight: Option<BytesMut>,
     /// An empty buffer with capacity, swapped in when `buf` is taken.
     spare: BytesMut,
-    closed: bool,
+    pub(crate) closed: bool,
     reason: Option<CloseReason>,
     msgs: u64,
     bytes: u64,
@@ -126,8 +126,8 @@ pub(crate) struct ClientShared {
     pub(crate) id: u64,
     pub(crate) addr: SocketAddr,
     pub(crate) started: SystemTime,
-    max_pending: usize,
-    out: Mutex<Outbound>,
+    pub(crate) max_pending: usize,
+    pub(crate) out: Mutex<Outbound>,
     /// The socket's write half, shared so a publisher's reader can write a
     /// small batch straight away instead of waking the writer task.
     socket: Arc<OwnedWriteHalf>,
@@ -138,12 +138,12 @@ pub(crate) struct ClientShared {
     /// Wakes the reader when the connection must end.
     close_requested: Notify,
     /// Wakes publishers held back for this connection after each write.
-    drained: Notify,
+    pub(crate) drained: Notify,
     /// Bytes handed to the socket so far; shows whether the client reads.
-    bytes_written: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
     /// `bytes_written` when a publisher last waited for this connection in
     /// vain: until it moves, nobody waits for this connection again.
-    stuck_at: AtomicU64,
+    pub(crate) stuck_at: AtomicU64,
     /// Whether the client understands `HMSG`.
     headers: AtomicBool,
     pub(crate) meta: Mutex<ClientMeta>,
@@ -276,8 +276,8 @@ impl ClientShared {
     }
 
     /// Queue size past which publishers feeding this connection wait for it.
-    fn stall_threshold(&self) -> usize {
-        (self.max_pending / 2).min(STALL_PENDING)
+    pub(crate) fn stall_threshold(&self) -> usize {
+        (self.max_pending / 2).min(crate::router::STALL_PENDING)
     }
 
     /// Bytes queued and not yet handed to the socket.
@@ -293,13 +293,13 @@ impl ClientShared {
 
     /// Claims the duty to wake this connection's writer; true for the first
     /// claimant since the last wake-up.
-    fn claim_flush(&self) -> bool {
+    pub(crate) fn claim_flush(&self) -> bool {
         // A plain load first: when someone already owes the flush (the common
         // case inside a burst) this avoids a read-modify-write per message.
         !self.flush_owed.load(Ordering::Acquire) && !self.flush_owed.swap(true, Ordering::AcqRel)
     }
 
-    fn flush(&self) {
+    pub(crate) fn flush(&self) {
         self.flush_owed.store(false, Ordering::Release);
         if !self.try_write_inline() {
             self.write_ready.notify_one();
@@ -353,90 +353,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The connections a reader queued bytes for during one read batch; each
-/// writer is woken once at the end of the batch instead of once per message.
-#[derive(Default)]
-struct Flusher {
-    owed: Vec<Arc<ClientShared>>,
-}
-
-impl Flusher {
-    fn note(&mut self, client: &Arc<ClientShared>) {
-        if client.claim_flush() {
-            self.owed.push(client.clone());
-        }
-    }
-
-    fn flush_all(&mut self) {
-        for client in self.owed.drain(..) {
-            client.flush();
-        }
-    }
-
-    /// Wakes every writer owed a wake-up and returns the connections whose
-    /// queue is past half of `max_pending`: the publisher waits for those.
-    fn flush_all_and_check(&mut self, stalls: &mut Vec<Arc<ClientShared>>) {
-        for client in self.owed.drain(..) {
-            client.flush();
-            if client.pending_bytes() > client.stall_threshold() {
-                stalls.push(client);
-            }
-        }
-    }
-}
-
-/// Queued bytes past which a publisher waits for a receiver that is still
-/// reading (or half of `max_pending`, if smaller). Enough for several full
-/// socket buffers, so steady streams never wait.
-const STALL_PENDING: usize = 4 * 1024 * 1024;
-/// Longest a publisher is held back in one read batch for receivers that
-/// fall behind.
-const MAX_STALL: Duration = Duration::from_secs(1);
-/// A receiver whose socket takes nothing for this long is not waited for:
-/// it is stuck, and will be cut off at `max_pending` instead.
-const STALL_STEP: Duration = Duration::from_millis(10);
-
-/// Holds the publisher back while receivers it fed drain their queues, so a
-/// burst does not turn a reading-but-slower subscriber into a slow consumer.
-/// Receivers that read nothing are not waited for; nobody waits longer than
-/// [`MAX_STALL`] per batch.
-async fn stall_for(targets: &[Arc<ClientShared>]) {
-    let deadline = tokio::time::Instant::now() + MAX_STALL;
-    for target in targets {
-        loop {
-            let drained = target.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            let closed = target.out.lock().closed;
-            if closed || target.pending_bytes() <= target.stall_threshold() {
-                break;
-            }
-            let written = target.bytes_written.load(Ordering::Relaxed);
-            if target.stuck_at.load(Ordering::Relaxed) == written {
-                break;
-            }
-            let step = tokio::time::timeout(STALL_STEP, drained).await;
-            let progressed = target.bytes_written.load(Ordering::Relaxed) != written;
-            if step.is_err() && !progressed {
-                target.stuck_at.store(written, Ordering::Relaxed);
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-        }
-    }
-}
-
 /// Per-connection protocol state owned by the reader.
 struct Session {
     server: Arc<ServerShared>,
     shared: Arc<ClientShared>,
     account: Arc<Account>,
-    cache: MatchCache<SubRef>,
-    flusher: Flusher,
-    /// Receivers past half their `max_pending` after the last batch.
-    stalls: Vec<Arc<ClientShared>>,
+    router: Router,
     connected: bool,
     /// The client's options as its `CONNECT`s set them; nats-server starts
     /// with verbose and pedantic on, and a `CONNECT` changes only the fields it names.
@@ -454,8 +376,6 @@ struct Session {
     /// Counters gathered during one batch and published once.
     batch_in_msgs: u64,
     batch_in_bytes: u64,
-    batch_out_msgs: u64,
-    batch_out_bytes: u64,
 }
 
 /// Serves one accepted connection until it ends.
@@ -490,10 +410,8 @@ pub(crate) async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: So
     let mut session = Session {
         server: server.clone(),
         shared: shared.clone(),
+        router: Router::new(server.clone(), account.clone()),
         account,
-        cache: MatchCache::new(1024),
-        flusher: Flusher::default(),
-        stalls: Vec::new(),
         connected: false,
         options: serde_json::Map::new(),
         verbose: true,
@@ -507,8 +425,6 @@ pub(crate) async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: So
         rtt_ping_sent: None,
         batch_in_msgs: 0,
         batch_in_bytes: 0,
-        batch_out_msgs: 0,
-        batch_out_bytes: 0,
     };
     session.read_loop(reader).await;
 
@@ -578,10 +494,7 @@ impl Session {
                             if !keep_going {
                                 return;
                             }
-                            if !self.stalls.is_empty() {
-                                stall_for(&self.stalls).await;
-                                self.stalls.clear();
-                            }
+                            self.router.wait_for_stalled().await;
                             if self.connected && !rtt_ping_armed {
                                 // nats-server pings soon after CONNECT to measure the round trip.
                                 rtt_ping_armed = true;
@@ -651,9 +564,9 @@ impl Session {
     }
 
     fn end_batch(&mut self) {
-        self.flusher.flush_all_and_check(&mut self.stalls);
-        let stats = &self.server.stats;
+        self.router.finish_batch();
         if self.batch_in_msgs > 0 {
+            let stats = &self.server.stats;
             self.shared
                 .in_msgs
                 .fetch_add(self.batch_in_msgs, Ordering::Relaxed);
@@ -669,16 +582,6 @@ impl Session {
             self.batch_in_msgs = 0;
             self.batch_in_bytes = 0;
         }
-        if self.batch_out_msgs > 0 {
-            stats
-                .out_msgs
-                .fetch_add(self.batch_out_msgs, Ordering::Relaxed);
-            stats
-                .out_bytes
-                .fetch_add(self.batch_out_bytes, Ordering::Relaxed);
-            self.batch_out_msgs = 0;
-            self.batch_out_bytes = 0;
-        }
         self.shared
             .last_activity_ms
             .store(now_ms(), Ordering::Relaxed);
@@ -686,7 +589,7 @@ impl Session {
 
     fn send_raw(&mut self, bytes: &[u8]) {
         self.shared.enqueue_raw(bytes);
-        self.flusher.note(&self.shared);
+        self.router.note(&self.shared);
     }
 
     fn send_err(&mut self, text: &str) {
@@ -718,7 +621,7 @@ impl Session {
         if self.pings_out >= self.server.opts.max_pings_out {
             self.send_err(err::STALE_CONNECTION);
             self.shared.close(CloseReason::StaleConnection);
-            self.flusher.flush_all();
+            self.router.flush();
             return false;
         }
         if rtt_ping {
@@ -726,7 +629,7 @@ impl Session {
         }
         self.pings_out += 1;
         self.send_raw(tern_protocol::PING);
-        self.flusher.flush_all();
+        self.router.flush();
         true
     }
 
@@ -860,100 +763,24 @@ impl Session {
         self.batch_in_msgs += 1;
         self.batch_in_bytes += (payload.len() + headers.map_or(0, |h| h.len())) as u64;
         self.ok();
-        let Some(result) = self.lookup(subject) else {
-            return;
-        };
-        for sub in &result.plain {
-            self.deliver(sub, subject, reply, headers, payload);
-        }
-        for group in &result.queues {
-            // Start at a random member and take the first that accepts.
-            let n = group.members.len();
-            let start = fastrand::usize(..n);
-            for i in 0..n {
-                if self.deliver(
-                    &group.members[(start + i) % n],
-                    subject,
-                    reply,
-                    headers,
-                    payload,
-                ) {
-                    break;
-                }
-            }
-        }
-        if result.is_empty() && self.no_responders {
+        let matched = self.router.route(
+            Some((&self.shared, self.echo)),
+            subject,
+            reply,
+            headers,
+            payload,
+        );
+        if !matched && self.no_responders {
             if let Some(reply) = reply {
                 self.send_no_responders(reply);
             }
         }
     }
 
-    /// Who gets a message on `subject`: from the cache when it is current,
-    /// else from the sublist. `None` for a subject that is not UTF-8, which
-    /// no subscription can match.
-    fn lookup(&mut self, subject: &[u8]) -> Option<Arc<MatchResult<SubRef>>> {
-        let generation = self.account.generation();
-        if let Some(hit) = self.cache.get(subject, generation) {
-            return Some(hit);
-        }
-        let (result, generation) = self
-            .account
-            .match_subject(std::str::from_utf8(subject).ok()?);
-        self.cache.insert(subject, generation, result.clone());
-        Some(result)
-    }
-
-    /// Offers a message to one subscription; true if it was queued.
-    fn deliver(
-        &mut self,
-        sub: &SubRef,
-        subject: &[u8],
-        reply: Option<&[u8]>,
-        headers: Option<&[u8]>,
-        payload: &[u8],
-    ) -> bool {
-        if !self.echo && Arc::ptr_eq(&sub.client, &self.shared) {
-            return false;
-        }
-        let max = sub.max.load(Ordering::Relaxed);
-        let delivered = sub.delivered.fetch_add(1, Ordering::AcqRel) + 1;
-        if max > 0 && delivered > max {
-            return false;
-        }
-        let outcome = sub
-            .client
-            .enqueue_msg(subject, &sub.sid, reply, headers, payload);
-        match outcome {
-            Enqueued::Queued(bytes) => {
-                self.flusher.note(&sub.client);
-                self.batch_out_msgs += 1;
-                self.batch_out_bytes += bytes;
-            }
-            Enqueued::SlowConsumer => {
-                self.server
-                    .stats
-                    .slow_consumers
-                    .fetch_add(1, Ordering::Relaxed);
-                warn!(
-                    cid = sub.client.id,
-                    addr = %sub.client.addr,
-                    max_pending = self.server.opts.max_pending,
-                    "slow consumer detected: pending bytes exceeded, closing connection"
-                );
-            }
-            Enqueued::Closed => {}
-        }
-        if max > 0 && delivered == max {
-            self.server.remove_subscription(&self.account, sub);
-        }
-        matches!(outcome, Enqueued::Queued(_))
-    }
-
     /// Tells a requester nobody is listening: an empty `HMSG` with status 503
     /// on its own subscription for the reply subject.
     fn send_no_responders(&mut self, reply: &[u8]) {
-        let Some(result) = self.lookup(reply) else {
+        let Some(result) = self.router.lookup(reply) else {
             return;
         };
         // Only the requester's own plain subscription gets it, as in nats-server.
@@ -968,7 +795,7 @@ impl Session {
                 .shared
                 .enqueue_msg(reply, &sub.sid, None, Some(&headers), b"");
             if matches!(queued, Enqueued::Queued(_)) {
-                self.flusher.note(&self.shared);
+                self.router.note(&self.shared);
             }
         }
     }

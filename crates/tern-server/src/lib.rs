@@ -13,6 +13,7 @@ pub mod config;
 pub mod logging;
 mod monitor;
 pub mod options;
+mod router;
 mod server;
 pub mod signals;
 mod timefmt;

@@ -1,0 +1,251 @@
+//! Delivery of one published message to everyone interested in it, shared
+//! by client connections and the server's internal publishers.
+//!
+//! A [`Router`] belongs to one publisher (a connection's reader, or an
+//! internal service). It matches subjects through its own cache of the
+//! account's sublist, queues encoded messages on the receivers, and at the
+//! end of a batch wakes each receiver's writer once and reports the
+//! receivers the publisher should wait for.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern_routing::{MatchCache, MatchResult};
+use tracing::warn;
+
+use crate::account::Account;
+use crate::client::{ClientShared, Enqueued, SubRef};
+use crate::server::ServerShared;
+
+/// The connections a reader queued bytes for during one read batch; each
+/// writer is woken once at the end of the batch instead of once per message.
+#[derive(Default)]
+pub(crate) struct Flusher {
+    owed: Vec<Arc<ClientShared>>,
+}
+
+impl Flusher {
+    fn note(&mut self, client: &Arc<ClientShared>) {
+        if client.claim_flush() {
+            self.owed.push(client.clone());
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for client in self.owed.drain(..) {
+            client.flush();
+        }
+    }
+
+    /// Wakes every writer owed a wake-up and returns the connections whose
+    /// queue is past half of `max_pending`: the publisher waits for those.
+    fn flush_all_and_check(&mut self, stalls: &mut Vec<Arc<ClientShared>>) {
+        for client in self.owed.drain(..) {
+            client.flush();
+            if client.pending_bytes() > client.stall_threshold() {
+                stalls.push(client);
+            }
+        }
+    }
+}
+
+/// Queued bytes past which a publisher waits for a receiver that is still
+/// reading (or half of `max_pending`, if smaller). Enough for several full
+/// socket buffers, so steady streams never wait.
+pub(crate) const STALL_PENDING: usize = 4 * 1024 * 1024;
+/// Longest a publisher is held back in one read batch for receivers that
+/// fall behind.
+const MAX_STALL: Duration = Duration::from_secs(1);
+/// A receiver whose socket takes nothing for this long is not waited for:
+/// it is stuck, and will be cut off at `max_pending` instead.
+const STALL_STEP: Duration = Duration::from_millis(10);
+
+/// Holds the publisher back while receivers it fed drain their queues, so a
+/// burst does not turn a reading-but-slower subscriber into a slow consumer.
+/// Receivers that read nothing are not waited for; nobody waits longer than
+/// [`MAX_STALL`] per batch.
+async fn stall_for(targets: &[Arc<ClientShared>]) {
+    let deadline = tokio::time::Instant::now() + MAX_STALL;
+    for target in targets {
+        loop {
+            let drained = target.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            let closed = target.out.lock().closed;
+            if closed || target.pending_bytes() <= target.stall_threshold() {
+                break;
+            }
+            let written = target.bytes_written.load(Ordering::Relaxed);
+            if target.stuck_at.load(Ordering::Relaxed) == written {
+                break;
+            }
+            let step = tokio::time::timeout(STALL_STEP, drained).await;
+            let progressed = target.bytes_written.load(Ordering::Relaxed) != written;
+            if step.is_err() && !progressed {
+                target.stuck_at.store(written, Ordering::Relaxed);
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+    }
+}
+
+/// Routes messages for one publisher; see the module docs.
+pub(crate) struct Router {
+    server: Arc<ServerShared>,
+    account: Arc<Account>,
+    cache: MatchCache<SubRef>,
+    flusher: Flusher,
+    /// Receivers past their stall threshold after the last batch.
+    stalls: Vec<Arc<ClientShared>>,
+    batch_out_msgs: u64,
+    batch_out_bytes: u64,
+}
+
+impl Router {
+    pub(crate) fn new(server: Arc<ServerShared>, account: Arc<Account>) -> Self {
+        Self {
+            server,
+            account,
+            cache: MatchCache::new(1024),
+            flusher: Flusher::default(),
+            stalls: Vec::new(),
+            batch_out_msgs: 0,
+            batch_out_bytes: 0,
+        }
+    }
+
+    /// Delivers a message to every plain subscriber and one member of each
+    /// queue group; true if anyone subscribes to the subject. `origin` is the
+    /// publishing connection and whether it wants its own messages (echo).
+    pub(crate) fn route(
+        &mut self,
+        origin: Option<(&Arc<ClientShared>, bool)>,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let Some(result) = self.lookup(subject) else {
+            return false;
+        };
+        let skip = origin.and_then(|(client, echo)| (!echo).then_some(client));
+        for sub in &result.plain {
+            self.deliver(skip, sub, subject, reply, headers, payload);
+        }
+        for group in &result.queues {
+            // Start at a random member and take the first that accepts.
+            let n = group.members.len();
+            let start = fastrand::usize(..n);
+            for i in 0..n {
+                let member = &group.members[(start + i) % n];
+                if self.deliver(skip, member, subject, reply, headers, payload) {
+                    break;
+                }
+            }
+        }
+        !result.is_empty()
+    }
+
+    /// Who gets a message on `subject`: from the cache when it is current,
+    /// else from the sublist. `None` for a subject that is not UTF-8, which
+    /// no subscription can match.
+    pub(crate) fn lookup(&mut self, subject: &[u8]) -> Option<Arc<MatchResult<SubRef>>> {
+        let generation = self.account.generation();
+        if let Some(hit) = self.cache.get(subject, generation) {
+            return Some(hit);
+        }
+        let (result, generation) = self
+            .account
+            .match_subject(std::str::from_utf8(subject).ok()?);
+        self.cache.insert(subject, generation, result.clone());
+        Some(result)
+    }
+
+    /// Offers a message to one subscription; true if it was queued.
+    /// Subscriptions of `skip` (a publisher with echo off) are passed over.
+    fn deliver(
+        &mut self,
+        skip: Option<&Arc<ClientShared>>,
+        sub: &SubRef,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        if skip.is_some_and(|origin| Arc::ptr_eq(&sub.client, origin)) {
+            return false;
+        }
+        let max = sub.max.load(Ordering::Relaxed);
+        let delivered = sub.delivered.fetch_add(1, Ordering::AcqRel) + 1;
+        if max > 0 && delivered > max {
+            return false;
+        }
+        let outcome = sub
+            .client
+            .enqueue_msg(subject, &sub.sid, reply, headers, payload);
+        match outcome {
+            Enqueued::Queued(bytes) => {
+                self.flusher.note(&sub.client);
+                self.batch_out_msgs += 1;
+                self.batch_out_bytes += bytes;
+            }
+            Enqueued::SlowConsumer => {
+                self.server
+                    .stats
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    cid = sub.client.id,
+                    addr = %sub.client.addr,
+                    max_pending = self.server.opts.max_pending,
+                    "slow consumer detected: pending bytes exceeded, closing connection"
+                );
+            }
+            Enqueued::Closed => {}
+        }
+        if max > 0 && delivered == max {
+            self.server.remove_subscription(&self.account, sub);
+        }
+        matches!(outcome, Enqueued::Queued(_))
+    }
+
+    /// Remembers that `client` has bytes queued and needs its writer woken.
+    pub(crate) fn note(&mut self, client: &Arc<ClientShared>) {
+        self.flusher.note(client);
+    }
+
+    /// Wakes every writer owed a wake-up now.
+    pub(crate) fn flush(&mut self) {
+        self.flusher.flush_all();
+    }
+
+    /// Ends a batch: wakes writers, notes receivers to wait for, and adds the
+    /// batch's delivery counters to the server's.
+    pub(crate) fn finish_batch(&mut self) {
+        self.flusher.flush_all_and_check(&mut self.stalls);
+        if self.batch_out_msgs > 0 {
+            let stats = &self.server.stats;
+            stats
+                .out_msgs
+                .fetch_add(self.batch_out_msgs, Ordering::Relaxed);
+            stats
+                .out_bytes
+                .fetch_add(self.batch_out_bytes, Ordering::Relaxed);
+            self.batch_out_msgs = 0;
+            self.batch_out_bytes = 0;
+        }
+    }
+
+    /// Holds the publisher back for receivers that fell behind in the last
+    /// batch (see [`stall_for`]).
+    pub(crate) async fn wait_for_stalled(&mut self) {
+        if !self.stalls.is_empty() {
+            stall_for(&self.stalls).await;
+            self.stalls.clear();
+        }
+    }
+}
