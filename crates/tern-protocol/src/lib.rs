@@ -13,6 +13,7 @@ mod encode;
 mod error;
 mod headers;
 mod info;
+pub mod jetstream;
 mod parser;
 pub mod subject;
 
