@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -130,7 +130,9 @@ pub(crate) struct ClientShared {
     pub(crate) out: Mutex<Outbound>,
     /// The socket's write half, shared so a publisher's reader can write a
     /// small batch straight away instead of waking the writer task.
-    socket: Arc<OwnedWriteHalf>,
+    socket: Option<Arc<OwnedWriteHalf>>,
+    /// Set for the server's own clients (JetStream): messages go to a channel.
+    internal: Option<InternalSink>,
     /// Wakes the writer.
     write_ready: Notify,
     /// Set by whoever queued bytes and owes the writer a wake-up.
@@ -154,6 +156,75 @@ pub(crate) struct ClientShared {
     pub(crate) last_activity_ms: AtomicU64,
 }
 
+/// A message delivered to one of the server's internal clients.
+#[derive(Debug)]
+pub(crate) struct InternalMsg {
+    /// The subscription id that matched.
+    pub(crate) sid: Bytes,
+    pub(crate) subject: Bytes,
+    pub(crate) reply: Option<Bytes>,
+    pub(crate) headers: Option<Bytes>,
+    pub(crate) payload: Bytes,
+    /// Counted in the sink's pending bytes until the consumer drops it.
+    size: usize,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Drop for InternalMsg {
+    fn drop(&mut self) {
+        self.pending.fetch_sub(self.size, Ordering::Relaxed);
+    }
+}
+
+/// Where an internal client's messages go: a channel, bounded in bytes by
+/// `max_pending` like a socket's queue.
+struct InternalSink {
+    tx: tokio::sync::mpsc::UnboundedSender<InternalMsg>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl InternalSink {
+    fn deliver(
+        &self,
+        max_pending: usize,
+        subject: &[u8],
+        sid: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Enqueued {
+        let size = subject.len()
+            + reply.map_or(0, <[u8]>::len)
+            + headers.map_or(0, <[u8]>::len)
+            + payload.len();
+        if self.pending.fetch_add(size, Ordering::Relaxed) + size > max_pending {
+            // The service is overwhelmed: drop this message (a request then
+            // times out, a publish is not acknowledged) rather than grow.
+            self.pending.fetch_sub(size, Ordering::Relaxed);
+            warn!(
+                "internal client queue full: message on {} dropped",
+                String::from_utf8_lossy(subject)
+            );
+            return Enqueued::Closed;
+        }
+        let msg = InternalMsg {
+            sid: Bytes::copy_from_slice(sid),
+            subject: Bytes::copy_from_slice(subject),
+            reply: reply.map(Bytes::copy_from_slice),
+            headers: headers
+                .filter(|h| !h.is_empty())
+                .map(Bytes::copy_from_slice),
+            payload: Bytes::copy_from_slice(payload),
+            size,
+            pending: self.pending.clone(),
+        };
+        match self.tx.send(msg) {
+            Ok(()) => Enqueued::Queued(size as u64),
+            Err(_) => Enqueued::Closed,
+        }
+    }
+}
+
 /// What happened to a message offered to a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Enqueued {
@@ -171,7 +242,8 @@ impl ClientShared {
             addr,
             started: SystemTime::now(),
             max_pending,
-            socket,
+            socket: Some(socket),
+            internal: None,
             out: Mutex::new(Outbound {
                 buf: BytesMut::new(),
                 writing: false,
@@ -197,6 +269,77 @@ impl ClientShared {
         }
     }
 
+    /// A client of the server itself: subscriptions made for it deliver into
+    /// the returned channel, with headers, bounded by `max_pending` bytes.
+    pub(crate) fn new_internal(
+        id: u64,
+        name: &str,
+        max_pending: usize,
+    ) -> (
+        Arc<ClientShared>,
+        tokio::sync::mpsc::UnboundedReceiver<InternalMsg>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = ClientShared {
+            id,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            started: SystemTime::now(),
+            max_pending,
+            socket: None,
+            internal: Some(InternalSink {
+                tx,
+                pending: Arc::new(AtomicUsize::new(0)),
+            }),
+            out: Mutex::new(Outbound {
+                buf: BytesMut::new(),
+                writing: false,
+                inflight: None,
+                spare: BytesMut::new(),
+                closed: false,
+                reason: None,
+                msgs: 0,
+                bytes: 0,
+            }),
+            write_ready: Notify::new(),
+            flush_owed: AtomicBool::new(false),
+            close_requested: Notify::new(),
+            drained: Notify::new(),
+            bytes_written: AtomicU64::new(0),
+            stuck_at: AtomicU64::new(u64::MAX),
+            headers: AtomicBool::new(true),
+            meta: Mutex::new(ClientMeta {
+                name: name.to_owned(),
+                ..ClientMeta::default()
+            }),
+            subs: Mutex::new(Vec::new()),
+            in_msgs: AtomicU64::new(0),
+            in_bytes: AtomicU64::new(0),
+            last_activity_ms: AtomicU64::new(now_ms()),
+        };
+        (Arc::new(client), rx)
+    }
+
+    /// Subscribes this (internal) client to `subject` under `sid`.
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        account: &Account,
+        subject: &str,
+        queue: Option<&str>,
+        sid: &str,
+    ) -> Result<SubRef, tern_routing::RoutingError> {
+        let sub = SubRef(Arc::new(Subscription {
+            client: self.clone(),
+            subject: subject.to_owned(),
+            queue: queue.map(str::to_owned),
+            sid: Bytes::copy_from_slice(sid.as_bytes()),
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+        }));
+        account.subscribe(&sub)?;
+        self.subs.lock().push(sub.clone());
+        Ok(sub)
+    }
+
     /// Queues a message for this connection; the caller owes a flush when
     /// this returns `Queued` (see [`Flusher`]).
     #[allow(clippy::too_many_arguments)]
@@ -208,6 +351,9 @@ impl ClientShared {
         headers: Option<&[u8]>,
         payload: &[u8],
     ) -> Enqueued {
+        if let Some(sink) = &self.internal {
+            return sink.deliver(self.max_pending, subject, sid, reply, headers, payload);
+        }
         // A client that never asked for headers gets the payload alone, as
         // nats-server does.
         let headers = headers.filter(|_| self.headers.load(Ordering::Relaxed));
@@ -311,7 +457,10 @@ impl ClientShared {
     /// receivers; true when everything queued was written. Anything the
     /// socket does not take goes to the writer task.
     fn try_write_inline(&self) -> bool {
-        let socket = &self.socket;
+        let Some(socket) = &self.socket else {
+            // An internal client has nothing to write.
+            return true;
+        };
         let mut data = {
             let mut out = self.out.lock();
             if out.writing || out.closed || out.buf.is_empty() || out.buf.len() > INLINE_WRITE_MAX {
@@ -884,7 +1033,9 @@ const WRITE_BUFFER_KEEP: usize = 1024 * 1024;
 /// Drains the outbound buffer with as few writes as possible until the
 /// connection closes.
 async fn write_loop(shared: Arc<ClientShared>, server: Arc<ServerShared>) {
-    let socket = shared.socket.clone();
+    let Some(socket) = shared.socket.clone() else {
+        return;
+    };
     let deadline = server.opts.write_deadline;
     let mut data = BytesMut::new();
     'outer: loop {

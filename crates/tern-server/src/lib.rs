@@ -10,6 +10,7 @@
 mod account;
 mod client;
 pub mod config;
+mod jetstream;
 pub mod logging;
 mod monitor;
 pub mod options;

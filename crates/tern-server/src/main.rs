@@ -79,8 +79,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(opts: tern_server::ServerOptions) -> anyhow::Result<()> {
-    if opts.jetstream.enabled || opts.jetstream.store_dir.is_some() {
-        warn!("JetStream is not implemented yet: running core NATS only (streams come with the durable streams work)");
+    if opts.jetstream.enabled {
+        warn!("JetStream in tern serves streams; consumers are not implemented yet");
     }
     if opts.cluster.configured() {
         warn!("clustering is not implemented yet: cluster settings are ignored and this node runs alone");

@@ -73,7 +73,7 @@ impl ServerShared {
             port: self.client_addr.port(),
             headers: true,
             max_payload: self.opts.max_payload as i64,
-            jetstream: false,
+            jetstream: self.opts.jetstream.enabled,
             auth_required: self.opts.auth.required(),
             client_id,
             client_ip: addr.ip().to_string(),
@@ -188,6 +188,16 @@ impl Server {
             None => None,
         };
 
+        if shared.opts.jetstream.enabled {
+            let store_dir = shared
+                .opts
+                .jetstream
+                .store_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("tern"));
+            let service = crate::jetstream::JetStream::start(shared.clone(), store_dir)?;
+            tokio::spawn(service);
+        }
         info!(
             "Listening for client connections on {}:{}",
             shared.opts.host,

@@ -1,0 +1,1102 @@
+//! JetStream, first part: streams on `tern-storage`, the stream half of the
+//! `$JS.API`, and publish acknowledgements after the write is on disk.
+//!
+//! The service is one of the server's internal clients: it subscribes to
+//! `$JS.API.>` and to every stream's subjects, so requests and publishes
+//! reach it through the same routing as any subscriber, and it answers
+//! through a [`Router`] like any publisher. Messages for streams that arrive
+//! together are written with one `apply_batch` — one fsync — per stream:
+//! that is the group commit that keeps the safe default fast.
+//!
+//! Consumers are not implemented yet: their API subjects answer with an
+//! error saying so, instead of timing out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tern_protocol::jetstream::{
+    AccountInfo, ApiError, ApiErrorCode, DiscardPolicy, MsgDeleteRequest, MsgGetRequest,
+    MsgGetResponse, PubAck, PubAckResponse, StorageType, StoredMessage, StreamConfig, StreamInfo,
+    StreamInfoRequest, StreamNamesRequest, StreamPurgeRequest, StreamPurgeResponse, StreamState,
+    Timestamp,
+};
+use tern_protocol::Headers;
+use tern_routing::RoutingError;
+use tern_storage::{
+    Append, MemoryStore, PurgeRequest, StorageError, StreamLimits, StreamOp, StreamStore,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::{info, warn};
+
+use crate::account::Account;
+use crate::client::{ClientShared, InternalMsg, SubRef};
+use crate::router::Router;
+use crate::server::ServerShared;
+
+/// The sid of the service's `$JS.API.>` subscription.
+const API_SID: &[u8] = b"api";
+/// Sids of stream subject subscriptions start with this, then the stream name.
+const STREAM_SID_PREFIX: &str = "stream:";
+/// How many queued messages one turn of the service takes at most.
+const BATCH_MAX: usize = 4096;
+/// Page size of `STREAM.NAMES` and `STREAM.LIST`, as nats-server's.
+const NAMES_PAGE: usize = 1024;
+const LIST_PAGE: usize = 256;
+
+/// One stream: its configuration, its store and its publish state.
+struct Stream {
+    config: StreamConfig,
+    created_ns: i64,
+    store: Arc<dyn StreamStore>,
+    subs: Vec<SubRef>,
+    /// `Nats-Msg-Id`s seen within the duplicate window: id → (seq, time).
+    dedupe: HashMap<String, (u64, u64)>,
+    /// The last `Nats-Msg-Id` stored, for `Nats-Expected-Last-Msg-Id`.
+    last_msg_id: Option<String>,
+}
+
+/// The JetStream service of one server.
+pub(crate) struct JetStream {
+    server: Arc<ServerShared>,
+    account: Arc<Account>,
+    client: Arc<ClientShared>,
+    storage: tern_storage::Storage,
+    streams: BTreeMap<String, Stream>,
+    router: Router,
+    api_total: u64,
+    api_errors: u64,
+    /// Nanosecond timestamps handed to appends only grow, even if the clock
+    /// steps back.
+    last_ts: u64,
+}
+
+/// Where JetStream keeps its data under the store directory, as nats-server.
+pub(crate) fn data_dir(store_dir: &std::path::Path) -> PathBuf {
+    store_dir.join("jetstream")
+}
+
+impl JetStream {
+    /// Opens the store, reopens every stream and subscribes; the returned
+    /// future serves until the server shuts down.
+    pub(crate) fn start(
+        server: Arc<ServerShared>,
+        store_dir: PathBuf,
+    ) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+        let dir = data_dir(&store_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            anyhow::anyhow!("can not create JetStream directory {}: {e}", dir.display())
+        })?;
+        let storage = tern_storage::Storage::open(&dir).map_err(|e| {
+            anyhow::anyhow!("can not open JetStream store in {}: {e}", dir.display())
+        })?;
+        let account = server.global_account();
+        let (client, rx) = ClientShared::new_internal(
+            server.next_client_id(),
+            "$JS",
+            server.opts.max_pending.max(256 << 20),
+        );
+        client
+            .subscribe(&account, "$JS.API.>", None, "api")
+            .map_err(|e| anyhow::anyhow!("can not subscribe to the JetStream API: {e}"))?;
+        let mut js = JetStream {
+            router: Router::new(server.clone(), account.clone()),
+            server,
+            account,
+            client,
+            storage,
+            streams: BTreeMap::new(),
+            api_total: 0,
+            api_errors: 0,
+            last_ts: 0,
+        };
+        js.restore_streams()?;
+        info!("Starting JetStream");
+        info!("  Store Directory: \"{}\"", store_dir.display());
+        info!("  Streams restored: {}", js.streams.len());
+        Ok(js.run(rx))
+    }
+
+    /// Reopens the streams saved in the store.
+    fn restore_streams(&mut self) -> anyhow::Result<()> {
+        for name in self.storage.list_streams()? {
+            let store = self.storage.open_stream(&name)?;
+            let Some(blob) = store.stream_config()? else {
+                warn!(stream = %name, "stream without a saved configuration, skipped");
+                continue;
+            };
+            let saved: SavedStream = match serde_json::from_slice(&blob) {
+                Ok(saved) => saved,
+                Err(e) => {
+                    warn!(stream = %name, error = %e, "unreadable stream configuration, skipped");
+                    continue;
+                }
+            };
+            self.install(saved.config, saved.created_ns, store)?;
+        }
+        Ok(())
+    }
+
+    /// Registers an open stream and subscribes to its subjects.
+    fn install(
+        &mut self,
+        config: StreamConfig,
+        created_ns: i64,
+        store: Arc<dyn StreamStore>,
+    ) -> Result<(), RoutingError> {
+        let sid = format!("{STREAM_SID_PREFIX}{}", config.name);
+        let mut subs = Vec::new();
+        for subject in &config.subjects {
+            match self.client.subscribe(&self.account, subject, None, &sid) {
+                Ok(sub) => subs.push(sub),
+                Err(e) => {
+                    for sub in &subs {
+                        self.server.remove_subscription(&self.account, sub);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.streams.insert(
+            config.name.clone(),
+            Stream {
+                config,
+                created_ns,
+                store,
+                subs,
+                dedupe: HashMap::new(),
+                last_msg_id: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: UnboundedReceiver<InternalMsg>) {
+        let mut shutdown = self.server.shutdown_signal();
+        let mut expiry = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = expiry.tick() => self.expire().await,
+                first = rx.recv() => {
+                    let Some(first) = first else { break };
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH_MAX {
+                        match rx.try_recv() {
+                            Ok(msg) => batch.push(msg),
+                            Err(_) => break,
+                        }
+                    }
+                    self.handle_batch(batch).await;
+                    self.router.finish_batch();
+                }
+            }
+        }
+        for stream in self.streams.values() {
+            let _ = stream.store.flush();
+        }
+        info!("JetStream Shutdown");
+    }
+
+    /// Handles a batch in order; publishes are collected per stream and
+    /// written together before the next API request is answered.
+    async fn handle_batch(&mut self, batch: Vec<InternalMsg>) {
+        let mut appends: Vec<InternalMsg> = Vec::new();
+        for msg in batch {
+            if msg.sid.as_ref() == API_SID {
+                if !appends.is_empty() {
+                    self.store_messages(std::mem::take(&mut appends)).await;
+                }
+                self.handle_api(msg).await;
+            } else {
+                appends.push(msg);
+            }
+        }
+        if !appends.is_empty() {
+            self.store_messages(appends).await;
+        }
+    }
+
+    fn now_ns(&mut self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.last_ts = now.max(self.last_ts + 1);
+        self.last_ts
+    }
+
+    /// Publishes a reply through the server's routing.
+    fn reply(&mut self, subject: &[u8], body: &[u8]) {
+        self.router.route(None, subject, None, None, body);
+    }
+
+    fn reply_json<T: Serialize>(&mut self, subject: &[u8], body: &T) {
+        let text = serde_json::to_vec(body).unwrap_or_default();
+        self.reply(subject, &text);
+    }
+
+    /// Stores the publishes of one batch, one `apply_batch` per stream, and
+    /// acknowledges each after the store reports it durable.
+    async fn store_messages(&mut self, msgs: Vec<InternalMsg>) {
+        let mut by_stream: BTreeMap<String, Vec<InternalMsg>> = BTreeMap::new();
+        for msg in msgs {
+            let name = std::str::from_utf8(&msg.sid[STREAM_SID_PREFIX.len().min(msg.sid.len())..])
+                .unwrap_or_default()
+                .to_owned();
+            by_stream.entry(name).or_default().push(msg);
+        }
+        for (name, msgs) in by_stream {
+            self.store_stream_messages(&name, msgs).await;
+        }
+    }
+
+    async fn store_stream_messages(&mut self, name: &str, msgs: Vec<InternalMsg>) {
+        let now = self.now_ns();
+        let Some(stream) = self.streams.get_mut(name) else {
+            return;
+        };
+        let window = u64::try_from(stream.config.duplicate_window.max(0)).unwrap_or(0);
+        stream
+            .dedupe
+            .retain(|_, (_, ts)| now.saturating_sub(*ts) < window);
+        // Each message either becomes an op (and is answered after the
+        // batch is written) or is answered now.
+        let mut ops = Vec::new();
+        let mut pending: Vec<(Option<Bytes>, Option<String>)> = Vec::new();
+        let mut replies: Vec<(Bytes, PubAckResponse)> = Vec::new();
+        let mut batch_ids: HashMap<String, ()> = HashMap::new();
+        for msg in msgs {
+            let headers = msg.headers.as_ref().and_then(|h| Headers::decode(h).ok());
+            let header = |name: &str| {
+                headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(str::to_owned)
+            };
+            let reject = |error: ApiError| PubAckResponse::err(name, error);
+            if stream.config.sealed {
+                if let Some(reply) = &msg.reply {
+                    replies.push((reply.clone(), reject(ApiErrorCode::STREAM_SEALED.into())));
+                }
+                continue;
+            }
+            if let Some(expected) = header("Nats-Expected-Stream") {
+                if expected != name {
+                    if let Some(reply) = &msg.reply {
+                        replies
+                            .push((reply.clone(), reject(ApiErrorCode::STREAM_NOT_MATCH.into())));
+                    }
+                    continue;
+                }
+            }
+            let msg_id = header("Nats-Msg-Id").filter(|id| !id.is_empty());
+            if let Some(id) = &msg_id {
+                if let Some((seq, _)) = stream.dedupe.get(id) {
+                    if let Some(reply) = &msg.reply {
+                        let ack = PubAck {
+                            stream: name.to_owned(),
+                            seq: *seq,
+                            duplicate: true,
+                            ..PubAck::default()
+                        };
+                        replies.push((reply.clone(), PubAckResponse::ok(ack)));
+                    }
+                    continue;
+                }
+                if batch_ids.insert(id.clone(), ()).is_some() {
+                    // A duplicate within this very batch: acked once the
+                    // first copy is written (below), as a duplicate.
+                    pending.push((msg.reply.clone(), Some(format!("\0dup:{id}"))));
+                    continue;
+                }
+            }
+            if let Some(expected) = header("Nats-Expected-Last-Msg-Id") {
+                if stream.last_msg_id.as_deref().unwrap_or("") != expected {
+                    if let Some(reply) = &msg.reply {
+                        let last = stream.last_msg_id.clone().unwrap_or_default();
+                        replies.push((
+                            reply.clone(),
+                            reject(ApiErrorCode::STREAM_WRONG_LAST_MSG_ID.with(&[&last])),
+                        ));
+                    }
+                    continue;
+                }
+            }
+            let mut append = Append::new(msg.subject.clone(), msg.payload.clone(), now);
+            if let Some(h) = &msg.headers {
+                append = append.with_headers(h.clone());
+            }
+            if let Some(seq) = header("Nats-Expected-Last-Sequence").and_then(|v| v.parse().ok()) {
+                append = append.expect_last_seq(seq);
+            }
+            if let Some(seq) =
+                header("Nats-Expected-Last-Subject-Sequence").and_then(|v| v.parse().ok())
+            {
+                append = append.expect_last_subject_seq(seq);
+            }
+            ops.push(StreamOp::Append(append));
+            pending.push((msg.reply.clone(), msg_id));
+        }
+        let store = stream.store.clone();
+        let results = if ops.is_empty() {
+            Vec::new()
+        } else {
+            // Durability: apply_batch returns after the batch is flushed per
+            // the store's sync policy (fsync by default); acks are sent only
+            // after it returns.
+            match tokio::task::spawn_blocking(move || store.apply_batch(ops)).await {
+                Ok(results) => results,
+                Err(e) => {
+                    warn!(stream = %name, error = %e, "stream write task failed");
+                    Vec::new()
+                }
+            }
+        };
+        let mut results = results.into_iter();
+        let mut stored_ids: HashMap<String, u64> = HashMap::new();
+        for (reply, id) in pending {
+            if let Some(dup_of) = id.as_deref().and_then(|i| i.strip_prefix("\0dup:")) {
+                if let Some(reply) = reply {
+                    let response = match stored_ids.get(dup_of) {
+                        Some(seq) => PubAckResponse::ok(PubAck {
+                            stream: name.to_owned(),
+                            seq: *seq,
+                            duplicate: true,
+                            ..PubAck::default()
+                        }),
+                        None => PubAckResponse::err(
+                            name,
+                            ApiErrorCode::STREAM_STORE_FAILED
+                                .with(&[&"duplicate of a message that was not stored"]),
+                        ),
+                    };
+                    replies.push((reply, response));
+                }
+                continue;
+            }
+            let response = match results.next() {
+                Some(Ok(tern_storage::OpResult::Appended { seq, .. })) => {
+                    if let Some(id) = &id {
+                        stream.dedupe.insert(id.clone(), (seq, now));
+                        stream.last_msg_id = Some(id.clone());
+                        stored_ids.insert(id.clone(), seq);
+                    }
+                    PubAckResponse::ok(PubAck {
+                        stream: name.to_owned(),
+                        seq,
+                        ..PubAck::default()
+                    })
+                }
+                Some(Ok(_)) | None => PubAckResponse::err(
+                    name,
+                    ApiErrorCode::STREAM_STORE_FAILED.with(&[&"store did not append"]),
+                ),
+                Some(Err(e)) => PubAckResponse::err(name, publish_error(&e)),
+            };
+            if let Some(reply) = reply {
+                replies.push((reply, response));
+            }
+        }
+        if stream.config.no_ack {
+            return;
+        }
+        for (reply, response) in replies {
+            self.reply_json(&reply, &response);
+        }
+    }
+
+    /// Applies `max_age` to every stream that has one.
+    async fn expire(&mut self) {
+        let now = self.now_ns();
+        for stream in self.streams.values() {
+            if stream.config.max_age <= 0 {
+                continue;
+            }
+            let cutoff = now.saturating_sub(u64::try_from(stream.config.max_age).unwrap_or(0));
+            let store = stream.store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                store.apply(StreamOp::ExpireBefore {
+                    timestamp_ns: cutoff,
+                })
+            })
+            .await;
+        }
+    }
+
+    async fn handle_api(&mut self, msg: InternalMsg) {
+        self.api_total += 1;
+        let Some(reply) = msg.reply.clone() else {
+            return;
+        };
+        let subject = String::from_utf8_lossy(&msg.subject).into_owned();
+        let Some(api) = subject.strip_prefix("$JS.API.") else {
+            return;
+        };
+        let tokens: Vec<&str> = api.split('.').collect();
+        let result = match tokens.as_slice() {
+            ["INFO"] => Ok(("account_info_response", self.account_info())),
+            ["STREAM", "CREATE", name] => self
+                .create_stream(name, &msg.payload)
+                .await
+                .map(|v| ("stream_create_response", v)),
+            ["STREAM", "UPDATE", name] => self
+                .update_stream(name, &msg.payload)
+                .await
+                .map(|v| ("stream_update_response", v)),
+            ["STREAM", "INFO", name] => self
+                .stream_info_api(name, &msg.payload)
+                .await
+                .map(|v| ("stream_info_response", v)),
+            ["STREAM", "DELETE", name] => self
+                .delete_stream(name)
+                .map(|v| ("stream_delete_response", v)),
+            ["STREAM", "NAMES"] => self
+                .stream_names(&msg.payload)
+                .map(|v| ("stream_names_response", v)),
+            ["STREAM", "LIST"] => self
+                .stream_list(&msg.payload)
+                .await
+                .map(|v| ("stream_list_response", v)),
+            ["STREAM", "PURGE", name] => self
+                .purge_stream(name, &msg.payload)
+                .await
+                .map(|v| ("stream_purge_response", v)),
+            ["STREAM", "MSG", "GET", name] => self
+                .get_message(name, &msg.payload)
+                .map(|v| ("stream_msg_get_response", v)),
+            ["STREAM", "MSG", "DELETE", name] => self
+                .delete_message(name, &msg.payload)
+                .await
+                .map(|v| ("stream_msg_delete_response", v)),
+            ["DIRECT", "GET", name, rest @ ..] => {
+                self.direct_get(name, &rest.join("."), &msg.payload, &reply);
+                return;
+            }
+            ["CONSUMER", ..] => Err(ApiError {
+                description: "consumers are not implemented yet in tern".into(),
+                ..ApiErrorCode::BAD_REQUEST.into()
+            }),
+            _ => Err(ApiErrorCode::BAD_REQUEST.with(&[])),
+        };
+        let (kind, body) = match result {
+            Ok((kind, body)) => (kind, body),
+            Err(error) => {
+                self.api_errors += 1;
+                let kind = response_kind(&tokens);
+                (kind, json!({ "error": error }))
+            }
+        };
+        let mut envelope = serde_json::Map::new();
+        envelope.insert(
+            "type".into(),
+            json!(format!("io.nats.jetstream.api.v1.{kind}")),
+        );
+        if let Value::Object(fields) = body {
+            envelope.extend(fields);
+        }
+        self.reply_json(&reply, &Value::Object(envelope));
+    }
+
+    fn account_info(&self) -> Value {
+        let (mut memory, mut storage) = (0u64, 0u64);
+        for stream in self.streams.values() {
+            if let Ok(state) = stream.store.state() {
+                match stream.config.storage {
+                    StorageType::Memory => memory += state.bytes,
+                    StorageType::File => storage += state.bytes,
+                }
+            }
+        }
+        let mut info = AccountInfo {
+            memory,
+            storage,
+            streams: self.streams.len() as u64,
+            ..AccountInfo::default()
+        };
+        info.api.total = self.api_total;
+        info.api.errors = self.api_errors;
+        to_object(&info)
+    }
+
+    fn stream(&self, name: &str) -> Result<&Stream, ApiError> {
+        self.streams
+            .get(name)
+            .ok_or_else(|| ApiErrorCode::STREAM_NOT_FOUND.into())
+    }
+
+    async fn create_stream(&mut self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+        let mut config: StreamConfig = parse_body(body)?;
+        if config.name.is_empty() {
+            config.name = name.to_owned();
+        }
+        if config.name != name {
+            return Err(ApiErrorCode::STREAM_MISMATCH.into());
+        }
+        validate_stream_name(name)?;
+        let config = config.with_defaults();
+        validate_stream_config(&config)?;
+        if let Some(existing) = self.streams.get(name) {
+            if existing.config == config {
+                return self.stream_info(name, &StreamInfoRequest::default()).await;
+            }
+            return Err(ApiErrorCode::STREAM_NAME_EXIST.into());
+        }
+        self.check_overlap(name, &config.subjects)?;
+        let limits = limits_of(&config);
+        let store: Arc<dyn StreamStore> = match config.storage {
+            StorageType::File => self
+                .storage
+                .create_stream(name, limits)
+                .map_err(create_error)?,
+            StorageType::Memory => Arc::new(MemoryStore::new(name, limits)),
+        };
+        let created_ns = self.now_ns() as i64;
+        let saved = SavedStream {
+            config: config.clone(),
+            created_ns,
+        };
+        let blob = serde_json::to_vec(&saved).unwrap_or_default();
+        store.save_stream_config(&blob).map_err(create_error)?;
+        store.flush().map_err(create_error)?;
+        self.install(config, created_ns, store)
+            .map_err(|e| ApiErrorCode::STREAM_CREATE.with(&[&e]))?;
+        info!(stream = %name, "stream created");
+        self.stream_info(name, &StreamInfoRequest::default()).await
+    }
+
+    async fn update_stream(&mut self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+        let mut config: StreamConfig = parse_body(body)?;
+        if config.name.is_empty() {
+            config.name = name.to_owned();
+        }
+        if config.name != name {
+            return Err(ApiErrorCode::STREAM_MISMATCH.into());
+        }
+        let config = config.with_defaults();
+        validate_stream_config(&config)?;
+        let existing = self.stream(name)?;
+        if existing.config.storage != config.storage {
+            return Err(ApiErrorCode::STREAM_INVALID_CONFIG
+                .with(&[&"stream configuration update can not change storage type"]));
+        }
+        if existing.config.sealed && !config.sealed {
+            return Err(ApiErrorCode::STREAM_INVALID_CONFIG
+                .with(&[&"stream configuration update can not unseal a sealed stream"]));
+        }
+        self.check_overlap(name, &config.subjects)?;
+        let Some(mut stream) = self.streams.remove(name) else {
+            return Err(ApiErrorCode::STREAM_NOT_FOUND.into());
+        };
+        for sub in &stream.subs {
+            self.server.remove_subscription(&self.account, sub);
+        }
+        let store = stream.store.clone();
+        let limits = limits_of(&config);
+        let saved = serde_json::to_vec(&SavedStream {
+            config: config.clone(),
+            created_ns: stream.created_ns,
+        })
+        .unwrap_or_default();
+        let result = tokio::task::spawn_blocking(move || {
+            store.apply_batch(vec![
+                StreamOp::UpdateLimits(limits),
+                StreamOp::SaveStreamConfig(saved.into()),
+            ])
+        })
+        .await
+        .unwrap_or_default();
+        if let Some(Err(e)) = result.into_iter().find(|r| r.is_err()) {
+            // Put the stream back as it was.
+            let config = std::mem::take(&mut stream.config);
+            let _ = self.install(config, stream.created_ns, stream.store);
+            return Err(ApiErrorCode::STREAM_INVALID_CONFIG.with(&[&e]));
+        }
+        self.install(config, stream.created_ns, stream.store)
+            .map_err(|e| ApiErrorCode::STREAM_INVALID_CONFIG.with(&[&e]))?;
+        self.stream_info(name, &StreamInfoRequest::default()).await
+    }
+
+    /// Refuses subjects that overlap those of another stream.
+    fn check_overlap(&self, name: &str, subjects: &[String]) -> Result<(), ApiError> {
+        for subject in subjects {
+            if !tern_protocol::subject::is_valid_subscription_subject(subject.as_bytes()) {
+                return Err(ApiErrorCode::STREAM_INVALID_CONFIG
+                    .with(&[&format!("invalid subject {subject:?}")]));
+            }
+            for (other_name, other) in &self.streams {
+                if other_name == name {
+                    continue;
+                }
+                if other
+                    .config
+                    .subjects
+                    .iter()
+                    .any(|o| subjects_overlap(o, subject))
+                {
+                    return Err(ApiErrorCode::STREAM_SUBJECT_OVERLAP.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn stream_info_api(&mut self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+        let request: StreamInfoRequest = if body.is_empty() {
+            StreamInfoRequest::default()
+        } else {
+            parse_body(body)?
+        };
+        self.stream_info(name, &request).await
+    }
+
+    async fn stream_info(
+        &self,
+        name: &str,
+        request: &StreamInfoRequest,
+    ) -> Result<Value, ApiError> {
+        let info = self.info_of(name, request)?;
+        Ok(to_object(&info))
+    }
+
+    fn info_of(&self, name: &str, request: &StreamInfoRequest) -> Result<StreamInfo, ApiError> {
+        let stream = self.stream(name)?;
+        let state = stream
+            .store
+            .state()
+            .map_err(|e| ApiErrorCode::STREAM_STORE_FAILED.with(&[&e]))?;
+        let mut out = StreamState {
+            messages: state.messages,
+            bytes: state.bytes,
+            first_seq: state.first_seq,
+            first_ts: timestamp(state.first_ts),
+            last_seq: state.last_seq,
+            last_ts: timestamp(state.last_ts),
+            num_subjects: state.num_subjects,
+            num_deleted: state.num_deleted,
+            consumer_count: 0,
+            ..StreamState::default()
+        };
+        if !request.subjects_filter.is_empty() {
+            if let Ok(subjects) = stream
+                .store
+                .subjects_state(request.subjects_filter.as_bytes())
+            {
+                out.subjects = subjects
+                    .into_iter()
+                    .map(|(s, n)| (String::from_utf8_lossy(&s).into_owned(), n))
+                    .collect();
+            }
+        }
+        if request.deleted_details {
+            out.deleted = stream.store.deleted_seqs().unwrap_or_default();
+        }
+        Ok(StreamInfo {
+            config: stream.config.clone(),
+            created: timestamp_i64(stream.created_ns),
+            state: out,
+            ts: timestamp_i64(self.now_ns_peek() as i64),
+            ..StreamInfo::default()
+        })
+    }
+
+    fn now_ns_peek(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+
+    fn delete_stream(&mut self, name: &str) -> Result<Value, ApiError> {
+        let Some(stream) = self.streams.remove(name) else {
+            return Err(ApiErrorCode::STREAM_NOT_FOUND.into());
+        };
+        for sub in &stream.subs {
+            self.server.remove_subscription(&self.account, sub);
+        }
+        if stream.config.storage == StorageType::File {
+            if let Err(e) = self.storage.delete_stream(name) {
+                warn!(stream = %name, error = %e, "deleting stream data failed");
+            }
+        }
+        info!(stream = %name, "stream deleted");
+        Ok(json!({ "success": true }))
+    }
+
+    fn matching_names(&self, body: &[u8]) -> Result<(StreamNamesRequest, Vec<&String>), ApiError> {
+        let request: StreamNamesRequest = if body.is_empty() {
+            StreamNamesRequest::default()
+        } else {
+            parse_body(body)?
+        };
+        let names = self
+            .streams
+            .iter()
+            .filter(|(_, s)| {
+                request.subject.is_empty()
+                    || s.config
+                        .subjects
+                        .iter()
+                        .any(|sub| subjects_overlap(sub, &request.subject))
+            })
+            .map(|(name, _)| name)
+            .collect();
+        Ok((request, names))
+    }
+
+    fn stream_names(&self, body: &[u8]) -> Result<Value, ApiError> {
+        let (request, names) = self.matching_names(body)?;
+        let offset = request.offset as usize;
+        let page: Vec<&String> = names
+            .iter()
+            .skip(offset)
+            .take(NAMES_PAGE)
+            .copied()
+            .collect();
+        Ok(json!({ "total": names.len(), "offset": offset, "limit": NAMES_PAGE, "streams": page }))
+    }
+
+    async fn stream_list(&self, body: &[u8]) -> Result<Value, ApiError> {
+        let (request, names) = self.matching_names(body)?;
+        let offset = request.offset as usize;
+        let mut infos = Vec::new();
+        for name in names.iter().skip(offset).take(LIST_PAGE) {
+            infos.push(self.info_of(name, &StreamInfoRequest::default())?);
+        }
+        Ok(json!({ "total": names.len(), "offset": offset, "limit": LIST_PAGE, "streams": infos }))
+    }
+
+    async fn purge_stream(&mut self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+        let request: StreamPurgeRequest = if body.is_empty() {
+            StreamPurgeRequest::default()
+        } else {
+            parse_body(body)?
+        };
+        let stream = self.stream(name)?;
+        if stream.config.sealed {
+            return Err(ApiErrorCode::STREAM_SEALED.into());
+        }
+        if stream.config.deny_purge {
+            return Err(ApiErrorCode::STREAM_PURGE_FAILED.with(&[&"purge not permitted"]));
+        }
+        let purge = PurgeRequest {
+            filter: (!request.filter.is_empty()).then(|| Bytes::from(request.filter.clone())),
+            up_to_seq: (request.seq > 0).then_some(request.seq),
+            keep: (request.keep > 0).then_some(request.keep),
+        };
+        let store = stream.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.purge(purge))
+            .await
+            .map_err(|e| ApiErrorCode::STREAM_PURGE_FAILED.with(&[&e]))?;
+        let purged = result.map_err(|e| ApiErrorCode::STREAM_PURGE_FAILED.with(&[&e]))?;
+        Ok(to_object(&StreamPurgeResponse {
+            success: true,
+            purged,
+        }))
+    }
+
+    fn get_message(&self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+        let request: MsgGetRequest = parse_body(body)?;
+        let stream = self.stream(name)?;
+        let message = lookup_message(stream.store.as_ref(), &request)?;
+        Ok(to_object(&MsgGetResponse {
+            message: StoredMessage {
+                subject: String::from_utf8_lossy(&message.subject).into_owned(),
+                seq: message.seq,
+                hdrs: message.headers.unwrap_or_default(),
+                data: message.payload,
+                time: timestamp(message.timestamp_ns),
+            },
+        }))
+    }
+
+    async fn delete_message(&mut self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+        let request: MsgDeleteRequest = parse_body(body)?;
+        let stream = self.stream(name)?;
+        if stream.config.sealed {
+            return Err(ApiErrorCode::STREAM_SEALED.into());
+        }
+        if stream.config.deny_delete {
+            return Err(
+                ApiErrorCode::STREAM_MSG_DELETE_FAILED.with(&[&"message delete not permitted"])
+            );
+        }
+        let store = stream.store.clone();
+        let erase = !request.no_erase;
+        let result = tokio::task::spawn_blocking(move || store.delete_msg(request.seq, erase))
+            .await
+            .map_err(|e| ApiErrorCode::STREAM_MSG_DELETE_FAILED.with(&[&e]))?;
+        match result {
+            Ok(_) => Ok(json!({ "success": true })),
+            Err(StorageError::NotFound) => {
+                Err(ApiErrorCode::STREAM_MSG_DELETE_FAILED.with(&[&"no message found"]))
+            }
+            Err(e) => Err(ApiErrorCode::STREAM_MSG_DELETE_FAILED.with(&[&e])),
+        }
+    }
+
+    /// `DIRECT.GET`: the stored message itself, with `Nats-*` headers, or a
+    /// status-only reply (`404 Message Not Found`, `408 Bad Request`).
+    fn direct_get(&mut self, name: &str, last_subject: &str, body: &[u8], reply: &[u8]) {
+        let Some(stream) = self.streams.get(name) else {
+            return;
+        };
+        if !stream.config.allow_direct {
+            return;
+        }
+        let request = if last_subject.is_empty() {
+            match serde_json::from_slice::<MsgGetRequest>(body) {
+                Ok(r) => r,
+                Err(_) => {
+                    let status = Headers::status(408, Some("Bad Request")).encode();
+                    self.router.route(None, reply, None, Some(&status), b"");
+                    return;
+                }
+            }
+        } else {
+            MsgGetRequest {
+                last_by_subj: last_subject.to_owned(),
+                ..MsgGetRequest::default()
+            }
+        };
+        match lookup_message(stream.store.as_ref(), &request) {
+            Ok(message) => {
+                let mut headers = match message.headers.as_deref().map(Headers::decode) {
+                    Some(Ok(h)) => h,
+                    _ => Headers::default(),
+                };
+                let fields = [
+                    ("Nats-Stream", name.to_owned()),
+                    (
+                        "Nats-Subject",
+                        String::from_utf8_lossy(&message.subject).into_owned(),
+                    ),
+                    ("Nats-Sequence", message.seq.to_string()),
+                    (
+                        "Nats-Time-Stamp",
+                        timestamp(message.timestamp_ns).to_rfc3339(),
+                    ),
+                ];
+                for (k, v) in fields {
+                    headers.fields.push((k.to_owned(), v));
+                }
+                let encoded = headers.encode();
+                self.router
+                    .route(None, reply, None, Some(&encoded), &message.payload);
+            }
+            Err(_) => {
+                let status = Headers::status(404, Some("Message Not Found")).encode();
+                self.router.route(None, reply, None, Some(&status), b"");
+            }
+        }
+    }
+}
+
+/// What is saved with each stream so it comes back after a restart.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedStream {
+    config: StreamConfig,
+    created_ns: i64,
+}
+
+fn lookup_message(
+    store: &dyn StreamStore,
+    request: &MsgGetRequest,
+) -> Result<tern_storage::StoredMessage, ApiError> {
+    let found = if request.seq > 0 && request.next_by_subj.is_empty() {
+        store.get(request.seq).ok()
+    } else if !request.last_by_subj.is_empty() {
+        store
+            .last_by_subject(request.last_by_subj.as_bytes())
+            .ok()
+            .flatten()
+    } else if !request.next_by_subj.is_empty() {
+        store
+            .next_matching(request.seq.max(1), request.next_by_subj.as_bytes())
+            .ok()
+            .flatten()
+    } else {
+        return Err(ApiErrorCode::BAD_REQUEST.into());
+    };
+    found.ok_or_else(|| ApiErrorCode::NO_MESSAGE_FOUND.into())
+}
+
+/// Decodes a request body. Clients send `null` for absent fields (and for
+/// absent bodies), which means "the default", as Go's decoder reads it.
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let mut value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiErrorCode::INVALID_JSON.with(&[&e]))?;
+    if value.is_null() {
+        return Ok(T::default());
+    }
+    strip_nulls(&mut value);
+    serde_json::from_value(value).map_err(|e| ApiErrorCode::INVALID_JSON.with(&[&e]))
+}
+
+fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+fn to_object<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+fn timestamp(ns: u64) -> Timestamp {
+    timestamp_i64(i64::try_from(ns).unwrap_or(i64::MAX))
+}
+
+fn timestamp_i64(ns: i64) -> Timestamp {
+    Timestamp::from_unix_nanos(ns)
+}
+
+/// The API response `type` suffix for an error reply to `tokens`.
+fn response_kind(tokens: &[&str]) -> &'static str {
+    match tokens {
+        ["INFO"] => "account_info_response",
+        ["STREAM", "CREATE", ..] => "stream_create_response",
+        ["STREAM", "UPDATE", ..] => "stream_update_response",
+        ["STREAM", "INFO", ..] => "stream_info_response",
+        ["STREAM", "DELETE", ..] => "stream_delete_response",
+        ["STREAM", "NAMES", ..] => "stream_names_response",
+        ["STREAM", "LIST", ..] => "stream_list_response",
+        ["STREAM", "PURGE", ..] => "stream_purge_response",
+        ["STREAM", "MSG", "GET", ..] => "stream_msg_get_response",
+        ["STREAM", "MSG", "DELETE", ..] => "stream_msg_delete_response",
+        ["CONSUMER", "CREATE", ..] | ["CONSUMER", "DURABLE", ..] => "consumer_create_response",
+        ["CONSUMER", "INFO", ..] => "consumer_info_response",
+        ["CONSUMER", "NAMES", ..] => "consumer_names_response",
+        ["CONSUMER", "LIST", ..] => "consumer_list_response",
+        ["CONSUMER", "DELETE", ..] => "consumer_delete_response",
+        _ => "error_response",
+    }
+}
+
+fn validate_stream_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| matches!(c, '.' | '*' | '>') || c.is_whitespace())
+    {
+        return Err(ApiErrorCode::STREAM_INVALID_CONFIG.with(&[&"invalid stream name"]));
+    }
+    if name.contains('/') || name.contains('\\') {
+        return Err(ApiErrorCode::STREAM_NAME_CONTAINS_PATH_SEPARATORS.into());
+    }
+    Ok(())
+}
+
+fn validate_stream_config(config: &StreamConfig) -> Result<(), ApiError> {
+    if config.max_age < 0 {
+        return Err(ApiErrorCode::STREAM_INVALID_CONFIG.with(&[&"max age needs to be >= 0"]));
+    }
+    if config.num_replicas > 1 {
+        return Err(ApiErrorCode::STREAM_INVALID_CONFIG
+            .with(&[&"replicas > 1 not supported in non-clustered mode"]));
+    }
+    if config.mirror.is_some() || !config.sources.is_empty() {
+        return Err(ApiErrorCode::STREAM_INVALID_CONFIG
+            .with(&[&"mirrors and sources are not implemented yet in tern"]));
+    }
+    Ok(())
+}
+
+fn create_error(e: StorageError) -> ApiError {
+    ApiErrorCode::STREAM_CREATE.with(&[&e])
+}
+
+/// The publish error nats-server reports for a store rejection.
+fn publish_error(e: &StorageError) -> ApiError {
+    use tern_protocol::jetstream::store_error;
+    match e {
+        StorageError::WrongLastSequence { current } => {
+            ApiErrorCode::STREAM_WRONG_LAST_SEQUENCE.with(&[current])
+        }
+        StorageError::WrongLastSubjectSequence { current } => {
+            ApiErrorCode::STREAM_WRONG_LAST_SEQUENCE.with(&[current])
+        }
+        StorageError::MaxMessageSizeExceeded => ApiErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM.into(),
+        StorageError::MaximumMessagesExceeded => {
+            ApiErrorCode::STREAM_STORE_FAILED.with(&[&store_error::MAX_MSGS])
+        }
+        StorageError::MaximumBytesExceeded => {
+            ApiErrorCode::STREAM_STORE_FAILED.with(&[&store_error::MAX_BYTES])
+        }
+        StorageError::MaximumMessagesPerSubjectExceeded => {
+            ApiErrorCode::STREAM_STORE_FAILED.with(&[&store_error::MAX_MSGS_PER_SUBJECT])
+        }
+        other => ApiErrorCode::STREAM_STORE_FAILED.with(&[other]),
+    }
+}
+
+/// Limits of the store from a stream's configuration (-1 and 0 = none).
+fn limits_of(config: &StreamConfig) -> StreamLimits {
+    let positive = |n: i64| u64::try_from(n).ok().filter(|&n| n > 0);
+    StreamLimits {
+        max_msgs: positive(config.max_msgs),
+        max_bytes: positive(config.max_bytes),
+        max_age: positive(config.max_age).map(Duration::from_nanos),
+        max_msgs_per_subject: positive(config.max_msgs_per_subject),
+        max_msg_size: positive(i64::from(config.max_msg_size)),
+        discard: match config.discard {
+            DiscardPolicy::Old => tern_storage::DiscardPolicy::Old,
+            DiscardPolicy::New => tern_storage::DiscardPolicy::New,
+        },
+        discard_new_per_subject: config.discard_new_per_subject,
+    }
+}
+
+/// Whether two subscription subjects can match a common subject.
+fn subjects_overlap(a: &str, b: &str) -> bool {
+    let mut a = a.split('.');
+    let mut b = b.split('.');
+    loop {
+        match (a.next(), b.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == "*" || y == "*" || x == y => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap() {
+        assert!(subjects_overlap("orders.>", "orders.eu"));
+        assert!(subjects_overlap("orders.*", "orders.eu"));
+        assert!(subjects_overlap("orders.*", "*.eu"));
+        assert!(!subjects_overlap("orders.*", "orders.eu.x"));
+        assert!(!subjects_overlap("orders", "payments"));
+        assert!(subjects_overlap(">", "anything"));
+    }
+
+    #[test]
+    fn limits_from_config() {
+        let config = StreamConfig {
+            name: "S".into(),
+            max_msgs: 10,
+            max_age: 1_000_000_000,
+            ..StreamConfig::default()
+        }
+        .with_defaults();
+        let limits = limits_of(&config);
+        assert_eq!(limits.max_msgs, Some(10));
+        assert_eq!(limits.max_bytes, None);
+        assert_eq!(limits.max_age, Some(Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,357 @@
+//! JetStream streams through the official `async-nats` client: stream
+//! CRUD, publish acknowledgements, de-duplication, expectations, message
+//! get/delete, purge, Key/Value put/get, and persistence across a restart and
+//! a SIGKILL.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage as Publish, stream};
+use bytes::Bytes;
+use tern_tests::{connect, free_port, Launch, TernServer};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn launch_js(dir: &std::path::Path, port: Option<u16>) -> TernServer {
+    TernServer::launch(Launch {
+        port,
+        ..Launch::default().args(&["-js", "-sd", dir.to_str().unwrap()])
+    })
+}
+
+fn orders() -> stream::Config {
+    stream::Config {
+        name: "ORDERS".into(),
+        subjects: vec!["orders.>".into()],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn stream_create_publish_info_get_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+    let mut stream = timeout(WAIT, js.create_stream(orders()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stream.info().await.unwrap().config.name, "ORDERS");
+    // Creating it again with the same config is fine; with another is not.
+    js.create_stream(orders()).await.unwrap();
+    let other = stream::Config {
+        subjects: vec!["other.>".into()],
+        ..orders()
+    };
+    assert!(js.create_stream(other).await.is_err());
+
+    for i in 1..=5u64 {
+        let ack = js
+            .publish(format!("orders.{i}"), format!("order {i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(ack.stream, "ORDERS");
+        assert_eq!(ack.sequence, i);
+        assert!(!ack.duplicate);
+    }
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages, 5);
+    assert_eq!(info.state.first_sequence, 1);
+    assert_eq!(info.state.last_sequence, 5);
+
+    let msg = stream.get_raw_message(3).await.unwrap();
+    assert_eq!(msg.subject.as_str(), "orders.3");
+    assert_eq!(msg.payload, Bytes::from("order 3"));
+    let last = stream
+        .get_last_raw_message_by_subject("orders.5")
+        .await
+        .unwrap();
+    assert_eq!(last.sequence, 5);
+
+    assert!(stream.delete_message(2).await.unwrap());
+    assert!(stream.get_raw_message(2).await.is_err());
+    assert_eq!(stream.info().await.unwrap().state.messages, 4);
+
+    let names: Vec<String> = futures::TryStreamExt::try_collect(js.stream_names())
+        .await
+        .unwrap();
+    assert_eq!(names, vec!["ORDERS".to_string()]);
+
+    let purged = stream.purge().await.unwrap();
+    assert_eq!(purged.purged, 4);
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages, 0);
+    assert_eq!(
+        info.state.first_sequence, 6,
+        "sequences keep growing after a purge"
+    );
+    let ack = js
+        .publish("orders.x", "after".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(ack.sequence, 6);
+
+    assert!(js.delete_stream("ORDERS").await.unwrap().success);
+    assert!(js.get_stream("ORDERS").await.is_err());
+    // With the stream gone nobody stores orders: the publish has no responders.
+    assert!(js
+        .publish("orders.y", "gone".into())
+        .await
+        .unwrap()
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn dedupe_and_expectations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+    js.create_stream(orders()).await.unwrap();
+    let publish = |id: &str| Publish::build().message_id(id).payload("x".into());
+    let first = js
+        .send_publish("orders.a", publish("m-1"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let again = js
+        .send_publish("orders.a", publish("m-1"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(first.sequence, 1);
+    assert_eq!(again.sequence, 1);
+    assert!(again.duplicate);
+
+    let ok = js
+        .send_publish(
+            "orders.b",
+            Publish::build()
+                .expected_last_sequence(1)
+                .payload("y".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(ok.sequence, 2);
+    let wrong = js
+        .send_publish(
+            "orders.b",
+            Publish::build()
+                .expected_last_sequence(1)
+                .payload("z".into()),
+        )
+        .await
+        .unwrap()
+        .await;
+    let err = wrong.unwrap_err().to_string();
+    assert!(err.contains("wrong last sequence"), "{err}");
+    let wrong_stream = js
+        .send_publish(
+            "orders.c",
+            Publish::build()
+                .expected_stream("OTHER")
+                .payload("z".into()),
+        )
+        .await
+        .unwrap()
+        .await;
+    assert!(wrong_stream.is_err());
+    let subject_ok = js
+        .send_publish(
+            "orders.b",
+            Publish::build()
+                .expected_last_subject_sequence(2)
+                .payload("w".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(subject_ok.sequence, 3);
+}
+
+#[tokio::test]
+async fn limits_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+    let mut stream = js
+        .create_stream(stream::Config {
+            name: "LIMITED".into(),
+            subjects: vec!["lim.>".into()],
+            max_messages: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for i in 0..10 {
+        js.publish("lim.x", format!("{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages, 3);
+    assert_eq!(info.state.first_sequence, 8);
+    let mut new = js
+        .create_stream(stream::Config {
+            name: "NEW".into(),
+            subjects: vec!["new.>".into()],
+            max_messages: 2,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    js.publish("new.a", "1".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    js.publish("new.a", "2".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(js
+        .publish("new.a", "3".into())
+        .await
+        .unwrap()
+        .await
+        .is_err());
+    assert_eq!(new.info().await.unwrap().state.messages, 2);
+}
+
+#[tokio::test]
+async fn key_value_put_get_create_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+    let kv = js
+        .create_key_value(jetstream::kv::Config {
+            bucket: "settings".into(),
+            history: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rev = kv.put("color", "blue".into()).await.unwrap();
+    assert_eq!(kv.get("color").await.unwrap(), Some(Bytes::from("blue")));
+    let rev2 = kv.update("color", "green".into(), rev).await.unwrap();
+    assert!(rev2 > rev);
+    assert!(
+        kv.update("color", "red".into(), rev).await.is_err(),
+        "stale revision refused"
+    );
+    assert!(
+        kv.create("color", "x".into()).await.is_err(),
+        "create refuses an existing key"
+    );
+    kv.create("size", "L".into()).await.unwrap();
+    assert_eq!(kv.get("color").await.unwrap(), Some(Bytes::from("green")));
+    kv.delete("size").await.unwrap();
+    assert_eq!(kv.get("size").await.unwrap(), None);
+    assert_eq!(kv.get("missing").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn streams_survive_restart_and_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut acked = Vec::new();
+    {
+        let server = launch_js(dir.path(), Some(port));
+        let js = jetstream::new(connect(&server.url()).await);
+        js.create_stream(orders()).await.unwrap();
+        for i in 0..50u64 {
+            let ack = js
+                .publish("orders.p", format!("{i}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            acked.push((ack.sequence, i));
+        }
+        // Graceful stop.
+        let mut server = server;
+        server.signal("TERM");
+        assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    }
+    {
+        let mut server = launch_js(dir.path(), Some(port));
+        let js = jetstream::new(connect(&server.url()).await);
+        let mut stream = js.get_stream("ORDERS").await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages, 50);
+        // Publish with many acks in flight, then SIGKILL: every acknowledged
+        // message must be there after the restart.
+        let mut futures = Vec::new();
+        for i in 50..300u64 {
+            futures.push((
+                i,
+                js.publish("orders.p", format!("{i}").into()).await.unwrap(),
+            ));
+        }
+        for (i, ack) in futures.drain(..200) {
+            acked.push((ack.await.unwrap().sequence, i));
+        }
+        server.signal("KILL");
+        let _ = server.wait_exit(Duration::from_secs(5));
+    }
+    let server = launch_js(dir.path(), Some(port));
+    let js = jetstream::new(connect(&server.url()).await);
+    let stream = js.get_stream("ORDERS").await.unwrap();
+    for (seq, i) in acked {
+        let msg = stream
+            .get_raw_message(seq)
+            .await
+            .unwrap_or_else(|e| panic!("acked seq {seq} lost: {e}"));
+        assert_eq!(msg.payload, Bytes::from(format!("{i}")), "seq {seq}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_and_consumer_apis_answer_with_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    let resp = timeout(WAIT, client.request("$JS.API.INFO", "".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&resp.payload).unwrap();
+    assert_eq!(
+        info["type"],
+        "io.nats.jetstream.api.v1.account_info_response"
+    );
+    let resp = client
+        .request("$JS.API.STREAM.INFO.NOPE", "".into())
+        .await
+        .unwrap();
+    let err: serde_json::Value = serde_json::from_slice(&resp.payload).unwrap();
+    assert_eq!(err["error"]["err_code"], 10059);
+    assert_eq!(err["error"]["code"], 404);
+    let resp = client
+        .request("$JS.API.STREAM.CREATE.BAD", "{not json".into())
+        .await
+        .unwrap();
+    let err: serde_json::Value = serde_json::from_slice(&resp.payload).unwrap();
+    assert_eq!(err["error"]["err_code"], 10025);
+    let resp = client
+        .request("$JS.API.CONSUMER.INFO.S.C", "".into())
+        .await
+        .unwrap();
+    let err: serde_json::Value = serde_json::from_slice(&resp.payload).unwrap();
+    assert!(err["error"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("not implemented"));
+}
