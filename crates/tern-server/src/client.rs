@@ -508,6 +508,10 @@ struct Session {
     shared: Arc<ClientShared>,
     account: Arc<Account>,
     router: Router,
+    /// The nonce this connection's `INFO` asked it to sign, if any.
+    nonce: String,
+    /// What the authenticated user may do; `None` allows everything.
+    permissions: Option<Arc<tern_auth::Permissions>>,
     connected: bool,
     /// The client's options as its `CONNECT`s set them; nats-server starts
     /// with verbose and pedantic on, and a `CONNECT` changes only the fields it names.
@@ -539,8 +543,12 @@ pub(crate) async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: So
         Arc::new(writer),
     ));
 
+    let nonce = server.new_nonce();
     let mut info = BytesMut::new();
-    tern_protocol::encode_info(&mut info, &server.client_info(id, addr));
+    tern_protocol::encode_info(
+        &mut info,
+        &server.client_info_with_nonce(id, addr, nonce.clone()),
+    );
     shared.enqueue_raw(&info);
 
     if !server.register(&shared) {
@@ -561,6 +569,8 @@ pub(crate) async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: So
         shared: shared.clone(),
         router: Router::new(server.clone(), account.clone()),
         account,
+        nonce,
+        permissions: None,
         connected: false,
         options: serde_json::Map::new(),
         verbose: true,
@@ -864,10 +874,17 @@ impl Session {
                 return false;
             }
         };
-        if !self.server.authenticate(&info) {
-            self.send_err(err::AUTHORIZATION_VIOLATION);
-            self.shared.close(CloseReason::AuthenticationViolation);
-            return false;
+        match self.server.authenticate(&info, &self.nonce) {
+            Ok(authenticated) => {
+                self.permissions = authenticated.permissions.map(Arc::new);
+            }
+            Err(e) => {
+                // The reason goes to the debug log only; it never holds secrets.
+                debug!(cid = self.shared.id, error = %e, "authentication failed");
+                self.send_err(err::AUTHORIZATION_VIOLATION);
+                self.shared.close(CloseReason::AuthenticationViolation);
+                return false;
+            }
         }
         if !(0..=1).contains(&info.protocol) {
             self.send_err(err::INVALID_CLIENT_PROTOCOL);
@@ -908,6 +925,15 @@ impl Session {
             self.send_err(err::INVALID_PUBLISH_SUBJECT);
             self.ok();
             return;
+        }
+        if let Some(permissions) = &self.permissions {
+            let subject = String::from_utf8_lossy(subject);
+            if !permissions.can_publish(&subject) {
+                let text = format!("Permissions Violation for Publish to \"{subject}\"");
+                debug!(cid = self.shared.id, "{text}");
+                self.send_err(&text);
+                return;
+            }
         }
         self.batch_in_msgs += 1;
         self.batch_in_bytes += (payload.len() + headers.map_or(0, |h| h.len())) as u64;
@@ -959,6 +985,17 @@ impl Session {
         };
         // nats-server does not check queue names beyond the protocol's syntax.
         let queue = queue.map(|q| String::from_utf8_lossy(q).into_owned());
+        if let Some(permissions) = &self.permissions {
+            if !permissions.can_subscribe(&subject, queue.as_deref()) {
+                let text = match &queue {
+                    Some(q) => format!("Permissions Violation for Subscription to \"{subject}\" using queue \"{q}\""),
+                    None => format!("Permissions Violation for Subscription to \"{subject}\""),
+                };
+                debug!(cid = self.shared.id, "{text}");
+                self.send_err(&text);
+                return;
+            }
+        }
         let max_subs = self.server.opts.max_subscriptions;
         {
             let subs = self.shared.subs.lock();

@@ -51,22 +51,81 @@ pub struct ServerOptions {
     pub lame_duck_grace_period: Duration,
 }
 
-/// Single-user or token authentication, as the `authorization` block and the
-/// `--user`/`--pass`/`--auth` flags configure it.
+/// Authentication as the `authorization` block and the `--user`/`--pass`/
+/// `--auth` flags configure it: one user, a token, or a list of users.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuthOptions {
-    /// Required user name.
+    /// Required user name (single-user form).
     pub user: Option<String>,
-    /// Required password (plain text).
+    /// Its password, plain or bcrypt.
     pub password: Option<String>,
-    /// Required token.
+    /// Required token, plain or bcrypt.
     pub token: Option<String>,
+    /// `authorization { users = [...] }`.
+    pub users: Vec<UserOptions>,
+    /// Permissions of users that name none.
+    pub default_permissions: Option<tern_auth::Permissions>,
+}
+
+/// One entry of `authorization.users`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserOptions {
+    /// User name (with `password`).
+    pub user: Option<String>,
+    /// Password, plain or bcrypt.
+    pub password: Option<String>,
+    /// Public user nkey (instead of user and password).
+    pub nkey: Option<String>,
+    /// What the user may publish and subscribe to.
+    pub permissions: Option<tern_auth::Permissions>,
 }
 
 impl AuthOptions {
     /// Whether clients must present credentials.
     pub fn required(&self) -> bool {
-        self.user.is_some() || self.token.is_some()
+        self.user.is_some() || self.token.is_some() || !self.users.is_empty()
+    }
+
+    /// The authentication configuration these options describe.
+    pub fn auth_config(&self) -> tern_auth::AuthConfig {
+        use tern_auth::{AuthConfig, NkeyUser, Password, User, UsersConfig, DEFAULT_ACCOUNT};
+        if let Some(token) = &self.token {
+            return AuthConfig::Token(Password::from_config(token.clone()));
+        }
+        let mut users = UsersConfig::default();
+        if let Some(user) = &self.user {
+            users.users.push(User {
+                name: user.clone(),
+                password: Password::from_config(self.password.clone().unwrap_or_default()),
+                permissions: self.default_permissions.clone(),
+                account: DEFAULT_ACCOUNT.into(),
+            });
+        }
+        for entry in &self.users {
+            let permissions = entry
+                .permissions
+                .clone()
+                .or_else(|| self.default_permissions.clone());
+            if let Some(nkey) = &entry.nkey {
+                users.nkeys.push(NkeyUser {
+                    public_key: nkey.clone(),
+                    permissions,
+                    account: DEFAULT_ACCOUNT.into(),
+                });
+            } else if let Some(user) = &entry.user {
+                users.users.push(User {
+                    name: user.clone(),
+                    password: Password::from_config(entry.password.clone().unwrap_or_default()),
+                    permissions,
+                    account: DEFAULT_ACCOUNT.into(),
+                });
+            }
+        }
+        if users.users.is_empty() && users.nkeys.is_empty() {
+            AuthConfig::None
+        } else {
+            AuthConfig::Users(users)
+        }
     }
 }
 

@@ -58,8 +58,10 @@ pub(crate) const STALL_PENDING: usize = 4 * 1024 * 1024;
 /// fall behind.
 const MAX_STALL: Duration = Duration::from_secs(1);
 /// A receiver whose socket takes nothing for this long is not waited for:
-/// it is stuck, and will be cut off at `max_pending` instead.
-const STALL_STEP: Duration = Duration::from_millis(10);
+/// it is stuck, and will be cut off at `max_pending` instead. Long enough
+/// that a reader starved of CPU for a moment on a loaded machine is not
+/// mistaken for a stuck one.
+const STALL_STEP: Duration = Duration::from_millis(50);
 
 /// Holds the publisher back while receivers it fed drain their queues, so a
 /// burst does not turn a reading-but-slower subscriber into a slow consumer.

@@ -46,6 +46,7 @@ pub(crate) struct ServerShared {
     pub(crate) started: Instant,
     pub(crate) started_at: SystemTime,
     account: Arc<Account>,
+    authenticator: tern_auth::Authenticator,
     clients: Mutex<HashMap<u64, Arc<ClientShared>>>,
     next_cid: AtomicU64,
     shutdown: watch::Sender<bool>,
@@ -62,6 +63,16 @@ impl ServerShared {
 
     /// The `INFO` sent to a new connection.
     pub(crate) fn client_info(&self, client_id: u64, addr: SocketAddr) -> ServerInfo {
+        self.client_info_with_nonce(client_id, addr, String::new())
+    }
+
+    /// The `INFO` for a connection that must sign `nonce`.
+    pub(crate) fn client_info_with_nonce(
+        &self,
+        client_id: u64,
+        addr: SocketAddr,
+        nonce: String,
+    ) -> ServerInfo {
         ServerInfo {
             server_id: self.server_id.clone(),
             server_name: self.server_name.clone(),
@@ -77,6 +88,7 @@ impl ServerShared {
             auth_required: self.opts.auth.required(),
             client_id,
             client_ip: addr.ip().to_string(),
+            nonce,
             ..ServerInfo::default()
         }
     }
@@ -106,16 +118,32 @@ impl ServerShared {
     }
 
     /// Checks a client's credentials against the configured ones.
-    pub(crate) fn authenticate(&self, info: &ConnectInfo) -> bool {
-        let auth = &self.opts.auth;
-        if let Some(token) = &auth.token {
-            return info.auth_token.as_deref() == Some(token.as_str());
+    /// Checks a client's credentials; the nonce is the one its `INFO` carried.
+    pub(crate) fn authenticate(
+        &self,
+        info: &ConnectInfo,
+        nonce: &str,
+    ) -> Result<tern_auth::Authenticated, tern_auth::AuthError> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.authenticator.authenticate(
+            &tern_auth::Credentials::from(info),
+            nonce.as_bytes(),
+            &[],
+            now,
+        )
+    }
+
+    /// A fresh nonce for a connection's `INFO`, when nkeys are in use.
+    pub(crate) fn new_nonce(&self) -> String {
+        if !self.authenticator.needs_nonce() {
+            return String::new();
         }
-        if let Some(user) = &auth.user {
-            return info.user.as_deref() == Some(user.as_str())
-                && info.pass.as_deref() == auth.password.as_deref();
-        }
-        true
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        (0..22)
+            .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+            .collect()
     }
 
     /// Removes a subscription from routing and from its owner.
@@ -150,6 +178,8 @@ impl Server {
         } else {
             opts.server_name.clone()
         };
+        let authenticator = tern_auth::Authenticator::new(opts.auth.auth_config())
+            .map_err(|e| anyhow::anyhow!("invalid authorization configuration: {e}"))?;
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(ServerShared {
             opts,
@@ -161,6 +191,7 @@ impl Server {
             started: Instant::now(),
             started_at: SystemTime::now(),
             account: Arc::new(Account::new(GLOBAL_ACCOUNT)),
+            authenticator,
             clients: Mutex::new(HashMap::new()),
             next_cid: AtomicU64::new(1),
             shutdown,

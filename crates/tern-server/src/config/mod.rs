@@ -19,7 +19,7 @@ use thiserror::Error;
 
 pub use cli::{normalize_args, Cli};
 
-use crate::options::ServerOptions;
+use crate::options::{ServerOptions, UserOptions};
 
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
@@ -347,7 +347,11 @@ fn authorization(
             "password" | "pass" => o.auth.password = Some(string(&key, v)?),
             "token" => o.auth.token = Some(string(&key, v)?),
             "timeout" => o.auth_timeout = duration_secs_f64(&key, v)?,
-            "users" | "permissions" | "default_permissions" | "auth_callout" => {
+            "users" => o.auth.users = users(&key, v)?,
+            "default_permissions" | "permissions" => {
+                o.auth.default_permissions = Some(permissions(&key, v)?)
+            }
+            "auth_callout" => {
                 warnings.push(format!(
                     "configuration key \"{key}\" is not implemented yet and is ignored"
                 ));
@@ -363,6 +367,102 @@ fn authorization(
         ));
     }
     Ok(())
+}
+
+/// `authorization.users`: a list of `{ user, password, permissions }` or
+/// `{ nkey, permissions }` blocks.
+fn users(key: &str, value: &Value) -> Result<Vec<UserOptions>, ConfigError> {
+    let ValueKind::Array(items) = &value.kind else {
+        return Err(invalid(key, "expected a list of users"));
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        let mut user = UserOptions::default();
+        for (k, v) in table(&key, item)? {
+            let field = format!("{key}.{k}");
+            match k.as_str() {
+                "user" | "username" => user.user = Some(string(&field, v)?),
+                "password" | "pass" => user.password = Some(string(&field, v)?),
+                "nkey" => user.nkey = Some(string(&field, v)?),
+                "permissions" => user.permissions = Some(permissions(&field, v)?),
+                "account" | "allowed_connection_types" => {
+                    return Err(ConfigError::NotImplemented {
+                        key: field,
+                        why: "accounts and connection types come with the security work",
+                    })
+                }
+                _ => return Err(ConfigError::UnknownKey(field)),
+            }
+        }
+        if user.user.is_none() && user.nkey.is_none() {
+            return Err(invalid(
+                &key,
+                "a user needs `user` (with `password`) or `nkey`",
+            ));
+        }
+        if let Some(nkey) = &user.nkey {
+            if !nkey.starts_with('U') {
+                return Err(invalid(
+                    &key,
+                    "an nkey user needs a public user nkey (starting with U)",
+                ));
+            }
+        }
+        out.push(user);
+    }
+    Ok(out)
+}
+
+/// `permissions { publish, subscribe, allow_responses }`, where publish and
+/// subscribe are a subject, a list, or `{ allow, deny }`.
+fn permissions(key: &str, value: &Value) -> Result<tern_auth::Permissions, ConfigError> {
+    let mut out = tern_auth::Permissions::default();
+    for (k, v) in table(key, value)? {
+        let field = format!("{key}.{k}");
+        match k.as_str() {
+            "publish" | "pub" => out.publish = subject_permission(&field, v)?,
+            "subscribe" | "sub" => out.subscribe = subject_permission(&field, v)?,
+            "allow_responses" => {
+                return Err(ConfigError::NotImplemented {
+                    key: field,
+                    why: "allow_responses comes with the security work",
+                })
+            }
+            _ => return Err(ConfigError::UnknownKey(field)),
+        }
+    }
+    Ok(out)
+}
+
+fn subject_permission(
+    key: &str,
+    value: &Value,
+) -> Result<tern_auth::SubjectPermission, ConfigError> {
+    let list = |key: &str, v: &Value| -> Result<Vec<String>, ConfigError> {
+        match &v.kind {
+            ValueKind::Array(items) => items.iter().map(|i| string(key, i)).collect(),
+            _ => Ok(vec![string(key, v)?]),
+        }
+    };
+    match &value.kind {
+        ValueKind::Table(t) => {
+            let mut out = tern_auth::SubjectPermission::default();
+            for (k, v) in t {
+                let field = format!("{key}.{k}");
+                match k.as_str() {
+                    "allow" => out.allow = list(&field, v)?,
+                    "deny" => out.deny = list(&field, v)?,
+                    _ => return Err(ConfigError::UnknownKey(field)),
+                }
+            }
+            Ok(out)
+        }
+        _ => Ok(tern_auth::SubjectPermission {
+            allow: list(key, value)?,
+            deny: Vec::new(),
+        }),
+    }
 }
 
 fn jetstream(

@@ -1,0 +1,130 @@
+//! Users, bcrypt passwords, nkeys and permissions from the configuration
+//! file, through `async-nats` and raw sockets.
+
+use std::time::Duration;
+
+use tern_tests::{connect_with, Launch, RawClient, TernServer};
+
+fn connect_fails(url: &str, options: async_nats::ConnectOptions) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), options.connect(url)).await,
+            Ok(Err(_))
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn users_with_plain_and_bcrypt_passwords() {
+    let hash = bcrypt::hash("hashed-secret", 4).unwrap();
+    let config = format!(
+        "authorization {{\n  users = [\n    {{ user: alice, password: plain-secret }}\n    {{ user: bob, password: \"{hash}\" }}\n  ]\n}}\n"
+    );
+    let server = TernServer::launch(Launch::default().config(&config));
+    let url = server.url();
+    let alice = connect_with(
+        &url,
+        async_nats::ConnectOptions::with_user_and_password("alice".into(), "plain-secret".into()),
+    )
+    .await;
+    alice.publish("hello", "x".into()).await.unwrap();
+    alice.flush().await.unwrap();
+    connect_with(
+        &url,
+        async_nats::ConnectOptions::with_user_and_password("bob".into(), "hashed-secret".into()),
+    )
+    .await;
+    let wrong = async_nats::ConnectOptions::with_user_and_password("bob".into(), "nope".into())
+        .max_reconnects(1);
+    let url2 = url.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || connect_fails(&url2, wrong))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !server.log().contains("plain-secret"),
+        "passwords never reach the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn nkey_users_sign_the_nonce() {
+    let user = tern_auth::nkeys::KeyPair::new_user();
+    let config = format!(
+        "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+        user.public_key()
+    );
+    let server = TernServer::launch(Launch::default().config(&config));
+    let raw = RawClient::connect(server.addr);
+    let nonce = raw.info_json()["nonce"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!nonce.is_empty(), "INFO carries a nonce for nkey users");
+    let seed = user.seed().unwrap();
+    let client = connect_with(&server.url(), async_nats::ConnectOptions::with_nkey(seed)).await;
+    client.publish("signed", "x".into()).await.unwrap();
+    client.flush().await.unwrap();
+    let stranger = tern_auth::nkeys::KeyPair::new_user().seed().unwrap();
+    let url = server.url();
+    let options = async_nats::ConnectOptions::with_nkey(stranger).max_reconnects(1);
+    assert!(
+        tokio::task::spawn_blocking(move || connect_fails(&url, options))
+            .await
+            .unwrap()
+    );
+}
+
+#[test]
+fn permissions_are_enforced_and_keep_the_connection() {
+    let config = "authorization {\n  users = [\n    { user: app, password: pw, permissions: {\n        publish: { allow: [\"orders.>\"], deny: [\"orders.secret\"] }\n        subscribe: \"updates.*\"\n    } }\n    { user: admin, password: pw2 }\n  ]\n}\n";
+    let server = TernServer::launch(Launch::default().config(config));
+    let mut c = RawClient::connect_with(
+        server.addr,
+        r#"{"verbose":false,"pedantic":false,"user":"app","pass":"pw"}"#,
+    );
+    c.send(b"SUB updates.a 1\r\nSUB other 2\r\nSUB updates.> 3\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&c.ping_pong()),
+        "-ERR 'Permissions Violation for Subscription to \"other\"'\r\n\
+         -ERR 'Permissions Violation for Subscription to \"updates.>\"'\r\nPONG\r\n"
+    );
+    c.send(b"PUB orders.new 1\r\nx\r\nPUB orders.secret 1\r\nx\r\nPUB payments 1\r\nx\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&c.ping_pong()),
+        "-ERR 'Permissions Violation for Publish to \"orders.secret\"'\r\n\
+         -ERR 'Permissions Violation for Publish to \"payments\"'\r\nPONG\r\n"
+    );
+    // Allowed traffic flows (admin has no restrictions).
+    let mut other = RawClient::connect_with(
+        server.addr,
+        r#"{"verbose":false,"pedantic":false,"user":"admin","pass":"pw2"}"#,
+    );
+    other.send(b"PUB updates.a 2\r\nhi\r\n");
+    other.ping_pong();
+    assert_eq!(
+        String::from_utf8_lossy(&c.ping_pong()),
+        "MSG updates.a 1 2\r\nhi\r\nPONG\r\n"
+    );
+}
+
+#[test]
+fn bad_users_config_is_refused() {
+    let err = TernServer::try_launch(
+        Launch::default().config("authorization { users = [ { password: x } ] }\n"),
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("authorization.users[0]"), "{err}");
+    let err = TernServer::try_launch(
+        Launch::default().config("authorization { users = [ { nkey: SUABC } ] }\n"),
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("nkey"), "{err}");
+}
