@@ -355,3 +355,32 @@ async fn unknown_and_consumer_apis_answer_with_errors() {
         .unwrap()
         .contains("not implemented"));
 }
+
+#[tokio::test]
+async fn jsz_and_metrics_show_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TernServer::launch(Launch::monitored().args(&["-js", "-sd", dir.path().to_str().unwrap()]));
+    let js = jetstream::new(connect(&server.url()).await);
+    js.create_stream(orders()).await.unwrap();
+    for i in 0..3 {
+        js.publish("orders.m", format!("{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let jsz = server.http_json("/jsz");
+    assert_eq!(jsz["streams"], 1);
+    assert_eq!(jsz["messages"], 3);
+    assert!(jsz["api"]["total"].as_u64().unwrap() >= 1);
+    assert!(jsz["config"]["store_dir"]
+        .as_str()
+        .unwrap()
+        .ends_with("jetstream"));
+    let metrics = server.http_get("/metrics").body;
+    assert!(metrics.contains("tern_jetstream_messages 3"), "{metrics}");
+    // Without -js, /jsz says it is disabled.
+    let plain = TernServer::launch(Launch::monitored());
+    assert_eq!(plain.http_json("/jsz")["disabled"], true);
+}

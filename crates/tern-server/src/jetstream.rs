@@ -115,6 +115,12 @@ impl JetStream {
             last_ts: 0,
         };
         js.restore_streams()?;
+        js.server
+            .js
+            .enabled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        *js.server.js.store_dir.lock() = Some(store_dir.clone());
+        js.publish_stats();
         info!("Starting JetStream");
         info!("  Store Directory: \"{}\"", store_dir.display());
         info!("  Streams restored: {}", js.streams.len());
@@ -193,6 +199,7 @@ impl JetStream {
                     }
                     self.handle_batch(batch).await;
                     self.router.finish_batch();
+                    self.publish_stats();
                 }
             }
         }
@@ -200,6 +207,30 @@ impl JetStream {
             let _ = stream.store.flush();
         }
         info!("JetStream Shutdown");
+    }
+
+    /// Updates the figures `/jsz` and `/metrics` show.
+    fn publish_stats(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (mut messages, mut bytes, mut memory, mut storage) = (0, 0, 0, 0);
+        for stream in self.streams.values() {
+            if let Ok(state) = stream.store.state() {
+                messages += state.messages;
+                bytes += state.bytes;
+                match stream.config.storage {
+                    StorageType::Memory => memory += state.bytes,
+                    StorageType::File => storage += state.bytes,
+                }
+            }
+        }
+        let js = &self.server.js;
+        js.streams.store(self.streams.len() as u64, Relaxed);
+        js.messages.store(messages, Relaxed);
+        js.bytes.store(bytes, Relaxed);
+        js.memory.store(memory, Relaxed);
+        js.storage.store(storage, Relaxed);
+        js.api_total.store(self.api_total, Relaxed);
+        js.api_errors.store(self.api_errors, Relaxed);
     }
 
     /// Handles a batch in order; publishes are collected per stream and

@@ -40,6 +40,7 @@ pub(crate) async fn start(
         .route("/subsz", get(subsz))
         .route("/subscriptionsz", get(subsz))
         .route("/routez", get(routez))
+        .route("/jsz", get(jsz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(shared);
@@ -412,6 +413,46 @@ async fn routez(State(s): State<Shared>) -> Response {
     }))
 }
 
+async fn jsz(State(s): State<Shared>) -> Response {
+    let js = &s.js;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    if !js.enabled.load(Ordering::Relaxed) {
+        return json_response(&json!({
+            "server_id": s.server_id,
+            "now": now(),
+            "disabled": true,
+            "config": {},
+            "memory": 0, "storage": 0, "reserved_memory": 0, "reserved_storage": 0,
+            "accounts": 0, "ha_assets": 0,
+            "api": {"total": 0, "errors": 0},
+            "streams": 0, "consumers": 0, "messages": 0, "bytes": 0,
+        }));
+    }
+    let store_dir = js.store_dir.lock().clone().unwrap_or_default();
+    json_response(&json!({
+        "server_id": s.server_id,
+        "now": now(),
+        "config": {
+            "max_memory": -1,
+            "max_storage": -1,
+            "store_dir": store_dir.join("jetstream").display().to_string(),
+            "sync_interval": 0,
+            "sync_always": true,
+        },
+        "memory": load(&js.memory),
+        "storage": load(&js.storage),
+        "reserved_memory": 0,
+        "reserved_storage": 0,
+        "accounts": 1,
+        "ha_assets": 0,
+        "api": {"total": load(&js.api_total), "errors": load(&js.api_errors)},
+        "streams": load(&js.streams),
+        "consumers": 0,
+        "messages": load(&js.messages),
+        "bytes": load(&js.bytes),
+    }))
+}
+
 async fn metrics(State(s): State<Shared>) -> Response {
     let st = &s.stats;
     let subscriptions = s.global_account().with_sublist(|l| l.count());
@@ -480,6 +521,38 @@ async fn metrics(State(s): State<Shared>) -> Response {
         "gauge",
         "Resident memory of the server.",
         rss_bytes().to_string(),
+    );
+    let js = &s.js;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
+    metric(
+        "tern_jetstream_streams",
+        "gauge",
+        "JetStream streams.",
+        load(&js.streams),
+    );
+    metric(
+        "tern_jetstream_messages",
+        "gauge",
+        "Messages stored in streams.",
+        load(&js.messages),
+    );
+    metric(
+        "tern_jetstream_bytes",
+        "gauge",
+        "Bytes stored in streams.",
+        load(&js.bytes),
+    );
+    metric(
+        "tern_jetstream_api_requests_total",
+        "counter",
+        "JetStream API requests.",
+        load(&js.api_total),
+    );
+    metric(
+        "tern_jetstream_api_errors_total",
+        "counter",
+        "JetStream API requests answered with an error.",
+        load(&js.api_errors),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -35,6 +35,20 @@ pub(crate) struct ServerStats {
     pub(crate) total_connections: AtomicU64,
 }
 
+/// JetStream figures for monitoring, kept up to date by the service.
+#[derive(Debug, Default)]
+pub(crate) struct JetStreamStats {
+    pub(crate) enabled: std::sync::atomic::AtomicBool,
+    pub(crate) streams: AtomicU64,
+    pub(crate) messages: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) memory: AtomicU64,
+    pub(crate) storage: AtomicU64,
+    pub(crate) api_total: AtomicU64,
+    pub(crate) api_errors: AtomicU64,
+    pub(crate) store_dir: Mutex<Option<std::path::PathBuf>>,
+}
+
 /// State shared by every task of one server.
 pub(crate) struct ServerShared {
     pub(crate) opts: ServerOptions,
@@ -43,6 +57,7 @@ pub(crate) struct ServerShared {
     pub(crate) client_addr: SocketAddr,
     pub(crate) http_addr: Mutex<Option<SocketAddr>>,
     pub(crate) stats: ServerStats,
+    pub(crate) js: JetStreamStats,
     pub(crate) started: Instant,
     pub(crate) started_at: SystemTime,
     account: Arc<Account>,
@@ -188,6 +203,7 @@ impl Server {
             client_addr,
             http_addr: Mutex::new(None),
             stats: ServerStats::default(),
+            js: JetStreamStats::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),
             account: Arc::new(Account::new(GLOBAL_ACCOUNT)),
