@@ -350,6 +350,12 @@ async fn unknown_and_consumer_apis_answer_with_errors() {
         .await
         .unwrap();
     let err: serde_json::Value = serde_json::from_slice(&resp.payload).unwrap();
+    assert_eq!(err["error"]["err_code"], 10059, "no such stream");
+    let resp = client
+        .request("$JS.API.CONSUMER.PAUSE.S.C", "".into())
+        .await
+        .unwrap();
+    let err: serde_json::Value = serde_json::from_slice(&resp.payload).unwrap();
     assert!(err["error"]["description"]
         .as_str()
         .unwrap()
@@ -383,4 +389,134 @@ async fn jsz_and_metrics_show_streams() {
     // Without -js, /jsz says it is disabled.
     let plain = TernServer::launch(Launch::monitored());
     assert_eq!(plain.http_json("/jsz")["disabled"], true);
+}
+
+#[tokio::test]
+async fn pull_consumer_fetch_ack_redeliver_and_survive_restart() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    {
+        let server = launch_js(dir.path(), Some(port));
+        let js = jetstream::new(connect(&server.url()).await);
+        let stream = js.create_stream(orders()).await.unwrap();
+        for i in 0..10u64 {
+            js.publish(format!("orders.{i}"), format!("{i}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some("workers".into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_millis(500),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        // Fetch 4, ack 3 of them; the fourth comes back after ack_wait.
+        let mut batch = consumer.fetch().max_messages(4).messages().await.unwrap();
+        let mut got = Vec::new();
+        while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+            let msg = msg.unwrap();
+            got.push(msg.payload.clone());
+            if msg.payload != "3" {
+                msg.ack().await.unwrap();
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                Bytes::from("0"),
+                Bytes::from("1"),
+                Bytes::from("2"),
+                Bytes::from("3")
+            ]
+        );
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let mut batch = consumer.fetch().max_messages(2).messages().await.unwrap();
+        let redelivered = timeout(WAIT, batch.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(
+            redelivered.payload,
+            Bytes::from("3"),
+            "unacked message is redelivered first"
+        );
+        assert_eq!(redelivered.info().unwrap().delivered, 2);
+        redelivered.ack().await.unwrap();
+        let next = timeout(WAIT, batch.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(next.payload, Bytes::from("4"));
+        next.double_ack().await.unwrap();
+        let mut consumer = consumer;
+        let info = consumer.info().await.unwrap();
+        assert_eq!(info.num_pending, 5);
+        assert_eq!(info.num_ack_pending, 0);
+        assert_eq!(info.ack_floor.stream_sequence, 5);
+    }
+    // After a restart the consumer goes on where it was.
+    let server = launch_js(dir.path(), Some(port));
+    let js = jetstream::new(connect(&server.url()).await);
+    let stream = js.get_stream("ORDERS").await.unwrap();
+    let consumer: jetstream::consumer::PullConsumer = stream.get_consumer("workers").await.unwrap();
+    let mut batch = consumer.fetch().max_messages(10).messages().await.unwrap();
+    let mut rest = Vec::new();
+    while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+        let msg = msg.unwrap();
+        rest.push(msg.payload.clone());
+        msg.ack().await.unwrap();
+    }
+    assert_eq!(
+        rest,
+        (5..10)
+            .map(|i| Bytes::from(i.to_string()))
+            .collect::<Vec<_>>()
+    );
+    // Nothing left: a fetch ends at once with no messages.
+    let mut empty = consumer.fetch().max_messages(3).messages().await.unwrap();
+    assert!(timeout(WAIT, empty.next()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn pull_consumer_waits_for_new_messages() {
+    use async_nats::jetstream::consumer::pull;
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+    let stream = js.create_stream(orders()).await.unwrap();
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("live".into()),
+            filter_subject: "orders.eu.>".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let publisher = js.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        publisher
+            .publish("orders.us.1", "skip".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        publisher
+            .publish("orders.eu.1", "take".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    let msg = timeout(WAIT, messages.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.subject.as_str(), "orders.eu.1");
+    assert_eq!(msg.payload, Bytes::from("take"));
+    msg.ack().await.unwrap();
 }

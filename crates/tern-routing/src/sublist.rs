@@ -4,7 +4,7 @@ use crate::FastMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::subject::{classify, is_valid_queue_name, split_first_token, SubjectKind};
+use crate::subject::{classify, is_valid_queue_name, split_first_token};
 use crate::RoutingError;
 
 /// Members of one queue group that matched a subject.
@@ -347,13 +347,15 @@ impl<T: Clone + PartialEq> Sublist<T> {
 
     /// Every subscription a message published on `subject` reaches.
     ///
-    /// `subject` should be a valid publish subject; anything else (empty
-    /// tokens, whitespace, wildcard tokens) matches nothing, rather than
-    /// matching wildcard subscriptions by accident.
+    /// A `*` or `>` token in `subject` is matched as nats-server matches
+    /// it: as an ordinary token, so only `*` and `>` subscriptions take it
+    /// (clients do publish such subjects, e.g. a JetStream consumer create
+    /// request that carries its filter `orders.>` in the subject). A subject
+    /// that is not well-formed (empty tokens, whitespace) matches nothing.
     pub fn match_subject(&self, subject: &str) -> MatchResult<T> {
         self.num_matches.fetch_add(1, Ordering::Relaxed);
         let mut out = MatchResult::default();
-        if classify(subject) == Some(SubjectKind::Literal) {
+        if classify(subject).is_some() {
             self.root.collect(subject, &mut out);
         }
         out
@@ -456,11 +458,23 @@ mod tests {
     }
 
     #[test]
-    fn invalid_publish_subjects_match_nothing() {
+    fn malformed_subjects_match_nothing() {
         let list = list_with(&[">", "*", "foo.*"]);
-        for s in ["", "foo..bar", "foo.*", ">", "a b", "foo."] {
+        for s in ["", "foo..bar", "a b", "foo.", "a.>.b"] {
             assert!(list.match_subject(s).is_empty(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn wildcard_tokens_in_published_subjects_match_as_nats_server_does() {
+        // Subscriptions: 0 `>`, 1 `*`, 2 `foo.*`, 3 `foo.bar`.
+        let list = list_with(&[">", "*", "foo.*", "foo.bar"]);
+        assert_eq!(sorted_plain(&list, "foo.*"), [0, 2]);
+        assert_eq!(sorted_plain(&list, ">"), [0, 1]);
+        assert_eq!(
+            sorted_plain(&list, "$JS.API.CONSUMER.CREATE.S.C.orders.>"),
+            [0]
+        );
     }
 
     #[test]

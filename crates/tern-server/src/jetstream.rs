@@ -35,13 +35,18 @@ use tracing::{info, warn};
 
 use crate::account::Account;
 use crate::client::{ClientShared, InternalMsg, SubRef};
+use crate::consumer::{AckKind, Consumer};
 use crate::router::Router;
 use crate::server::ServerShared;
 
 /// The sid of the service's `$JS.API.>` subscription.
 const API_SID: &[u8] = b"api";
+/// The sid of the service's `$JS.ACK.>` subscription.
+const ACK_SID: &[u8] = b"ack";
 /// Sids of stream subject subscriptions start with this, then the stream name.
 const STREAM_SID_PREFIX: &str = "stream:";
+/// How often redelivery deadlines, request expiry and heartbeats are checked.
+const CONSUMER_TICK: Duration = Duration::from_millis(50);
 /// How many queued messages one turn of the service takes at most.
 const BATCH_MAX: usize = 4096;
 /// Page size of `STREAM.NAMES` and `STREAM.LIST`, as nats-server's.
@@ -58,6 +63,7 @@ struct Stream {
     dedupe: HashMap<String, (u64, u64)>,
     /// The last `Nats-Msg-Id` stored, for `Nats-Expected-Last-Msg-Id`.
     last_msg_id: Option<String>,
+    consumers: BTreeMap<String, Consumer>,
 }
 
 /// The JetStream service of one server.
@@ -103,6 +109,9 @@ impl JetStream {
         client
             .subscribe(&account, "$JS.API.>", None, "api")
             .map_err(|e| anyhow::anyhow!("can not subscribe to the JetStream API: {e}"))?;
+        client
+            .subscribe(&account, "$JS.ACK.>", None, "ack")
+            .map_err(|e| anyhow::anyhow!("can not subscribe to JetStream acks: {e}"))?;
         let mut js = JetStream {
             router: Router::new(server.clone(), account.clone()),
             server,
@@ -142,7 +151,24 @@ impl JetStream {
                     continue;
                 }
             };
+            let consumers = store.load_consumers()?;
             self.install(saved.config, saved.created_ns, store)?;
+            let Some(stream) = self.streams.get_mut(&name) else {
+                continue;
+            };
+            for (consumer_name, stored) in consumers {
+                let Ok(saved) = serde_json::from_slice::<SavedConsumer>(&stored.config) else {
+                    warn!(stream = %name, consumer = %consumer_name, "unreadable consumer configuration, skipped");
+                    continue;
+                };
+                let consumer = Consumer::restore(
+                    consumer_name.clone(),
+                    saved.config,
+                    saved.created_ns,
+                    &stored.state,
+                );
+                stream.consumers.insert(consumer_name, consumer);
+            }
         }
         Ok(())
     }
@@ -176,6 +202,7 @@ impl JetStream {
                 subs,
                 dedupe: HashMap::new(),
                 last_msg_id: None,
+                consumers: BTreeMap::new(),
             },
         );
         Ok(())
@@ -184,10 +211,17 @@ impl JetStream {
     async fn run(mut self, mut rx: UnboundedReceiver<InternalMsg>) {
         let mut shutdown = self.server.shutdown_signal();
         let mut expiry = tokio::time::interval(Duration::from_secs(1));
+        let mut consumer_timer = tokio::time::interval(CONSUMER_TICK);
+        consumer_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = expiry.tick() => self.expire().await,
+                _ = consumer_timer.tick() => {
+                    self.tick_consumers();
+                    self.router.finish_batch();
+                    self.save_consumers().await;
+                }
                 first = rx.recv() => {
                     let Some(first) = first else { break };
                     let mut batch = vec![first];
@@ -198,7 +232,9 @@ impl JetStream {
                         }
                     }
                     self.handle_batch(batch).await;
+                    self.serve_all_consumers();
                     self.router.finish_batch();
+                    self.save_consumers().await;
                     self.publish_stats();
                 }
             }
@@ -238,7 +274,9 @@ impl JetStream {
     async fn handle_batch(&mut self, batch: Vec<InternalMsg>) {
         let mut appends: Vec<InternalMsg> = Vec::new();
         for msg in batch {
-            if msg.sid.as_ref() == API_SID {
+            if msg.sid.as_ref() == ACK_SID {
+                self.handle_ack(&msg);
+            } else if msg.sid.as_ref() == API_SID {
                 if !appends.is_empty() {
                     self.store_messages(std::mem::take(&mut appends)).await;
                 }
@@ -507,8 +545,33 @@ impl JetStream {
                 self.direct_get(name, &rest.join("."), &msg.payload, &reply);
                 return;
             }
+            ["CONSUMER", "CREATE", stream, rest @ ..] => self
+                .create_consumer(stream, rest.first().copied(), &msg.payload)
+                .await
+                .map(|v| ("consumer_create_response", v)),
+            ["CONSUMER", "DURABLE", "CREATE", stream, durable] => self
+                .create_consumer(stream, Some(durable), &msg.payload)
+                .await
+                .map(|v| ("consumer_create_response", v)),
+            ["CONSUMER", "INFO", stream, name] => self
+                .consumer_info(stream, name)
+                .map(|v| ("consumer_info_response", v)),
+            ["CONSUMER", "DELETE", stream, name] => self
+                .delete_consumer(stream, name)
+                .await
+                .map(|v| ("consumer_delete_response", v)),
+            ["CONSUMER", "NAMES", stream] => self
+                .consumer_names(stream, &msg.payload, false)
+                .map(|v| ("consumer_names_response", v)),
+            ["CONSUMER", "LIST", stream] => self
+                .consumer_names(stream, &msg.payload, true)
+                .map(|v| ("consumer_list_response", v)),
+            ["CONSUMER", "MSG", "NEXT", stream, name] => {
+                self.next_request(stream, name, &msg.payload, &reply);
+                return;
+            }
             ["CONSUMER", ..] => Err(ApiError {
-                description: "consumers are not implemented yet in tern".into(),
+                description: "this consumer API is not implemented yet in tern".into(),
                 ..ApiErrorCode::BAD_REQUEST.into()
             }),
             _ => Err(ApiErrorCode::BAD_REQUEST.with(&[])),
@@ -708,7 +771,7 @@ impl JetStream {
             last_ts: timestamp(state.last_ts),
             num_subjects: state.num_subjects,
             num_deleted: state.num_deleted,
-            consumer_count: 0,
+            consumer_count: stream.consumers.len() as u64,
             ..StreamState::default()
         };
         if !request.subjects_filter.is_empty() {
@@ -923,6 +986,478 @@ impl JetStream {
             }
         }
     }
+}
+
+impl JetStream {
+    async fn create_consumer(
+        &mut self,
+        stream_name: &str,
+        name_in_subject: Option<&str>,
+        body: &[u8],
+    ) -> Result<Value, ApiError> {
+        let request: tern_protocol::jetstream::CreateConsumerRequest = parse_body(body)?;
+        if !request.stream_name.is_empty() && request.stream_name != stream_name {
+            return Err(ApiErrorCode::STREAM_MISMATCH.into());
+        }
+        let now = self.now_ns();
+        let stream = self
+            .streams
+            .get_mut(stream_name)
+            .ok_or_else(|| ApiError::from(ApiErrorCode::STREAM_NOT_FOUND))?;
+        let mut config = request.config;
+        if !config.deliver_subject.is_empty() {
+            return Err(ApiError {
+                description: "push consumers are not implemented yet in tern".into(),
+                ..ApiErrorCode::BAD_REQUEST.into()
+            });
+        }
+        if let Some(subject_name) = name_in_subject {
+            if !config.durable_name.is_empty()
+                && config.durable_name != subject_name
+                && config.name.is_empty()
+            {
+                return Err(ApiErrorCode::BAD_REQUEST.with(&[]));
+            }
+            if config.name.is_empty() && config.durable_name.is_empty() {
+                config.name = subject_name.to_owned();
+            }
+        }
+        let name = if !config.name.is_empty() {
+            config.name.clone()
+        } else if !config.durable_name.is_empty() {
+            config.durable_name.clone()
+        } else {
+            // An ephemeral consumer gets a generated name.
+            (0..8)
+                .map(|_| fastrand::alphanumeric().to_ascii_uppercase())
+                .collect()
+        };
+        if name.is_empty() || name.contains(['.', '*', '>', ' ']) {
+            return Err(ApiError {
+                description: "invalid consumer name".into(),
+                ..ApiErrorCode::BAD_REQUEST.into()
+            });
+        }
+        config.name = name.clone();
+        let config = config.with_defaults(&stream.config.consumer_limits);
+        if let Some(existing) = stream.consumers.get(&name) {
+            if existing.config != config {
+                return Err(ApiError {
+                    description: "consumer already exists".into(),
+                    code: 400,
+                    err_code: 10148,
+                });
+            }
+        } else {
+            let state = stream
+                .store
+                .state()
+                .map_err(|e| ApiErrorCode::STREAM_STORE_FAILED.with(&[&e]))?;
+            let start_time = config
+                .opt_start_time
+                .as_ref()
+                .and_then(|t| t.unix_nanos())
+                .and_then(|t| u64::try_from(t).ok());
+            let seq_for_time = match start_time {
+                Some(t) => stream.store.seq_for_time(t).ok().flatten(),
+                None => None,
+            };
+            let consumer = Consumer::new(
+                name.clone(),
+                config.clone(),
+                now as i64,
+                state.first_seq,
+                state.last_seq,
+                seq_for_time,
+            );
+            let saved = serde_json::to_vec(&SavedConsumer {
+                config,
+                created_ns: now as i64,
+            })
+            .unwrap_or_default();
+            let store = stream.store.clone();
+            let state = consumer.state();
+            let consumer_name = name.clone();
+            tokio::task::spawn_blocking(move || {
+                store.apply_batch(vec![
+                    StreamOp::SaveConsumerConfig {
+                        name: consumer_name.clone(),
+                        config: saved.into(),
+                    },
+                    StreamOp::SaveConsumerState {
+                        name: consumer_name,
+                        state,
+                    },
+                ])
+            })
+            .await
+            .map_err(|e| ApiErrorCode::STREAM_STORE_FAILED.with(&[&e]))?;
+            stream.consumers.insert(name.clone(), consumer);
+        }
+        self.consumer_info(stream_name, &name)
+    }
+
+    fn consumer_info(&self, stream_name: &str, name: &str) -> Result<Value, ApiError> {
+        let stream = self.stream(stream_name)?;
+        let consumer = stream
+            .consumers
+            .get(name)
+            .ok_or_else(|| ApiError::from(ApiErrorCode::CONSUMER_NOT_FOUND))?;
+        Ok(to_object(&self.info_of_consumer(
+            stream_name,
+            stream,
+            consumer,
+        )))
+    }
+
+    fn info_of_consumer(
+        &self,
+        stream_name: &str,
+        stream: &Stream,
+        c: &Consumer,
+    ) -> tern_protocol::jetstream::ConsumerInfo {
+        use tern_protocol::jetstream::{ConsumerInfo, SequenceInfo};
+        let filters = c.filters();
+        let num_pending = if filters.is_empty() {
+            stream.store.count_matching(b">", c.next_seq).unwrap_or(0)
+        } else {
+            filters
+                .iter()
+                .map(|f| {
+                    stream
+                        .store
+                        .count_matching(f.as_bytes(), c.next_seq)
+                        .unwrap_or(0)
+                })
+                .sum()
+        };
+        ConsumerInfo {
+            stream_name: stream_name.to_owned(),
+            name: c.name.clone(),
+            created: timestamp_i64(c.created_ns),
+            config: c.config.clone(),
+            delivered: SequenceInfo {
+                consumer_seq: c.delivered_consumer_seq,
+                stream_seq: c.delivered_stream_seq,
+                last_active: None,
+            },
+            ack_floor: SequenceInfo {
+                consumer_seq: c.ack_floor_consumer_seq,
+                stream_seq: c.ack_floor_stream_seq,
+                last_active: None,
+            },
+            num_ack_pending: c.pending.len() as u64,
+            num_redelivered: c.redelivered_count,
+            num_waiting: c.waiting.len() as u64,
+            num_pending,
+            ts: timestamp_i64(self.now_ns_peek() as i64),
+            ..ConsumerInfo::default()
+        }
+    }
+
+    async fn delete_consumer(&mut self, stream_name: &str, name: &str) -> Result<Value, ApiError> {
+        let stream = self
+            .streams
+            .get_mut(stream_name)
+            .ok_or_else(|| ApiError::from(ApiErrorCode::STREAM_NOT_FOUND))?;
+        if stream.consumers.remove(name).is_none() {
+            return Err(ApiErrorCode::CONSUMER_NOT_FOUND.into());
+        }
+        let store = stream.store.clone();
+        let name = name.to_owned();
+        let _ = tokio::task::spawn_blocking(move || store.delete_consumer(&name)).await;
+        Ok(json!({ "success": true }))
+    }
+
+    fn consumer_names(
+        &self,
+        stream_name: &str,
+        body: &[u8],
+        full: bool,
+    ) -> Result<Value, ApiError> {
+        #[derive(serde::Deserialize, Default)]
+        struct Paging {
+            #[serde(default)]
+            offset: usize,
+        }
+        let paging: Paging = parse_body(body)?;
+        let stream = self.stream(stream_name)?;
+        let total = stream.consumers.len();
+        let page = stream
+            .consumers
+            .values()
+            .skip(paging.offset)
+            .take(LIST_PAGE);
+        if full {
+            let infos: Vec<_> = page
+                .map(|c| self.info_of_consumer(stream_name, stream, c))
+                .collect();
+            Ok(
+                json!({ "total": total, "offset": paging.offset, "limit": LIST_PAGE, "consumers": infos }),
+            )
+        } else {
+            let names: Vec<&String> = page.map(|c| &c.name).collect();
+            Ok(
+                json!({ "total": total, "offset": paging.offset, "limit": NAMES_PAGE, "consumers": names }),
+            )
+        }
+    }
+
+    /// `MSG.NEXT`: queue the request, then serve what can be served now.
+    fn next_request(&mut self, stream_name: &str, name: &str, body: &[u8], reply: &[u8]) {
+        let now = self.now_ns();
+        let Ok(request) = tern_protocol::jetstream::NextRequest::parse(body) else {
+            self.send_status(reply, 400, "Bad Request");
+            return;
+        };
+        let Some(consumer) = self
+            .streams
+            .get_mut(stream_name)
+            .and_then(|s| s.consumers.get_mut(name))
+        else {
+            self.send_status(reply, 404, "No Messages");
+            return;
+        };
+        if !consumer.add_request(Bytes::copy_from_slice(reply), &request, now) {
+            self.send_status(reply, 409, "Exceeded MaxWaiting");
+            return;
+        }
+        self.serve_consumer(stream_name, name, now);
+    }
+
+    fn send_status(&mut self, reply: &[u8], code: u16, description: &str) {
+        let headers = Headers::status(code, Some(description)).encode();
+        self.router.route(None, reply, None, Some(&headers), b"");
+    }
+
+    /// An acknowledgement on `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`.
+    fn handle_ack(&mut self, msg: &InternalMsg) {
+        let subject = String::from_utf8_lossy(&msg.subject).into_owned();
+        let tokens: Vec<&str> = subject.split('.').collect();
+        let (stream_name, consumer_name, seq) = match tokens.as_slice() {
+            ["$JS", "ACK", stream, consumer, _delivered, sseq, ..] => {
+                (*stream, *consumer, sseq.parse::<u64>().unwrap_or(0))
+            }
+            _ => return,
+        };
+        let Some(kind) = AckKind::parse(&msg.payload) else {
+            return;
+        };
+        let now = self.now_ns();
+        let Some(consumer) = self
+            .streams
+            .get_mut(stream_name)
+            .and_then(|s| s.consumers.get_mut(consumer_name))
+        else {
+            return;
+        };
+        consumer.on_ack(seq, kind, now);
+        // +ACK on a sync ack subject: reply empty so the client's ack_sync returns.
+        if let Some(reply) = &msg.reply {
+            let reply = reply.clone();
+            self.reply(&reply, b"");
+        }
+    }
+
+    /// Redelivery deadlines, request expiry and heartbeats.
+    fn tick_consumers(&mut self) {
+        let now = self.now_ns();
+        let names: Vec<(String, String)> = self
+            .streams
+            .iter()
+            .flat_map(|(s, st)| st.consumers.keys().map(move |c| (s.clone(), c.clone())))
+            .collect();
+        for (stream_name, consumer_name) in names {
+            let mut statuses: Vec<(Bytes, u16, &'static str)> = Vec::new();
+            if let Some(consumer) = self
+                .streams
+                .get_mut(&stream_name)
+                .and_then(|s| s.consumers.get_mut(&consumer_name))
+            {
+                let exhausted = consumer.expire_pending(now);
+                if !exhausted.is_empty() {
+                    warn!(stream = %stream_name, consumer = %consumer_name, count = exhausted.len(), "messages reached max_deliver");
+                }
+                consumer.waiting.retain_mut(|r| {
+                    if r.expires_ns.is_some_and(|e| e <= now) {
+                        statuses.push((r.reply.clone(), 408, "Request Timeout"));
+                        return false;
+                    }
+                    if let Some(every) = r.heartbeat_ns {
+                        if r.next_heartbeat_ns <= now {
+                            r.next_heartbeat_ns = now + every;
+                            statuses.push((r.reply.clone(), 100, "Idle Heartbeat"));
+                        }
+                    }
+                    true
+                });
+            }
+            for (reply, code, text) in statuses {
+                self.send_status(&reply, code, text);
+            }
+            self.serve_consumer(&stream_name, &consumer_name, now);
+        }
+    }
+
+    fn serve_all_consumers(&mut self) {
+        let now = self.now_ns();
+        let names: Vec<(String, String)> = self
+            .streams
+            .iter()
+            .flat_map(|(s, st)| {
+                st.consumers
+                    .iter()
+                    .filter(|(_, c)| !c.waiting.is_empty())
+                    .map(move |(c, _)| (s.clone(), c.clone()))
+            })
+            .collect();
+        for (stream_name, consumer_name) in names {
+            self.serve_consumer(&stream_name, &consumer_name, now);
+        }
+    }
+
+    /// Hands messages to the consumer's waiting requests while it has both.
+    fn serve_consumer(&mut self, stream_name: &str, consumer_name: &str, now: u64) {
+        let mut sends: Vec<(Bytes, Bytes, tern_storage::StoredMessage, Option<u16>)> = Vec::new();
+        let Some(stream) = self.streams.get_mut(stream_name) else {
+            return;
+        };
+        let store = stream.store.clone();
+        let Some(consumer) = stream.consumers.get_mut(consumer_name) else {
+            return;
+        };
+        // A bounded amount of work per call keeps the service responsive.
+        let mut budget = 10_000;
+        while let Some(request) = consumer.waiting.front() {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            if request.remaining == 0 {
+                consumer.waiting.pop_front();
+                continue;
+            }
+            let no_wait = request.no_wait;
+            if !consumer.can_deliver_more() {
+                break;
+            }
+            let next = next_for(consumer, store.as_ref());
+            let Some(message) = next else {
+                // Nothing to give now.
+                if no_wait {
+                    if let Some(request) = consumer.waiting.pop_front() {
+                        sends.push((request.reply, Bytes::new(), empty_message(), Some(404)));
+                    }
+                    continue;
+                }
+                break;
+            };
+            let (consumer_seq, deliveries) = consumer.record_delivery(message.seq, now);
+            if message.seq >= consumer.next_seq {
+                consumer.next_seq = message.seq + 1;
+            }
+            let pending_count = store.count_matching(b">", consumer.next_seq).unwrap_or(0);
+            let ack = format!(
+                "$JS.ACK.{stream_name}.{consumer_name}.{deliveries}.{}.{consumer_seq}.{}.{pending_count}",
+                message.seq, message.timestamp_ns
+            );
+            let Some(request) = consumer.waiting.front_mut() else {
+                break;
+            };
+            request.remaining -= 1;
+            request.delivered += 1;
+            let reply = request.reply.clone();
+            if request.remaining == 0 {
+                consumer.waiting.pop_front();
+            }
+            sends.push((reply, Bytes::from(ack), message, None));
+        }
+        for (reply, ack, message, status) in sends {
+            match status {
+                Some(_) => self.send_status(&reply, 404, "No Messages"),
+                None => {
+                    self.router.route_to(
+                        None,
+                        &reply,
+                        &message.subject,
+                        Some(&ack),
+                        message.headers.as_deref(),
+                        &message.payload,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Persists the state of consumers that changed.
+    async fn save_consumers(&mut self) {
+        for stream in self.streams.values_mut() {
+            let mut ops = Vec::new();
+            for consumer in stream.consumers.values_mut() {
+                if consumer.dirty {
+                    consumer.dirty = false;
+                    ops.push(StreamOp::SaveConsumerState {
+                        name: consumer.name.clone(),
+                        state: consumer.state(),
+                    });
+                }
+            }
+            if !ops.is_empty() {
+                let store = stream.store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.apply_batch(ops)).await;
+            }
+        }
+    }
+}
+
+fn empty_message() -> tern_storage::StoredMessage {
+    tern_storage::StoredMessage {
+        seq: 0,
+        subject: Bytes::new(),
+        headers: None,
+        payload: Bytes::new(),
+        timestamp_ns: 0,
+    }
+}
+
+/// The next message for `consumer`: a redelivery first, else the next new
+/// one matching its filters.
+fn next_for(
+    consumer: &mut Consumer,
+    store: &dyn StreamStore,
+) -> Option<tern_storage::StoredMessage> {
+    while let Some(seq) = consumer.redeliver.pop_first() {
+        if let Ok(message) = store.get(seq) {
+            return Some(message);
+        }
+        // Gone from the stream: nothing to redeliver.
+        consumer.pending.remove(&seq);
+    }
+    let filters: Vec<String> = consumer.filters().into_iter().map(str::to_owned).collect();
+    let found = if filters.is_empty() {
+        store.next_matching(consumer.next_seq, b">").ok().flatten()
+    } else {
+        filters
+            .iter()
+            .filter_map(|f| {
+                store
+                    .next_matching(consumer.next_seq, f.as_bytes())
+                    .ok()
+                    .flatten()
+            })
+            .min_by_key(|m| m.seq)
+    };
+    if let Some(message) = &found {
+        consumer.next_seq = message.seq + 1;
+    }
+    found
+}
+
+/// What is saved with each consumer so it comes back after a restart.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedConsumer {
+    config: tern_protocol::jetstream::ConsumerConfig,
+    created_ns: i64,
 }
 
 /// What is saved with each stream so it comes back after a restart.

@@ -10,6 +10,7 @@
 mod account;
 mod client;
 pub mod config;
+mod consumer;
 mod jetstream;
 pub mod logging;
 mod monitor;

@@ -131,7 +131,21 @@ impl Router {
         headers: Option<&[u8]>,
         payload: &[u8],
     ) -> bool {
-        let Some(result) = self.lookup(subject) else {
+        self.route_to(origin, subject, subject, reply, headers, payload)
+    }
+
+    /// Delivers to the subscribers of `deliver` a message that carries
+    /// `subject`, as JetStream hands a stored message to a consumer's inbox.
+    pub(crate) fn route_to(
+        &mut self,
+        origin: Option<(&Arc<ClientShared>, bool)>,
+        deliver: &[u8],
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let Some(result) = self.lookup(deliver) else {
             return false;
         };
         let skip = origin.and_then(|(client, echo)| (!echo).then_some(client));

@@ -1,0 +1,427 @@
+//! Pull consumers: which message a consumer hands out next, what is waiting
+//! for an acknowledgement, and when it is delivered again. No I/O here; the
+//! JetStream service reads messages from the store and sends them.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use tern_protocol::jetstream::{AckPolicy, ConsumerConfig, DeliverPolicy, NextRequest};
+use tern_storage::ConsumerState;
+
+/// A message handed out and not yet acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pending {
+    /// The consumer sequence of its latest delivery.
+    pub(crate) consumer_seq: u64,
+    /// How many times it has been delivered.
+    pub(crate) deliveries: u64,
+    /// When it is delivered again if not acknowledged (unix ns).
+    pub(crate) deadline_ns: u64,
+}
+
+/// A `MSG.NEXT` request still waiting for messages.
+#[derive(Debug, Clone)]
+pub(crate) struct PullRequest {
+    pub(crate) reply: Bytes,
+    pub(crate) remaining: u64,
+    pub(crate) no_wait: bool,
+    pub(crate) expires_ns: Option<u64>,
+    pub(crate) heartbeat_ns: Option<u64>,
+    pub(crate) next_heartbeat_ns: u64,
+    /// Whether anything was delivered to it (a `no_wait` request that got
+    /// something ends quietly... with a 404 only when it got nothing).
+    pub(crate) delivered: u64,
+}
+
+/// One consumer of a stream.
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    pub(crate) name: String,
+    pub(crate) config: ConsumerConfig,
+    pub(crate) created_ns: i64,
+    /// The next stream sequence to look at for new messages.
+    pub(crate) next_seq: u64,
+    pub(crate) delivered_consumer_seq: u64,
+    pub(crate) delivered_stream_seq: u64,
+    pub(crate) ack_floor_consumer_seq: u64,
+    pub(crate) ack_floor_stream_seq: u64,
+    pub(crate) pending: BTreeMap<u64, Pending>,
+    /// Stream sequences due for redelivery, oldest first.
+    pub(crate) redeliver: BTreeSet<u64>,
+    pub(crate) waiting: VecDeque<PullRequest>,
+    pub(crate) redelivered_count: u64,
+    /// Unsaved changes to persist at the end of the turn.
+    pub(crate) dirty: bool,
+}
+
+/// How an acknowledgement body reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckKind {
+    Ack,
+    Nak { delay_ns: Option<u64> },
+    Progress,
+    Term,
+    Next,
+}
+
+impl AckKind {
+    pub(crate) fn parse(body: &[u8]) -> Option<AckKind> {
+        let text = body.trim_ascii();
+        if text.is_empty() || text == b"+ACK" {
+            return Some(AckKind::Ack);
+        }
+        if text.starts_with(b"-NAK") {
+            let delay_ns = std::str::from_utf8(&text[4..])
+                .ok()
+                .and_then(|rest| serde_json::from_str::<serde_json::Value>(rest.trim()).ok())
+                .and_then(|v| v.get("delay").and_then(serde_json::Value::as_u64));
+            return Some(AckKind::Nak { delay_ns });
+        }
+        if text.starts_with(b"+WPI") {
+            return Some(AckKind::Progress);
+        }
+        if text.starts_with(b"+TERM") {
+            return Some(AckKind::Term);
+        }
+        if text.starts_with(b"+NXT") {
+            return Some(AckKind::Next);
+        }
+        None
+    }
+}
+
+impl Consumer {
+    /// A new consumer starting where its deliver policy says, given the
+    /// stream's first and last sequences and, for `by_start_time`, the first
+    /// sequence at or after that time.
+    pub(crate) fn new(
+        name: String,
+        config: ConsumerConfig,
+        created_ns: i64,
+        first_seq: u64,
+        last_seq: u64,
+        seq_for_time: Option<u64>,
+    ) -> Consumer {
+        let next_seq = match config.deliver_policy {
+            DeliverPolicy::All | DeliverPolicy::LastPerSubject => first_seq.max(1),
+            DeliverPolicy::Last => last_seq.max(1),
+            DeliverPolicy::New => last_seq + 1,
+            DeliverPolicy::ByStartSequence => config.opt_start_seq.max(1),
+            DeliverPolicy::ByStartTime => seq_for_time.unwrap_or(last_seq + 1),
+        };
+        Consumer {
+            name,
+            config,
+            created_ns,
+            next_seq,
+            delivered_consumer_seq: 0,
+            delivered_stream_seq: next_seq.saturating_sub(1),
+            ack_floor_consumer_seq: 0,
+            ack_floor_stream_seq: next_seq.saturating_sub(1),
+            pending: BTreeMap::new(),
+            redeliver: BTreeSet::new(),
+            waiting: VecDeque::new(),
+            redelivered_count: 0,
+            dirty: true,
+        }
+    }
+
+    /// A consumer reloaded from its saved state.
+    pub(crate) fn restore(
+        name: String,
+        config: ConsumerConfig,
+        created_ns: i64,
+        state: &ConsumerState,
+    ) -> Consumer {
+        let mut consumer = Consumer::new(name, config, created_ns, 1, 0, None);
+        consumer.delivered_consumer_seq = state.delivered_consumer_seq;
+        consumer.delivered_stream_seq = state.delivered_stream_seq;
+        consumer.ack_floor_consumer_seq = state.ack_floor_consumer_seq;
+        consumer.ack_floor_stream_seq = state.ack_floor_stream_seq;
+        consumer.next_seq = state.delivered_stream_seq + 1;
+        for (&seq, &(consumer_seq, _ts)) in &state.pending {
+            let deliveries = state.redelivered.get(&seq).copied().unwrap_or(0) + 1;
+            consumer.pending.insert(
+                seq,
+                Pending {
+                    consumer_seq,
+                    deliveries,
+                    deadline_ns: 0,
+                },
+            );
+            // Everything unacknowledged at shutdown is due again.
+            consumer.redeliver.insert(seq);
+        }
+        consumer.dirty = false;
+        consumer
+    }
+
+    /// The state to persist.
+    pub(crate) fn state(&self) -> ConsumerState {
+        ConsumerState {
+            delivered_consumer_seq: self.delivered_consumer_seq,
+            delivered_stream_seq: self.delivered_stream_seq,
+            ack_floor_consumer_seq: self.ack_floor_consumer_seq,
+            ack_floor_stream_seq: self.ack_floor_stream_seq,
+            pending: self
+                .pending
+                .iter()
+                .map(|(&s, p)| (s, (p.consumer_seq, p.deadline_ns)))
+                .collect(),
+            redelivered: self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.deliveries > 1)
+                .map(|(&s, p)| (s, p.deliveries - 1))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn acks_required(&self) -> bool {
+        self.config.ack_policy != AckPolicy::None
+    }
+
+    /// The subjects this consumer takes (`filter_subject(s)`), empty for all.
+    pub(crate) fn filters(&self) -> Vec<&str> {
+        let mut filters: Vec<&str> = self
+            .config
+            .filter_subjects
+            .iter()
+            .map(String::as_str)
+            .collect();
+        if !self.config.filter_subject.is_empty() {
+            filters.push(&self.config.filter_subject);
+        }
+        filters
+    }
+
+    /// Whether `max_ack_pending` lets another message out.
+    pub(crate) fn can_deliver_more(&self) -> bool {
+        !self.acks_required()
+            || self.config.max_ack_pending <= 0
+            || (self.pending.len() as i64) < self.config.max_ack_pending
+    }
+
+    /// The ack wait before the `deliveries`-th redelivery (backoff aware).
+    pub(crate) fn ack_wait_ns(&self, deliveries: u64) -> u64 {
+        let backoff = &self.config.backoff;
+        let wait = if backoff.is_empty() {
+            self.config.ack_wait
+        } else {
+            let i = (deliveries.saturating_sub(1) as usize).min(backoff.len() - 1);
+            backoff[i]
+        };
+        u64::try_from(wait).unwrap_or(30_000_000_000)
+    }
+
+    /// Records a delivery of stream sequence `seq`; returns (consumer seq,
+    /// delivery count).
+    pub(crate) fn record_delivery(&mut self, seq: u64, now_ns: u64) -> (u64, u64) {
+        self.delivered_consumer_seq += 1;
+        let consumer_seq = self.delivered_consumer_seq;
+        self.dirty = true;
+        let redelivery = self.pending.get(&seq).map_or(0, |p| p.deliveries);
+        let deliveries = redelivery + 1;
+        if redelivery > 0 {
+            self.redelivered_count += 1;
+        }
+        if seq > self.delivered_stream_seq {
+            self.delivered_stream_seq = seq;
+        }
+        if self.acks_required() {
+            let deadline_ns = now_ns + self.ack_wait_ns(deliveries);
+            self.pending.insert(
+                seq,
+                Pending {
+                    consumer_seq,
+                    deliveries,
+                    deadline_ns,
+                },
+            );
+        } else {
+            self.ack_floor_consumer_seq = consumer_seq;
+            self.ack_floor_stream_seq = seq;
+        }
+        (consumer_seq, deliveries)
+    }
+
+    /// Applies an acknowledgement of stream sequence `seq`. Returns true when
+    /// the message is finished with (acked or terminated).
+    pub(crate) fn on_ack(&mut self, seq: u64, kind: AckKind, now_ns: u64) -> bool {
+        let Some(pending) = self.pending.get_mut(&seq) else {
+            return false;
+        };
+        self.dirty = true;
+        match kind {
+            AckKind::Ack | AckKind::Next | AckKind::Term => {
+                if self.config.ack_policy == AckPolicy::All {
+                    let done: Vec<u64> = self.pending.range(..=seq).map(|(&s, _)| s).collect();
+                    for s in done {
+                        self.pending.remove(&s);
+                        self.redeliver.remove(&s);
+                    }
+                } else {
+                    self.pending.remove(&seq);
+                    self.redeliver.remove(&seq);
+                }
+                self.advance_ack_floor();
+                true
+            }
+            AckKind::Nak { delay_ns } => {
+                match delay_ns {
+                    Some(delay) if delay > 0 => pending.deadline_ns = now_ns + delay,
+                    _ => {
+                        pending.deadline_ns = now_ns;
+                        self.redeliver.insert(seq);
+                    }
+                }
+                false
+            }
+            AckKind::Progress => {
+                let deliveries = pending.deliveries;
+                let wait = self.ack_wait_ns(deliveries);
+                if let Some(pending) = self.pending.get_mut(&seq) {
+                    pending.deadline_ns = now_ns + wait;
+                }
+                false
+            }
+        }
+    }
+
+    /// The ack floor is the last sequence below which everything is acked.
+    fn advance_ack_floor(&mut self) {
+        match self.pending.iter().next() {
+            Some((&seq, p)) => {
+                self.ack_floor_stream_seq = seq - 1;
+                self.ack_floor_consumer_seq = p.consumer_seq.saturating_sub(1);
+            }
+            None => {
+                self.ack_floor_stream_seq = self.delivered_stream_seq;
+                self.ack_floor_consumer_seq = self.delivered_consumer_seq;
+            }
+        }
+    }
+
+    /// Moves messages whose ack wait passed to the redelivery queue; returns
+    /// those that reached `max_deliver` (they are dropped from pending).
+    pub(crate) fn expire_pending(&mut self, now_ns: u64) -> Vec<u64> {
+        let mut exhausted = Vec::new();
+        let max = self.config.max_deliver;
+        for (&seq, p) in &self.pending {
+            if p.deadline_ns <= now_ns && !self.redeliver.contains(&seq) {
+                if max > 0 && p.deliveries >= max as u64 {
+                    exhausted.push(seq);
+                } else {
+                    self.redeliver.insert(seq);
+                }
+            }
+        }
+        for seq in &exhausted {
+            self.pending.remove(seq);
+        }
+        if !exhausted.is_empty() {
+            self.advance_ack_floor();
+            self.dirty = true;
+        }
+        exhausted
+    }
+
+    /// Queues a pull request; returns false if `max_waiting` is reached.
+    pub(crate) fn add_request(&mut self, reply: Bytes, request: &NextRequest, now_ns: u64) -> bool {
+        let max_waiting = self.config.max_waiting;
+        if max_waiting > 0 && self.waiting.len() as i64 >= max_waiting {
+            return false;
+        }
+        let positive = |n: i64| u64::try_from(n).ok().filter(|&n| n > 0);
+        let heartbeat_ns = positive(request.idle_heartbeat);
+        self.waiting.push_back(PullRequest {
+            reply,
+            remaining: positive(request.batch).unwrap_or(1),
+            no_wait: request.no_wait,
+            expires_ns: positive(request.expires).map(|e| now_ns + e),
+            heartbeat_ns,
+            next_heartbeat_ns: heartbeat_ns.map_or(0, |h| now_ns + h),
+            delivered: 0,
+        });
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consumer(ack: AckPolicy) -> Consumer {
+        let config = ConsumerConfig {
+            durable_name: "c".into(),
+            ack_policy: ack,
+            ack_wait: 1_000,
+            max_deliver: 3,
+            ..ConsumerConfig::default()
+        };
+        Consumer::new("c".into(), config, 0, 1, 10, None)
+    }
+
+    #[test]
+    fn ack_kinds() {
+        assert_eq!(AckKind::parse(b""), Some(AckKind::Ack));
+        assert_eq!(AckKind::parse(b"+ACK"), Some(AckKind::Ack));
+        assert_eq!(
+            AckKind::parse(b"-NAK"),
+            Some(AckKind::Nak { delay_ns: None })
+        );
+        assert_eq!(
+            AckKind::parse(b"-NAK {\"delay\": 5000}"),
+            Some(AckKind::Nak {
+                delay_ns: Some(5000)
+            })
+        );
+        assert_eq!(AckKind::parse(b"+WPI"), Some(AckKind::Progress));
+        assert_eq!(AckKind::parse(b"+TERM reason"), Some(AckKind::Term));
+        assert_eq!(AckKind::parse(b"junk"), None);
+    }
+
+    #[test]
+    fn explicit_acks_move_the_floor_and_redeliver_after_ack_wait() {
+        let mut c = consumer(AckPolicy::Explicit);
+        c.record_delivery(1, 0);
+        c.record_delivery(2, 0);
+        assert!(c.on_ack(2, AckKind::Ack, 10));
+        assert_eq!(c.ack_floor_stream_seq, 0, "1 is still pending");
+        assert!(c.expire_pending(500).is_empty());
+        assert!(c.redeliver.is_empty());
+        c.expire_pending(1_001);
+        assert!(c.redeliver.contains(&1));
+        // Redelivered twice more, then max_deliver is reached.
+        c.redeliver.clear();
+        c.record_delivery(1, 1_001);
+        c.expire_pending(3_000);
+        c.redeliver.clear();
+        c.record_delivery(1, 3_000);
+        assert_eq!(c.expire_pending(10_000), vec![1]);
+        assert!(c.pending.is_empty());
+        assert_eq!(c.ack_floor_stream_seq, 2);
+    }
+
+    #[test]
+    fn ack_all_acks_everything_below() {
+        let mut c = consumer(AckPolicy::All);
+        for seq in 1..=3 {
+            c.record_delivery(seq, 0);
+        }
+        assert!(c.on_ack(2, AckKind::Ack, 0));
+        assert_eq!(c.pending.keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(c.ack_floor_stream_seq, 2);
+    }
+
+    #[test]
+    fn nak_redelivers_now_and_term_finishes() {
+        let mut c = consumer(AckPolicy::Explicit);
+        c.record_delivery(1, 0);
+        c.record_delivery(2, 0);
+        assert!(!c.on_ack(1, AckKind::Nak { delay_ns: None }, 5));
+        assert!(c.redeliver.contains(&1));
+        assert!(c.on_ack(2, AckKind::Term, 5));
+        assert!(!c.pending.contains_key(&2));
+    }
+}
