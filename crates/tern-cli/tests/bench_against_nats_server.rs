@@ -18,29 +18,38 @@ fn nats_server() -> Option<PathBuf> {
     (!path.is_empty()).then(|| PathBuf::from(path))
 }
 
-/// Kills the server however the test ends.
-struct Server(Child);
+/// Kills the server and removes its JetStream store however the test ends.
+struct Server(Child, PathBuf);
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
+/// Starts `bin` with JetStream on a fresh store directory (`-js -sd`).
 fn start_server(bin: &PathBuf) -> (Server, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
+    let store = std::env::temp_dir().join(format!(
+        "tern-bench-test-store-{}-{port}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&store);
+    std::fs::create_dir_all(&store).unwrap();
     let child = Command::new(bin)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&store)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let server = Server(child);
+    let server = Server(child, store);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nats-server did not start");
@@ -57,6 +66,8 @@ fn run_every_scenario_small() {
         .args(["bench", "run", "--json", "--msgs", "3000", "--conns", "100"])
         .args(["--url", &format!("nats://127.0.0.1:{port}")])
         .args(["--server-pid", &server.0.id().to_string()])
+        .arg("--store-dir")
+        .arg(&server.1)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -69,8 +80,8 @@ fn run_every_scenario_small() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // 5 sized scenarios × 2 default sizes + idle-conns.
-    assert_eq!(outcomes.len(), 11, "{stdout}");
+    // (5 core + 3 JetStream sized scenarios) × 2 default sizes + idle-conns.
+    assert_eq!(outcomes.len(), 17, "{stdout}");
     for outcome in &outcomes {
         assert_eq!(outcome["errors"].as_array().unwrap().len(), 0, "{outcome}");
         let figures = outcome["figures"].as_array().unwrap();
@@ -80,17 +91,36 @@ fn run_every_scenario_small() {
     }
     let queue = outcomes.iter().find(|o| o["scenario"] == "queue").unwrap();
     assert_eq!(queue["count"], 3000);
+    let figure = |scenario: &str, key: &str| -> f64 {
+        let outcome = outcomes
+            .iter()
+            .find(|o| o["scenario"] == scenario && o["size"] == 1024)
+            .unwrap();
+        outcome["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["key"] == key)
+            .unwrap_or_else(|| panic!("no {key} in {outcome}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(figure("js-pub-sync", "ack_p99_us") > 0.0);
+    assert!(figure("js-pub-async", "acked_msgs_per_sec") > 0.0);
+    // 1 KiB payloads: at least the payload per stored message, and not absurd.
+    let disk = figure("js-disk", "disk_bytes_per_msg");
+    assert!((1024.0..8192.0).contains(&disk), "{disk} B per msg");
 }
 
 #[test]
 fn compare_nats_with_itself() {
     let bin = nats_server().expect("nats-server is not on PATH: run `make nats-server`");
     let out = std::env::temp_dir().join(format!("tern-compare-test-{}.md", std::process::id()));
-    let output = Command::new(TERN)
+    let child = Command::new(TERN)
         .args(["bench", "compare", "--rounds", "2", "--no-pin"])
         .args([
             "--scenarios",
-            "pub,reqrep",
+            "pub,reqrep,js-disk",
             "--size",
             "16",
             "--msgs",
@@ -102,8 +132,12 @@ fn compare_nats_with_itself() {
         .arg(&bin)
         .arg("--out")
         .arg(&out)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let tern_pid = child.id();
+    let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -120,4 +154,19 @@ fn compare_nats_with_itself() {
         table.contains("| reqrep 16B | round trip p99 | µs | lower |"),
         "{table}"
     );
+    assert!(
+        table
+            .contains("| js-disk 16B | store dir growth per stored msg (file sizes) | B | lower |"),
+        "{table}"
+    );
+    assert!(table.contains("fsync"), "{table}");
+    // The per-start store directories are gone.
+    let marker = format!("-{tern_pid}-");
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("tern-bench-") && name.contains(&marker))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

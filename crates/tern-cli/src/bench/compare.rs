@@ -41,6 +41,9 @@ struct ServerGuard {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// JetStream store directory (`-sd`), created for this start and removed
+    /// with the server.
+    store_dir: Option<PathBuf>,
 }
 
 impl Drop for ServerGuard {
@@ -48,6 +51,9 @@ impl Drop for ServerGuard {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
+        if let Some(dir) = &self.store_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -76,15 +82,26 @@ struct ServerCommand {
 }
 
 impl ServerCommand {
-    /// Starts the server on a free loopback port.
-    fn start(&self) -> Result<ServerGuard> {
+    /// Starts the server on a free loopback port; with `jetstream`, also with
+    /// `-js -sd <fresh empty directory>`.
+    fn start(&self, jetstream: bool) -> Result<ServerGuard> {
         let port = free_port()?;
-        let log = std::env::temp_dir().join(format!(
-            "tern-bench-{}-{}-{port}.log",
+        let stem = format!(
+            "tern-bench-{}-{}-{port}",
             self.side.name(),
             std::process::id()
-        ));
+        );
+        let log = std::env::temp_dir().join(format!("{stem}.log"));
         let log_file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let store_dir = if jetstream {
+            let dir = std::env::temp_dir().join(format!("{stem}-store"));
+            // A leftover of a killed run on the same port must not count.
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Some(dir)
+        } else {
+            None
+        };
         let mut command = match self.pin_cpu {
             // taskset execs the server, so the child pid is the server's pid.
             Some(cpu) => {
@@ -94,16 +111,30 @@ impl ServerCommand {
             }
             None => Command::new(&self.bin),
         };
+        command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some(dir) = &store_dir {
+            command.arg("-js").arg("-sd").arg(dir);
+        }
         command
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", self.bin.display()))?;
-        Ok(ServerGuard { child, port, log })
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(err) => {
+                if let Some(dir) = &store_dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                return Err(err).with_context(|| format!("starting {}", self.bin.display()));
+            }
+        };
+        Ok(ServerGuard {
+            child,
+            port,
+            log,
+            store_dir,
+        })
     }
 }
 
@@ -372,7 +403,10 @@ pub(crate) fn main(args: CompareArgs) -> Result<()> {
         },
         started.elapsed().as_secs_f64()
     );
-    doc.push_str(&markdown_table(&results));
+    doc.push_str(&markdown_table(
+        &results,
+        specs.iter().any(|s| s.kind.is_jetstream()),
+    ));
     print!("{doc}");
     if let Some(path) = &args.out {
         std::fs::write(path, &doc).with_context(|| format!("writing {}", path.display()))?;
@@ -404,12 +438,18 @@ async fn run_rounds(
         };
         for server in order {
             for spec in specs {
-                let mut guard = server.start()?;
+                let mut guard = server.start(spec.kind.is_jetstream())?;
                 let version = wait_ready(&mut guard).await.with_context(|| {
                     format!("{} ({})", server.side.name(), server.bin.display())
                 })?;
                 results.versions.insert(server.side, version);
-                let outcome = scenarios::run(&guard.url(), Some(guard.pid()), spec).await;
+                let outcome = scenarios::run(
+                    &guard.url(),
+                    Some(guard.pid()),
+                    guard.store_dir.as_deref(),
+                    spec,
+                )
+                .await;
                 drop(guard);
                 eprintln!(
                     "round {}/{rounds} {:<11} {:<15} {}{}",
@@ -440,7 +480,7 @@ async fn run_rounds(
     Ok(results)
 }
 
-fn markdown_table(results: &Results) -> String {
+fn markdown_table(results: &Results, jetstream: bool) -> String {
     let mut out = String::new();
     out.push_str(
         "| scenario | figure | unit | better | tern | nats-server | ratio (tern/nats) | spread tern / nats |\n",
@@ -483,6 +523,18 @@ fn markdown_table(results: &Results) -> String {
          \"higher\", below 1 is better where it is \"lower\". spread = half the min–max range \
          over rounds, relative to the median.\n",
     );
+    if jetstream {
+        out.push_str(
+            "\njs-* scenarios: both servers run with `-js -sd <fresh temporary directory>`, one \
+             file-storage stream per run, otherwise default settings. nats-server acknowledges a \
+             publish before its data reaches the disk (it fsyncs every 2 minutes by default); \
+             Tern fsyncs each message before acknowledging it, so its acks promise durability \
+             that nats-server's do not. js-pub-sync awaits each ack before the next publish; \
+             js-pub-async keeps 256 acks in flight; js-disk runs js-pub-async, then divides the \
+             growth of the store directory (sum of file sizes, and of allocated blocks) by the \
+             messages the stream holds.\n",
+        );
+    }
     if !results.errors.is_empty() {
         out.push_str("\nErrors:\n");
         for error in &results.errors {

@@ -38,6 +38,8 @@ pub(crate) enum BenchCommand {
 const RUN_EXAMPLES: &str = "\
 Examples:
   tern bench run --url nats://127.0.0.1:4222 --scenario all
+  tern bench run --server-pid \"$(pgrep -n nats-server)\" --store-dir /tmp/js --scenario js-pub-sync,js-pub-async,js-disk
+      (JetStream scenarios: the server must run with JetStream, e.g. `nats-server -js -sd /tmp/js`)
   tern bench run --url nats://127.0.0.1:4222 --server-pid \"$(pgrep -n nats-server)\" --scenario pub,pubsub --size 16 --json
 Makefile:
   bench:
@@ -46,7 +48,10 @@ Makefile:
 const COMPARE_EXAMPLES: &str = "\
 Servers are started on 127.0.0.1 with `-a 127.0.0.1 -p <free port>`, pinned with
 `taskset -c <server-cpu>`; this process pins itself to <client-cpu>. Each scenario
-gets a freshly started server, so peak RSS is per scenario.
+gets a freshly started server, so peak RSS is per scenario. For the JetStream
+scenarios (js-*) the servers also get `-js -sd <fresh temporary directory>`,
+removed afterwards; nats-server keeps its defaults (it acks before fsync, Tern
+fsyncs before acking).
 
 Examples:
   tern bench compare --tern-bin target/release/tern-server --nats-bin \"$(which nats-server)\"
@@ -72,6 +77,12 @@ pub(crate) enum ScenarioArg {
     Reqrep,
     /// Memory per idle connection (raw TCP).
     IdleConns,
+    /// JetStream publish, awaiting each ack before the next (needs JetStream).
+    JsPubSync,
+    /// JetStream publish with 256 acks in flight (needs JetStream).
+    JsPubAsync,
+    /// js-pub-async, then store-dir bytes per stored message (needs --store-dir).
+    JsDisk,
 }
 
 /// Options shared by `run` and `compare` that shape the workload.
@@ -92,7 +103,7 @@ pub(crate) struct WorkloadArgs {
     /// Messages (or requests) per scenario; default depends on scenario and size.
     #[arg(long)]
     pub(crate) msgs: Option<u64>,
-    /// Publish for this long instead of a fixed message count (not for reqrep/idle-conns).
+    /// Publish for this long instead of a fixed message count (pub, pubsub, fanout, queue only).
     #[arg(long)]
     pub(crate) duration_secs: Option<f64>,
     /// Connections opened by `idle-conns`.
@@ -112,6 +123,10 @@ pub(crate) struct RunArgs {
     /// Server process id: enables CPU/msg and RSS figures (required for idle-conns memory).
     #[arg(long)]
     pub(crate) server_pid: Option<u32>,
+    /// The server's JetStream store directory (its `-sd`): enables the
+    /// bytes-per-message figures of js-disk.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) store_dir: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) workload: WorkloadArgs,
     /// Print one JSON object per scenario instead of a table.
@@ -242,6 +257,9 @@ impl WorkloadArgs {
             (ScenarioArg::Queue, ScenarioKind::Queue),
             (ScenarioArg::Reqrep, ScenarioKind::ReqRep),
             (ScenarioArg::IdleConns, ScenarioKind::IdleConns),
+            (ScenarioArg::JsPubSync, ScenarioKind::JsPubSync),
+            (ScenarioArg::JsPubAsync, ScenarioKind::JsPubAsync),
+            (ScenarioArg::JsDisk, ScenarioKind::JsDisk),
         ];
         let mut specs = Vec::new();
         for (arg, kind) in table {
@@ -290,7 +308,8 @@ fn run_main(args: RunArgs) -> Result<()> {
     let mut outcomes = Vec::new();
     runtime.block_on(async {
         for spec in &specs {
-            let outcome = scenarios::run(&args.url, args.server_pid, spec).await;
+            let outcome =
+                scenarios::run(&args.url, args.server_pid, args.store_dir.as_deref(), spec).await;
             if args.json {
                 println!("{}", serde_json::to_string(&outcome)?);
             } else {

@@ -4,13 +4,17 @@
 //!
 //! - [`stream`]: `pub`, `pubsub`, `fanout`, `queue` (throughput, with pacing);
 //! - [`reqrep`]: sequential request-reply latency;
-//! - [`idle`]: memory per idle raw-TCP connection.
+//! - [`idle`]: memory per idle raw-TCP connection;
+//! - [`jetstream`]: `js-pub-sync`, `js-pub-async`, `js-disk` (JetStream
+//!   publish with acks to a file-storage stream; needs JetStream enabled).
 
 mod idle;
+mod jetstream;
 mod reqrep;
 mod stream;
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +47,12 @@ pub(crate) enum ScenarioKind {
     ReqRep,
     /// Raw idle connections, memory per connection.
     IdleConns,
+    /// JetStream publish, each ack awaited before the next publish.
+    JsPubSync,
+    /// JetStream publish with up to 256 acks in flight.
+    JsPubAsync,
+    /// `JsPubAsync`, then store-directory bytes per stored message.
+    JsDisk,
 }
 
 impl ScenarioKind {
@@ -55,7 +65,18 @@ impl ScenarioKind {
             ScenarioKind::Queue => "queue",
             ScenarioKind::ReqRep => "reqrep",
             ScenarioKind::IdleConns => "idle-conns",
+            ScenarioKind::JsPubSync => "js-pub-sync",
+            ScenarioKind::JsPubAsync => "js-pub-async",
+            ScenarioKind::JsDisk => "js-disk",
         }
+    }
+
+    /// Whether the scenario needs JetStream (and a store directory).
+    pub(crate) fn is_jetstream(self) -> bool {
+        matches!(
+            self,
+            ScenarioKind::JsPubSync | ScenarioKind::JsPubAsync | ScenarioKind::JsDisk
+        )
     }
 
     /// Whether the scenario is a publish stream (so `--duration-secs` applies).
@@ -77,6 +98,9 @@ impl ScenarioKind {
             ScenarioKind::Queue => (2_000_000, 1_000_000),
             ScenarioKind::ReqRep => return 20_000,
             ScenarioKind::IdleConns => return 0,
+            // Tern fsyncs every acked message to file storage: keep it short.
+            ScenarioKind::JsPubSync => return 5_000,
+            ScenarioKind::JsPubAsync | ScenarioKind::JsDisk => (100_000, 50_000),
         };
         if size <= 256 {
             small
@@ -87,7 +111,14 @@ impl ScenarioKind {
 }
 
 /// Runs one scenario; never panics on server trouble, errors land in the outcome.
-pub(crate) async fn run(url: &str, server_pid: Option<u32>, spec: &ScenarioSpec) -> Outcome {
+///
+/// `store_dir` is the server's JetStream store directory, used by `js-disk` only.
+pub(crate) async fn run(
+    url: &str,
+    server_pid: Option<u32>,
+    store_dir: Option<&Path>,
+    spec: &ScenarioSpec,
+) -> Outcome {
     let mut outcome = Outcome {
         scenario: spec.kind.name(),
         size: (spec.kind != ScenarioKind::IdleConns).then_some(spec.size),
@@ -115,6 +146,9 @@ pub(crate) async fn run(url: &str, server_pid: Option<u32>, spec: &ScenarioSpec)
             }
             ScenarioKind::ReqRep => reqrep::request_reply(session, spec, probe, outcome).await,
             ScenarioKind::IdleConns => idle::idle_conns(session, spec, probe, outcome).await,
+            ScenarioKind::JsPubSync | ScenarioKind::JsPubAsync | ScenarioKind::JsDisk => {
+                jetstream::run(session, spec, store_dir, probe, outcome).await
+            }
         }
     };
     match tokio::time::timeout(SCENARIO_TIMEOUT, work).await {
