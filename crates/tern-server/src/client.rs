@@ -237,13 +237,23 @@ pub(crate) enum Enqueued {
 
 impl ClientShared {
     fn new(id: u64, addr: SocketAddr, max_pending: usize, socket: Arc<OwnedWriteHalf>) -> Self {
+        Self::with_sink(id, addr, max_pending, Some(socket), None)
+    }
+
+    fn with_sink(
+        id: u64,
+        addr: SocketAddr,
+        max_pending: usize,
+        socket: Option<Arc<OwnedWriteHalf>>,
+        internal: Option<InternalSink>,
+    ) -> Self {
         Self {
             id,
             addr,
             started: SystemTime::now(),
             max_pending,
-            socket: Some(socket),
-            internal: None,
+            socket,
+            internal,
             out: Mutex::new(Outbound {
                 buf: BytesMut::new(),
                 writing: false,
@@ -280,42 +290,20 @@ impl ClientShared {
         tokio::sync::mpsc::UnboundedReceiver<InternalMsg>,
     ) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let client = ClientShared {
-            id,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            started: SystemTime::now(),
-            max_pending,
-            socket: None,
-            internal: Some(InternalSink {
-                tx,
-                pending: Arc::new(AtomicUsize::new(0)),
-            }),
-            out: Mutex::new(Outbound {
-                buf: BytesMut::new(),
-                writing: false,
-                inflight: None,
-                spare: BytesMut::new(),
-                closed: false,
-                reason: None,
-                msgs: 0,
-                bytes: 0,
-            }),
-            write_ready: Notify::new(),
-            flush_owed: AtomicBool::new(false),
-            close_requested: Notify::new(),
-            drained: Notify::new(),
-            bytes_written: AtomicU64::new(0),
-            stuck_at: AtomicU64::new(u64::MAX),
-            headers: AtomicBool::new(true),
-            meta: Mutex::new(ClientMeta {
-                name: name.to_owned(),
-                ..ClientMeta::default()
-            }),
-            subs: Mutex::new(Vec::new()),
-            in_msgs: AtomicU64::new(0),
-            in_bytes: AtomicU64::new(0),
-            last_activity_ms: AtomicU64::new(now_ms()),
+        let sink = InternalSink {
+            tx,
+            pending: Arc::new(AtomicUsize::new(0)),
         };
+        let client = ClientShared::with_sink(
+            id,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_pending,
+            None,
+            Some(sink),
+        );
+        // Internal clients take headers as they are.
+        client.headers.store(true, Ordering::Relaxed);
+        client.meta.lock().name = name.to_owned();
         (Arc::new(client), rx)
     }
 
