@@ -1326,6 +1326,7 @@ impl JetStream {
         let Some(consumer) = stream.consumers.get_mut(consumer_name) else {
             return;
         };
+        let last_seq = store.state().map_or(0, |state| state.last_seq);
         // A bounded amount of work per call keeps the service responsive.
         let mut budget = 10_000;
         while let Some(request) = consumer.waiting.front() {
@@ -1356,7 +1357,10 @@ impl JetStream {
             if message.seq >= consumer.next_seq {
                 consumer.next_seq = message.seq + 1;
             }
-            let pending_count = store.count_matching(b">", consumer.next_seq).unwrap_or(0);
+            // The pending count in the ack subject is an estimate (messages
+            // after this one, deleted ones included): counting exactly would
+            // scan the stream for every delivery. CONSUMER.INFO counts exactly.
+            let pending_count = last_seq.saturating_sub(message.seq);
             let ack = format!(
                 "$JS.ACK.{stream_name}.{consumer_name}.{deliveries}.{}.{consumer_seq}.{}.{pending_count}",
                 message.seq, message.timestamp_ns
