@@ -520,3 +520,131 @@ async fn pull_consumer_waits_for_new_messages() {
     assert_eq!(msg.payload, Bytes::from("take"));
     msg.ack().await.unwrap();
 }
+
+#[tokio::test]
+async fn key_value_watch_keys_and_history() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+    let kv = js
+        .create_key_value(jetstream::kv::Config {
+            bucket: "cfg".into(),
+            history: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    kv.put("a", "1".into()).await.unwrap();
+    kv.put("a", "2".into()).await.unwrap();
+    kv.put("b", "x".into()).await.unwrap();
+    let mut keys: Vec<String> = futures::TryStreamExt::try_collect(kv.keys().await.unwrap())
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(keys, vec!["a".to_string(), "b".to_string()]);
+    let history: Vec<_> = futures::TryStreamExt::try_collect(kv.history("a").await.unwrap())
+        .await
+        .unwrap();
+    let values: Vec<Bytes> = history.iter().map(|e| e.value.clone()).collect();
+    assert_eq!(values, vec![Bytes::from("1"), Bytes::from("2")]);
+
+    let mut watch = kv.watch("a").await.unwrap();
+    let writer = kv.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        writer.put("a", "3".into()).await.unwrap();
+    });
+    let entry = timeout(WAIT, watch.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(entry.key, "a");
+    assert_eq!(entry.value, Bytes::from("3"));
+}
+
+#[tokio::test]
+async fn durable_push_consumer_delivers_and_takes_acks() {
+    use async_nats::jetstream::consumer::{push, AckPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let stream = js.create_stream(orders()).await.unwrap();
+    for i in 0..5u64 {
+        js.publish(format!("orders.{i}"), format!("{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let consumer: jetstream::consumer::PushConsumer = stream
+        .create_consumer(push::Config {
+            durable_name: Some("pusher".into()),
+            deliver_subject: client.new_inbox(),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    for i in 0..5u64 {
+        let msg = timeout(WAIT, messages.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.payload, Bytes::from(i.to_string()));
+        msg.ack().await.unwrap();
+    }
+    js.publish("orders.late", "late".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let msg = timeout(WAIT, messages.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.payload, Bytes::from("late"));
+}
+
+#[tokio::test]
+async fn object_store_put_get_list_delete_20_mib() {
+    use futures::StreamExt;
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+    let bucket = js
+        .create_object_store(jetstream::object_store::Config {
+            bucket: "files".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut reader = std::io::Cursor::new(data.clone());
+    let info = timeout(Duration::from_secs(120), bucket.put("big.bin", &mut reader))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.size, data.len());
+    let mut object = bucket.get("big.bin").await.unwrap();
+    let mut back = Vec::new();
+    timeout(Duration::from_secs(120), object.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "object content differs");
+    let names: Vec<String> = bucket
+        .list()
+        .await
+        .unwrap()
+        .map(|o| o.unwrap().name)
+        .collect()
+        .await;
+    assert_eq!(names, vec!["big.bin".to_string()]);
+    bucket.delete("big.bin").await.unwrap();
+    assert!(bucket.get("big.bin").await.is_err());
+}

@@ -52,6 +52,14 @@ pub(crate) struct Consumer {
     pub(crate) redelivered_count: u64,
     /// Unsaved changes to persist at the end of the turn.
     pub(crate) dirty: bool,
+    /// Stream sequences to hand out before anything new: the last message
+    /// of each subject, for `last_per_subject`.
+    pub(crate) initial: BTreeSet<u64>,
+    /// When the consumer last had interest or requests (unix ns), for
+    /// removing idle ephemeral consumers.
+    pub(crate) last_active_ns: u64,
+    /// When a push consumer last sent something (unix ns), for heartbeats.
+    pub(crate) last_sent_ns: u64,
 }
 
 /// How an acknowledgement body reads.
@@ -123,6 +131,9 @@ impl Consumer {
             waiting: VecDeque::new(),
             redelivered_count: 0,
             dirty: true,
+            initial: BTreeSet::new(),
+            last_active_ns: u64::try_from(created_ns).unwrap_or(0),
+            last_sent_ns: u64::try_from(created_ns).unwrap_or(0),
         }
     }
 
@@ -175,6 +186,17 @@ impl Consumer {
                 .map(|(&s, p)| (s, p.deliveries - 1))
                 .collect(),
         }
+    }
+
+    /// Whether messages are pushed to a deliver subject (rather than pulled).
+    pub(crate) fn is_push(&self) -> bool {
+        !self.config.deliver_subject.is_empty()
+    }
+
+    /// Durable consumers are saved and outlive their clients; ephemeral ones
+    /// go when nobody uses them for `inactive_threshold`.
+    pub(crate) fn is_durable(&self) -> bool {
+        !self.config.durable_name.is_empty()
     }
 
     pub(crate) fn acks_required(&self) -> bool {

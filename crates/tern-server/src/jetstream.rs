@@ -45,6 +45,8 @@ const API_SID: &[u8] = b"api";
 const ACK_SID: &[u8] = b"ack";
 /// Sids of stream subject subscriptions start with this, then the stream name.
 const STREAM_SID_PREFIX: &str = "stream:";
+/// An ephemeral consumer without `inactive_threshold` goes after this long unused.
+const EPHEMERAL_INACTIVE_NS: u64 = 5_000_000_000;
 /// How often redelivery deadlines, request expiry and heartbeats are checked.
 const CONSUMER_TICK: Duration = Duration::from_millis(50);
 /// How many queued messages one turn of the service takes at most.
@@ -219,6 +221,8 @@ impl JetStream {
                 _ = expiry.tick() => self.expire().await,
                 _ = consumer_timer.tick() => {
                     self.tick_consumers();
+                    let now = self.now_ns();
+                    self.push_heartbeats_and_cleanup(now);
                     self.router.finish_batch();
                     self.save_consumers().await;
                 }
@@ -1005,9 +1009,9 @@ impl JetStream {
             .get_mut(stream_name)
             .ok_or_else(|| ApiError::from(ApiErrorCode::STREAM_NOT_FOUND))?;
         let mut config = request.config;
-        if !config.deliver_subject.is_empty() {
+        if config.flow_control && config.deliver_subject.is_empty() {
             return Err(ApiError {
-                description: "push consumers are not implemented yet in tern".into(),
+                description: "consumer with flow control also needs heartbeats".into(),
                 ..ApiErrorCode::BAD_REQUEST.into()
             });
         }
@@ -1062,7 +1066,7 @@ impl JetStream {
                 Some(t) => stream.store.seq_for_time(t).ok().flatten(),
                 None => None,
             };
-            let consumer = Consumer::new(
+            let mut consumer = Consumer::new(
                 name.clone(),
                 config.clone(),
                 now as i64,
@@ -1070,28 +1074,37 @@ impl JetStream {
                 state.last_seq,
                 seq_for_time,
             );
-            let saved = serde_json::to_vec(&SavedConsumer {
-                config,
-                created_ns: now as i64,
-            })
-            .unwrap_or_default();
-            let store = stream.store.clone();
-            let state = consumer.state();
-            let consumer_name = name.clone();
-            tokio::task::spawn_blocking(move || {
-                store.apply_batch(vec![
-                    StreamOp::SaveConsumerConfig {
-                        name: consumer_name.clone(),
-                        config: saved.into(),
-                    },
-                    StreamOp::SaveConsumerState {
-                        name: consumer_name,
-                        state,
-                    },
-                ])
-            })
-            .await
-            .map_err(|e| ApiErrorCode::STREAM_STORE_FAILED.with(&[&e]))?;
+            if config.deliver_policy == tern_protocol::jetstream::DeliverPolicy::LastPerSubject {
+                consumer.initial = last_per_subject(stream.store.as_ref(), &consumer.filters());
+                consumer.next_seq = state.last_seq + 1;
+            }
+            if consumer.is_durable() {
+                let saved = serde_json::to_vec(&SavedConsumer {
+                    config,
+                    created_ns: now as i64,
+                })
+                .unwrap_or_default();
+                let store = stream.store.clone();
+                let state = consumer.state();
+                let consumer_name = name.clone();
+                tokio::task::spawn_blocking(move || {
+                    store.apply_batch(vec![
+                        StreamOp::SaveConsumerConfig {
+                            name: consumer_name.clone(),
+                            config: saved.into(),
+                        },
+                        StreamOp::SaveConsumerState {
+                            name: consumer_name,
+                            state,
+                        },
+                    ])
+                })
+                .await
+                .map_err(|e| ApiErrorCode::STREAM_STORE_FAILED.with(&[&e]))?;
+            } else {
+                // Ephemeral consumers live in memory only.
+                consumer.dirty = false;
+            }
             stream.consumers.insert(name.clone(), consumer);
         }
         self.consumer_info(stream_name, &name)
@@ -1131,6 +1144,9 @@ impl JetStream {
                 })
                 .sum()
         };
+        // Messages still to hand out: the per-subject starting set and
+        // everything after the consumer's position.
+        let num_pending = num_pending + c.initial.len() as u64;
         ConsumerInfo {
             stream_name: stream_name.to_owned(),
             name: c.name.clone(),
@@ -1218,6 +1234,7 @@ impl JetStream {
             self.send_status(reply, 404, "No Messages");
             return;
         };
+        consumer.last_active_ns = now;
         if !consumer.add_request(Bytes::copy_from_slice(reply), &request, now) {
             self.send_status(reply, 409, "Exceeded MaxWaiting");
             return;
@@ -1318,6 +1335,15 @@ impl JetStream {
 
     /// Hands messages to the consumer's waiting requests while it has both.
     fn serve_consumer(&mut self, stream_name: &str, consumer_name: &str, now: u64) {
+        let push = self
+            .streams
+            .get(stream_name)
+            .and_then(|s| s.consumers.get(consumer_name))
+            .is_some_and(Consumer::is_push);
+        if push {
+            self.serve_push(stream_name, consumer_name, now);
+            return;
+        }
         let mut sends: Vec<(Bytes, Bytes, tern_storage::StoredMessage, Option<u16>)> = Vec::new();
         let Some(stream) = self.streams.get_mut(stream_name) else {
             return;
@@ -1326,7 +1352,7 @@ impl JetStream {
         let Some(consumer) = stream.consumers.get_mut(consumer_name) else {
             return;
         };
-        let last_seq = store.state().map_or(0, |state| state.last_seq);
+        let mut remaining = pending_after(consumer, store.as_ref());
         // A bounded amount of work per call keeps the service responsive.
         let mut budget = 10_000;
         while let Some(request) = consumer.waiting.front() {
@@ -1357,10 +1383,7 @@ impl JetStream {
             if message.seq >= consumer.next_seq {
                 consumer.next_seq = message.seq + 1;
             }
-            // The pending count in the ack subject is an estimate (messages
-            // after this one, deleted ones included): counting exactly would
-            // scan the stream for every delivery. CONSUMER.INFO counts exactly.
-            let pending_count = last_seq.saturating_sub(message.seq);
+            let pending_count = take_pending(&mut remaining, consumer, message.seq);
             let ack = format!(
                 "$JS.ACK.{stream_name}.{consumer_name}.{deliveries}.{}.{consumer_seq}.{}.{pending_count}",
                 message.seq, message.timestamp_ns
@@ -1393,11 +1416,168 @@ impl JetStream {
         }
     }
 
+    /// Pushes messages to a push consumer's deliver subject while someone
+    /// listens there and `max_ack_pending` allows.
+    fn serve_push(&mut self, stream_name: &str, consumer_name: &str, now: u64) {
+        let Some(deliver) = self
+            .streams
+            .get(stream_name)
+            .and_then(|s| s.consumers.get(consumer_name))
+            .map(|c| c.config.deliver_subject.clone())
+        else {
+            return;
+        };
+        // As nats-server, push only once someone subscribes to the deliver subject.
+        let interest = self
+            .router
+            .lookup(deliver.as_bytes())
+            .is_some_and(|r| !r.is_empty());
+        if !interest {
+            return;
+        }
+        let mut sends = Vec::new();
+        let headers_only;
+        {
+            let Some(stream) = self.streams.get_mut(stream_name) else {
+                return;
+            };
+            let store = stream.store.clone();
+            let Some(consumer) = stream.consumers.get_mut(consumer_name) else {
+                return;
+            };
+            consumer.last_active_ns = now;
+            headers_only = consumer.config.headers_only;
+            let mut remaining = pending_after(consumer, store.as_ref());
+            let mut budget = 10_000;
+            while budget > 0 && consumer.can_deliver_more() {
+                budget -= 1;
+                let Some(message) = next_for(consumer, store.as_ref()) else {
+                    break;
+                };
+                let (consumer_seq, deliveries) = consumer.record_delivery(message.seq, now);
+                let ack = format!(
+                    "$JS.ACK.{stream_name}.{consumer_name}.{deliveries}.{}.{consumer_seq}.{}.{}",
+                    message.seq,
+                    message.timestamp_ns,
+                    take_pending(&mut remaining, consumer, message.seq)
+                );
+                sends.push((ack, message));
+            }
+            if !sends.is_empty() {
+                consumer.last_sent_ns = now;
+            }
+        }
+        for (ack, message) in sends {
+            if headers_only {
+                let mut headers = match message.headers.as_deref().map(Headers::decode) {
+                    Some(Ok(h)) => h,
+                    _ => Headers::default(),
+                };
+                headers
+                    .fields
+                    .push(("Nats-Msg-Size".into(), message.payload.len().to_string()));
+                let encoded = headers.encode();
+                self.router.route_to(
+                    None,
+                    deliver.as_bytes(),
+                    &message.subject,
+                    Some(ack.as_bytes()),
+                    Some(&encoded),
+                    b"",
+                );
+            } else {
+                self.router.route_to(
+                    None,
+                    deliver.as_bytes(),
+                    &message.subject,
+                    Some(ack.as_bytes()),
+                    message.headers.as_deref(),
+                    &message.payload,
+                );
+            }
+        }
+    }
+
+    /// Idle heartbeats of push consumers, and removal of ephemeral consumers
+    /// nobody used for their `inactive_threshold`.
+    fn push_heartbeats_and_cleanup(&mut self, now: u64) {
+        let mut heartbeats: Vec<(String, u64, u64)> = Vec::new();
+        let mut idle: Vec<(String, String)> = Vec::new();
+        let mut interest_cache: HashMap<String, bool> = HashMap::new();
+        let candidates: Vec<(String, String, String)> = self
+            .streams
+            .iter()
+            .flat_map(|(s, st)| {
+                st.consumers
+                    .values()
+                    .filter(|c| c.is_push())
+                    .map(move |c| (s.clone(), c.name.clone(), c.config.deliver_subject.clone()))
+            })
+            .collect();
+        for (_, _, deliver) in &candidates {
+            let interest = self
+                .router
+                .lookup(deliver.as_bytes())
+                .is_some_and(|r| !r.is_empty());
+            interest_cache.insert(deliver.clone(), interest);
+        }
+        for (stream_name, stream) in &mut self.streams {
+            for consumer in stream.consumers.values_mut() {
+                let interest = consumer.is_push()
+                    && interest_cache
+                        .get(&consumer.config.deliver_subject)
+                        .copied()
+                        .unwrap_or(false);
+                if interest {
+                    consumer.last_active_ns = now;
+                }
+                if !consumer.is_durable() {
+                    let threshold = u64::try_from(consumer.config.inactive_threshold)
+                        .ok()
+                        .filter(|&t| t > 0)
+                        .unwrap_or(EPHEMERAL_INACTIVE_NS);
+                    if consumer.waiting.is_empty()
+                        && now.saturating_sub(consumer.last_active_ns) > threshold
+                    {
+                        idle.push((stream_name.clone(), consumer.name.clone()));
+                        continue;
+                    }
+                }
+                let every = u64::try_from(consumer.config.idle_heartbeat).unwrap_or(0);
+                if interest && every > 0 && now.saturating_sub(consumer.last_sent_ns) >= every {
+                    consumer.last_sent_ns = now;
+                    heartbeats.push((
+                        consumer.config.deliver_subject.clone(),
+                        consumer.delivered_consumer_seq,
+                        consumer.delivered_stream_seq,
+                    ));
+                }
+            }
+        }
+        for (stream_name, name) in idle {
+            if let Some(stream) = self.streams.get_mut(&stream_name) {
+                stream.consumers.remove(&name);
+            }
+        }
+        for (deliver, consumer_seq, stream_seq) in heartbeats {
+            let mut headers = Headers::status(100, Some("Idle Heartbeat"));
+            headers
+                .fields
+                .push(("Nats-Last-Consumer".into(), consumer_seq.to_string()));
+            headers
+                .fields
+                .push(("Nats-Last-Stream".into(), stream_seq.to_string()));
+            let encoded = headers.encode();
+            self.router
+                .route(None, deliver.as_bytes(), None, Some(&encoded), b"");
+        }
+    }
+
     /// Persists the state of consumers that changed.
     async fn save_consumers(&mut self) {
         for stream in self.streams.values_mut() {
             let mut ops = Vec::new();
-            for consumer in stream.consumers.values_mut() {
+            for consumer in stream.consumers.values_mut().filter(|c| c.is_durable()) {
                 if consumer.dirty {
                     consumer.dirty = false;
                     ops.push(StreamOp::SaveConsumerState {
@@ -1437,6 +1617,11 @@ fn next_for(
         // Gone from the stream: nothing to redeliver.
         consumer.pending.remove(&seq);
     }
+    while let Some(seq) = consumer.initial.pop_first() {
+        if let Ok(message) = store.get(seq) {
+            return Some(message);
+        }
+    }
     let filters: Vec<String> = consumer.filters().into_iter().map(str::to_owned).collect();
     let found = if filters.is_empty() {
         store.next_matching(consumer.next_seq, b">").ok().flatten()
@@ -1455,6 +1640,57 @@ fn next_for(
         consumer.next_seq = message.seq + 1;
     }
     found
+}
+
+/// Messages the consumer has yet to hand out for the first time, counted
+/// once per serving pass (a scan from its position), so that the pending
+/// token of each delivery is exact without a scan per message.
+fn pending_after(consumer: &Consumer, store: &dyn StreamStore) -> u64 {
+    let filters = consumer.filters();
+    let after = if filters.is_empty() {
+        store.count_matching(b">", consumer.next_seq).unwrap_or(0)
+    } else {
+        filters
+            .iter()
+            .map(|f| {
+                store
+                    .count_matching(f.as_bytes(), consumer.next_seq)
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    after + consumer.initial.len() as u64
+}
+
+/// The pending count to put in the ack subject of the delivery of `seq`:
+/// a first delivery takes one off the count, a redelivery does not.
+fn take_pending(remaining: &mut u64, consumer: &Consumer, seq: u64) -> u64 {
+    let first_delivery = consumer.pending.get(&seq).is_none_or(|p| p.deliveries <= 1);
+    if first_delivery {
+        *remaining = remaining.saturating_sub(1);
+    }
+    *remaining
+}
+
+/// The last message of each subject matching `filters` (all when empty).
+fn last_per_subject(store: &dyn StreamStore, filters: &[&str]) -> std::collections::BTreeSet<u64> {
+    let filters: Vec<&str> = if filters.is_empty() {
+        vec![">"]
+    } else {
+        filters.to_vec()
+    };
+    let mut seqs = std::collections::BTreeSet::new();
+    for filter in filters {
+        let Ok(subjects) = store.subjects_state(filter.as_bytes()) else {
+            continue;
+        };
+        for subject in subjects.keys() {
+            if let Ok(Some(message)) = store.last_by_subject(subject) {
+                seqs.insert(message.seq);
+            }
+        }
+    }
+    seqs
 }
 
 /// What is saved with each consumer so it comes back after a restart.
