@@ -648,3 +648,179 @@ async fn object_store_put_get_list_delete_20_mib() {
     bucket.delete("big.bin").await.unwrap();
     assert!(bucket.get("big.bin").await.is_err());
 }
+
+#[tokio::test]
+async fn rollups_and_key_value_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+    let kv = js
+        .create_key_value(jetstream::kv::Config {
+            bucket: "roll".into(),
+            history: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for v in ["1", "2", "3"] {
+        kv.put("k", v.into()).await.unwrap();
+    }
+    kv.put("other", "x".into()).await.unwrap();
+    kv.purge("k").await.unwrap();
+    assert_eq!(kv.get("k").await.unwrap(), None);
+    let mut stream = js.get_stream("KV_roll").await.unwrap();
+    // The purge marker replaced k's history; `other` is untouched.
+    assert_eq!(stream.info().await.unwrap().state.messages, 2);
+    assert_eq!(kv.get("other").await.unwrap(), Some(Bytes::from("x")));
+
+    // Rollups need allow_rollup_hdrs.
+    js.create_stream(orders()).await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Rollup", "sub");
+    let refused = js
+        .publish_with_headers("orders.a", headers.clone(), "x".into())
+        .await
+        .unwrap()
+        .await;
+    assert!(refused.is_err());
+    js.update_stream(stream::Config {
+        allow_rollup: true,
+        ..orders()
+    })
+    .await
+    .unwrap();
+    for i in 0..3 {
+        js.publish("orders.a", format!("{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    js.publish("orders.b", "b".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let ack = js
+        .publish_with_headers("orders.a", headers, "last".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut orders_stream = js.get_stream("ORDERS").await.unwrap();
+    assert_eq!(orders_stream.info().await.unwrap().state.messages, 2);
+    assert_eq!(
+        orders_stream
+            .get_last_raw_message_by_subject("orders.a")
+            .await
+            .unwrap()
+            .sequence,
+        ack.sequence
+    );
+    let mut all = async_nats::HeaderMap::new();
+    all.insert("Nats-Rollup", "all");
+    js.publish_with_headers("orders.c", all, "only".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(orders_stream.info().await.unwrap().state.messages, 1);
+}
+
+#[tokio::test]
+async fn workqueue_and_interest_retention() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+
+    let mut wq = js
+        .create_stream(stream::Config {
+            name: "JOBS".into(),
+            subjects: vec!["jobs.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for i in 0..3 {
+        js.publish("jobs.x", format!("{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let worker: jetstream::consumer::PullConsumer = wq
+        .create_consumer(pull::Config {
+            durable_name: Some("w".into()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // A second unfiltered consumer is refused on a work queue.
+    assert!(wq
+        .create_consumer(pull::Config {
+            durable_name: Some("w2".into()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .is_err());
+    let mut batch = worker.fetch().max_messages(2).messages().await.unwrap();
+    while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+        msg.unwrap().double_ack().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        wq.info().await.unwrap().state.messages,
+        1,
+        "acked jobs leave the queue"
+    );
+
+    let mut interest = js
+        .create_stream(stream::Config {
+            name: "EVENTS".into(),
+            subjects: vec!["events.>".into()],
+            retention: stream::RetentionPolicy::Interest,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    js.publish("events.a", "nobody".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        interest.info().await.unwrap().state.messages,
+        0,
+        "no interest, not kept"
+    );
+    let reader: jetstream::consumer::PullConsumer = interest
+        .create_consumer(pull::Config {
+            durable_name: Some("r".into()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    js.publish("events.a", "kept".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(interest.info().await.unwrap().state.messages, 1);
+    let mut batch = reader.fetch().max_messages(1).messages().await.unwrap();
+    let msg = timeout(WAIT, batch.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(msg.payload, Bytes::from("kept"));
+    msg.double_ack().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        interest.info().await.unwrap().state.messages,
+        0,
+        "acked by all, gone"
+    );
+}

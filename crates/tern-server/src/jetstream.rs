@@ -66,6 +66,8 @@ struct Stream {
     /// The last `Nats-Msg-Id` stored, for `Nats-Expected-Last-Msg-Id`.
     last_msg_id: Option<String>,
     consumers: BTreeMap<String, Consumer>,
+    /// Messages consumed under workqueue/interest retention, to delete.
+    retired: Vec<u64>,
 }
 
 /// The JetStream service of one server.
@@ -205,6 +207,7 @@ impl JetStream {
                 dedupe: HashMap::new(),
                 last_msg_id: None,
                 consumers: BTreeMap::new(),
+                retired: Vec::new(),
             },
         );
         Ok(())
@@ -342,6 +345,9 @@ impl JetStream {
         let mut pending: Vec<(Option<Bytes>, Option<String>)> = Vec::new();
         let mut replies: Vec<(Bytes, PubAckResponse)> = Vec::new();
         let mut batch_ids: HashMap<String, ()> = HashMap::new();
+        // For each entry of `pending`: the purge its `Nats-Rollup` asks for.
+        let mut rollups: Vec<Option<PurgeRequest>> = Vec::new();
+        let mut subjects: Vec<Bytes> = Vec::new();
         for msg in msgs {
             let headers = msg.headers.as_ref().and_then(|h| Headers::decode(h).ok());
             let header = |name: &str| {
@@ -384,6 +390,8 @@ impl JetStream {
                     // A duplicate within this very batch: acked once the
                     // first copy is written (below), as a duplicate.
                     pending.push((msg.reply.clone(), Some(format!("\0dup:{id}"))));
+                    rollups.push(None);
+                    subjects.push(msg.subject.clone());
                     continue;
                 }
             }
@@ -411,8 +419,45 @@ impl JetStream {
             {
                 append = append.expect_last_subject_seq(seq);
             }
+            let rollup = match header("Nats-Rollup").as_deref() {
+                None => None,
+                Some(_) if !stream.config.allow_rollup_hdrs => {
+                    if let Some(reply) = &msg.reply {
+                        replies.push((
+                            reply.clone(),
+                            reject(
+                                ApiErrorCode::STREAM_ROLLUP_FAILED.with(&[&"rollup not permitted"]),
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                Some("sub") => Some(PurgeRequest {
+                    filter: Some(msg.subject.clone()),
+                    up_to_seq: None,
+                    keep: Some(1),
+                }),
+                Some("all") => Some(PurgeRequest {
+                    filter: None,
+                    up_to_seq: None,
+                    keep: Some(1),
+                }),
+                Some(_) => {
+                    if let Some(reply) = &msg.reply {
+                        replies.push((
+                            reply.clone(),
+                            reject(
+                                ApiErrorCode::STREAM_ROLLUP_FAILED.with(&[&"rollup value invalid"]),
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+            };
             ops.push(StreamOp::Append(append));
             pending.push((msg.reply.clone(), msg_id));
+            rollups.push(rollup);
+            subjects.push(msg.subject.clone());
         }
         let store = stream.store.clone();
         let results = if ops.is_empty() {
@@ -431,7 +476,11 @@ impl JetStream {
         };
         let mut results = results.into_iter();
         let mut stored_ids: HashMap<String, u64> = HashMap::new();
-        for (reply, id) in pending {
+        // Rollups run after their message is stored, and only if it was: a
+        // purge for a rejected message would throw away what it was to replace.
+        let mut purges = Vec::new();
+        let mut stored: Vec<(u64, Bytes)> = Vec::new();
+        for (((reply, id), rollup), subject) in pending.into_iter().zip(rollups).zip(subjects) {
             if let Some(dup_of) = id.as_deref().and_then(|i| i.strip_prefix("\0dup:")) {
                 if let Some(reply) = reply {
                     let response = match stored_ids.get(dup_of) {
@@ -453,6 +502,15 @@ impl JetStream {
             }
             let response = match results.next() {
                 Some(Ok(tern_storage::OpResult::Appended { seq, .. })) => {
+                    stored.push((seq, subject));
+                    if let Some(purge) = rollup {
+                        purges.push(StreamOp::Purge(PurgeRequest {
+                            // Keep this message and nothing older.
+                            up_to_seq: Some(seq),
+                            keep: None,
+                            ..purge
+                        }));
+                    }
                     if let Some(id) = &id {
                         stream.dedupe.insert(id.clone(), (seq, now));
                         stream.last_msg_id = Some(id.clone());
@@ -474,7 +532,26 @@ impl JetStream {
                 replies.push((reply, response));
             }
         }
-        if stream.config.no_ack {
+        if stream.config.retention == tern_protocol::jetstream::RetentionPolicy::Interest {
+            // Nobody to keep them for: messages no consumer takes go at once.
+            for &(seq, ref subject) in &stored {
+                let wanted = stream.consumers.values().any(|c| {
+                    let filters = c.filters();
+                    filters.is_empty()
+                        || filters
+                            .iter()
+                            .any(|f| tern_protocol::subject::matches(f.as_bytes(), subject))
+                });
+                if !wanted {
+                    stream.retired.push(seq);
+                }
+            }
+        }
+        if !purges.is_empty() {
+            let store = stream.store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.apply_batch(purges)).await;
+        }
+        if self.streams.get(name).is_some_and(|s| s.config.no_ack) {
             return;
         }
         for (reply, response) in replies {
@@ -1044,6 +1121,45 @@ impl JetStream {
         }
         config.name = name.clone();
         let config = config.with_defaults(&stream.config.consumer_limits);
+        if stream.config.retention == tern_protocol::jetstream::RetentionPolicy::WorkQueue
+            && !stream.consumers.contains_key(&name)
+        {
+            if config.ack_policy != tern_protocol::jetstream::AckPolicy::Explicit {
+                return Err(ApiError {
+                    code: 400,
+                    err_code: 10084,
+                    description: "workqueue stream requires explicit ack".into(),
+                });
+            }
+            let mine: Vec<&str> =
+                if config.filter_subjects.is_empty() && config.filter_subject.is_empty() {
+                    vec![">"]
+                } else {
+                    config
+                        .filter_subjects
+                        .iter()
+                        .map(String::as_str)
+                        .chain(
+                            (!config.filter_subject.is_empty())
+                                .then_some(config.filter_subject.as_str()),
+                        )
+                        .collect()
+                };
+            let overlap = stream.consumers.values().any(|other| {
+                let theirs = other.filters();
+                let theirs = if theirs.is_empty() { vec![">"] } else { theirs };
+                theirs
+                    .iter()
+                    .any(|t| mine.iter().any(|m| subjects_overlap(t, m)))
+            });
+            if overlap {
+                return Err(ApiError {
+                    code: 400,
+                    err_code: 10100,
+                    description: "filtered consumer not unique on workqueue stream".into(),
+                });
+            }
+        }
         if let Some(existing) = stream.consumers.get(&name) {
             if existing.config != config {
                 return Err(ApiError {
@@ -1268,11 +1384,45 @@ impl JetStream {
         else {
             return;
         };
-        consumer.on_ack(seq, kind, now);
+        let finished = consumer.on_ack(seq, kind, now);
+        if finished {
+            self.retire_if_consumed(stream_name, seq);
+        }
         // +ACK on a sync ack subject: reply empty so the client's ack_sync returns.
         if let Some(reply) = &msg.reply {
             let reply = reply.clone();
             self.reply(&reply, b"");
+        }
+    }
+
+    /// Under `workqueue` and `interest` retention a message goes once every
+    /// consumer that takes it has acknowledged it. The delete is queued and
+    /// written with the consumers' state at the end of the turn.
+    fn retire_if_consumed(&mut self, stream_name: &str, seq: u64) {
+        let Some(stream) = self.streams.get_mut(stream_name) else {
+            return;
+        };
+        if stream.config.retention == tern_protocol::jetstream::RetentionPolicy::Limits {
+            return;
+        }
+        let Ok(message) = stream.store.get(seq) else {
+            return;
+        };
+        let consumed = stream.consumers.values().all(|c| {
+            let takes_it = {
+                let filters = c.filters();
+                filters.is_empty()
+                    || filters
+                        .iter()
+                        .any(|f| tern_protocol::subject::matches(f.as_bytes(), &message.subject))
+            };
+            !takes_it
+                || (seq < c.next_seq
+                    && !c.pending.contains_key(&seq)
+                    && !c.redeliver.contains(&seq))
+        });
+        if consumed {
+            stream.retired.push(seq);
         }
     }
 
@@ -1573,10 +1723,15 @@ impl JetStream {
         }
     }
 
-    /// Persists the state of consumers that changed.
+    /// Persists the state of consumers that changed, and deletes messages
+    /// retention says are consumed.
     async fn save_consumers(&mut self) {
         for stream in self.streams.values_mut() {
-            let mut ops = Vec::new();
+            let mut ops: Vec<StreamOp> = stream
+                .retired
+                .drain(..)
+                .map(|seq| StreamOp::Delete { seq, erase: false })
+                .collect();
             for consumer in stream.consumers.values_mut().filter(|c| c.is_durable()) {
                 if consumer.dirty {
                     consumer.dirty = false;
