@@ -824,3 +824,86 @@ async fn workqueue_and_interest_retention() {
         "acked by all, gone"
     );
 }
+
+#[tokio::test]
+async fn max_deliver_and_term_raise_advisories_and_dead_letters() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use async_nats::jetstream::AckKind;
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let stream = js.create_stream(orders()).await.unwrap();
+    let mut dlq = js
+        .create_stream(stream::Config {
+            name: "DLQ".into(),
+            subjects: vec!["dlq.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut advisories = client.subscribe("$JS.EVENT.ADVISORY.>").await.unwrap();
+    tern_tests::round_trip(&client).await;
+    js.publish("orders.poison", "poison".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    js.publish("orders.bad", "bad".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("careful".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_millis(300),
+            max_deliver: 2,
+            metadata: [(
+                "tern.dead_letter_subject".to_string(),
+                "dlq.orders".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // First delivery of both: ignore the poison, terminate the bad one.
+    let mut batch = consumer.fetch().max_messages(2).messages().await.unwrap();
+    while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+        let msg = msg.unwrap();
+        if msg.payload == "bad" {
+            msg.ack_with(AckKind::Term).await.unwrap();
+        }
+    }
+    // Second delivery of the poison after ack_wait; ignored again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let again = timeout(WAIT, batch.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(again.payload, Bytes::from("poison"));
+    // After another ack_wait it has reached max_deliver.
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let adv = timeout(WAIT, advisories.next()).await.unwrap().unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&adv.payload).unwrap();
+        kinds.push(body["type"].as_str().unwrap().to_owned());
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            "io.nats.jetstream.advisory.v1.max_deliver",
+            "io.nats.jetstream.advisory.v1.terminated"
+        ]
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let info = dlq.info().await.unwrap();
+    assert_eq!(
+        info.state.messages, 2,
+        "both went to the dead-letter stream"
+    );
+    let dead = dlq.get_raw_message(1).await.unwrap();
+    assert!(dead.headers.get("Nats-Dead-Letter-Reason").is_some());
+}

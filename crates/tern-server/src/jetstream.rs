@@ -1384,8 +1384,27 @@ impl JetStream {
         else {
             return;
         };
+        let before = consumer.pending.get(&seq).copied();
         let finished = consumer.on_ack(seq, kind, now);
         if finished {
+            if let (AckKind::Term, Some(pending)) = (kind, before) {
+                let reason = String::from_utf8_lossy(
+                    msg.payload
+                        .trim_ascii()
+                        .strip_prefix(b"+TERM")
+                        .unwrap_or_default(),
+                )
+                .trim()
+                .to_owned();
+                self.give_up(
+                    stream_name,
+                    consumer_name,
+                    seq,
+                    pending.deliveries,
+                    Some(pending.consumer_seq),
+                    &reason,
+                );
+            }
             self.retire_if_consumed(stream_name, seq);
         }
         // +ACK on a sync ack subject: reply empty so the client's ack_sync returns.
@@ -1393,6 +1412,96 @@ impl JetStream {
             let reply = reply.clone();
             self.reply(&reply, b"");
         }
+    }
+
+    /// A message the consumer gave up on (`max_deliver` reached, or `+TERM`):
+    /// an advisory on `$JS.EVENT.ADVISORY.CONSUMER.{MAX_DELIVERIES,
+    /// MSG_TERMINATED}.<stream>.<consumer>`, and — if the consumer's metadata
+    /// names a `tern.dead_letter_subject` — the message itself republished
+    /// there (with `Nats-Stream`, `Nats-Sequence`, `Nats-Consumer` and
+    /// `Nats-Dead-Letter-Reason` headers), for a stream that captures it.
+    fn give_up(
+        &mut self,
+        stream_name: &str,
+        consumer_name: &str,
+        seq: u64,
+        deliveries: u64,
+        consumer_seq: Option<u64>,
+        reason: &str,
+    ) {
+        let terminated = consumer_seq.is_some();
+        warn!(stream = %stream_name, consumer = %consumer_name, seq, deliveries, terminated, "message given up");
+        let id: String = (0..22).map(|_| fastrand::alphanumeric()).collect();
+        let now = timestamp(self.now_ns_peek()).to_rfc3339();
+        let (subject, advisory) = if let Some(consumer_seq) = consumer_seq {
+            (
+                format!("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{stream_name}.{consumer_name}"),
+                json!({
+                    "type": "io.nats.jetstream.advisory.v1.terminated",
+                    "id": id, "timestamp": now, "stream": stream_name, "consumer": consumer_name,
+                    "consumer_seq": consumer_seq, "stream_seq": seq, "deliveries": deliveries, "reason": reason,
+                }),
+            )
+        } else {
+            (
+                format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream_name}.{consumer_name}"),
+                json!({
+                    "type": "io.nats.jetstream.advisory.v1.max_deliver",
+                    "id": id, "timestamp": now, "stream": stream_name, "consumer": consumer_name,
+                    "stream_seq": seq, "deliveries": deliveries,
+                }),
+            )
+        };
+        let body = serde_json::to_vec(&advisory).unwrap_or_default();
+        self.router
+            .route(None, subject.as_bytes(), None, None, &body);
+
+        let Some(stream) = self.streams.get(stream_name) else {
+            return;
+        };
+        let Some(target) = stream
+            .consumers
+            .get(consumer_name)
+            .and_then(|c| c.config.metadata.get("tern.dead_letter_subject"))
+            .cloned()
+        else {
+            return;
+        };
+        let Ok(message) = stream.store.get(seq) else {
+            return;
+        };
+        let mut headers = match message.headers.as_deref().map(Headers::decode) {
+            Some(Ok(h)) => h,
+            _ => Headers::default(),
+        };
+        for (k, v) in [
+            ("Nats-Stream", stream_name.to_owned()),
+            ("Nats-Sequence", seq.to_string()),
+            ("Nats-Consumer", consumer_name.to_owned()),
+            (
+                "Nats-Subject",
+                String::from_utf8_lossy(&message.subject).into_owned(),
+            ),
+            (
+                "Nats-Dead-Letter-Reason",
+                if terminated {
+                    "terminated"
+                } else {
+                    "max_deliveries"
+                }
+                .to_owned(),
+            ),
+        ] {
+            headers.fields.push((k.to_owned(), v));
+        }
+        let encoded = headers.encode();
+        self.router.route(
+            None,
+            target.as_bytes(),
+            None,
+            Some(&encoded),
+            &message.payload,
+        );
     }
 
     /// Under `workqueue` and `interest` retention a message goes once every
@@ -1436,14 +1545,15 @@ impl JetStream {
             .collect();
         for (stream_name, consumer_name) in names {
             let mut statuses: Vec<(Bytes, u16, &'static str)> = Vec::new();
+            let mut exhausted: Vec<(u64, u64)> = Vec::new();
             if let Some(consumer) = self
                 .streams
                 .get_mut(&stream_name)
                 .and_then(|s| s.consumers.get_mut(&consumer_name))
             {
-                let exhausted = consumer.expire_pending(now);
-                if !exhausted.is_empty() {
-                    warn!(stream = %stream_name, consumer = %consumer_name, count = exhausted.len(), "messages reached max_deliver");
+                let max_deliver = u64::try_from(consumer.config.max_deliver).unwrap_or(0);
+                for seq in consumer.expire_pending(now) {
+                    exhausted.push((seq, max_deliver));
                 }
                 consumer.waiting.retain_mut(|r| {
                     if r.expires_ns.is_some_and(|e| e <= now) {
@@ -1461,6 +1571,9 @@ impl JetStream {
             }
             for (reply, code, text) in statuses {
                 self.send_status(&reply, code, text);
+            }
+            for (seq, deliveries) in exhausted {
+                self.give_up(&stream_name, &consumer_name, seq, deliveries, None, "");
             }
             self.serve_consumer(&stream_name, &consumer_name, now);
         }
