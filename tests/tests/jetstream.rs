@@ -907,3 +907,80 @@ async fn max_deliver_and_term_raise_advisories_and_dead_letters() {
     let dead = dlq.get_raw_message(1).await.unwrap();
     assert!(dead.headers.get("Nats-Dead-Letter-Reason").is_some());
 }
+
+#[tokio::test]
+async fn sync_interval_is_an_explicit_opt_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "jetstream {{ store_dir: \"{}\", sync_interval: \"1s\" }}\n",
+        dir.path().display()
+    );
+    let server = TernServer::launch(Launch::monitored().config(&config));
+    assert!(
+        server.log().contains("sync_interval"),
+        "the looser durability is logged"
+    );
+    assert_eq!(server.http_json("/jsz")["config"]["sync_always"], false);
+    let js = jetstream::new(connect(&server.url()).await);
+    js.create_stream(orders()).await.unwrap();
+    let ack = js
+        .publish("orders.x", "x".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(ack.sequence, 1);
+    let always = TernServer::launch(Launch::monitored().args(&[
+        "-js",
+        "-sd",
+        dir.path().join("b").to_str().unwrap(),
+    ]));
+    assert_eq!(always.http_json("/jsz")["config"]["sync_always"], true);
+}
+
+#[tokio::test]
+async fn nak_with_delay_and_progress() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use async_nats::jetstream::AckKind;
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+    let stream = js.create_stream(orders()).await.unwrap();
+    js.publish("orders.1", "one".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("n".into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_millis(600),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let msg = timeout(WAIT, batch.next()).await.unwrap().unwrap().unwrap();
+    // Work in progress keeps it ours past ack_wait.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    msg.ack_with(AckKind::Progress).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut early = consumer.fetch().max_messages(1).messages().await.unwrap();
+    assert!(
+        timeout(WAIT, early.next()).await.unwrap().is_none(),
+        "not redelivered while in progress"
+    );
+    // A NAK with a delay brings it back after the delay, not before.
+    msg.ack_with(AckKind::Nak(Some(Duration::from_millis(300))))
+        .await
+        .unwrap();
+    let mut soon = consumer.fetch().max_messages(1).messages().await.unwrap();
+    assert!(timeout(WAIT, soon.next()).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let mut later = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let again = timeout(WAIT, later.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(again.payload, Bytes::from("one"));
+    assert_eq!(again.info().unwrap().delivered, 2);
+}

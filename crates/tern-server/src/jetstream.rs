@@ -101,7 +101,20 @@ impl JetStream {
         std::fs::create_dir_all(&dir).map_err(|e| {
             anyhow::anyhow!("can not create JetStream directory {}: {e}", dir.display())
         })?;
-        let storage = tern_storage::Storage::open(&dir).map_err(|e| {
+        let sync = match server.opts.jetstream.sync_interval {
+            None => tern_storage::SyncPolicy::Always,
+            Some(every) => {
+                warn!(
+                    "sync_interval is {every:?}: acknowledged writes of the last interval can be lost on power loss"
+                );
+                tern_storage::SyncPolicy::Interval(every)
+            }
+        };
+        let options = tern_storage::StorageOptions {
+            sync,
+            ..tern_storage::StorageOptions::default()
+        };
+        let storage = tern_storage::Storage::open_with(&dir, options).map_err(|e| {
             anyhow::anyhow!("can not open JetStream store in {}: {e}", dir.display())
         })?;
         let account = server.global_account();

@@ -136,6 +136,10 @@ pub struct JetStreamOptions {
     pub enabled: bool,
     /// Directory for stream data.
     pub store_dir: Option<PathBuf>,
+    /// `None` (the default, `sync_interval: always`): every write is fsynced
+    /// before it is acknowledged. `Some(d)`: writes are fsynced every `d`,
+    /// and acknowledged writes of the last interval can be lost on power loss.
+    pub sync_interval: Option<std::time::Duration>,
 }
 
 /// Cluster settings.

@@ -492,12 +492,17 @@ fn jetstream(
                     "store_dir" | "store" | "storedir" => {
                         o.jetstream.store_dir = Some(PathBuf::from(string(&key, v)?))
                     }
+                    "sync_interval" => {
+                        o.jetstream.sync_interval = match &v.kind {
+                            ValueKind::String(text) if text.eq_ignore_ascii_case("always") => None,
+                            _ => Some(duration(&key, v)?).filter(|d| !d.is_zero()),
+                        };
+                    }
                     "max_mem"
                     | "max_memory_store"
                     | "max_file"
                     | "max_file_store"
                     | "domain"
-                    | "sync_interval"
                     | "max_outstanding_catchup"
                     | "unique_tag"
                     | "cipher"
