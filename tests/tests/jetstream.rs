@@ -984,3 +984,102 @@ async fn nak_with_delay_and_progress() {
     assert_eq!(again.payload, Bytes::from("one"));
     assert_eq!(again.info().unwrap().delivered, 2);
 }
+
+#[tokio::test]
+async fn flow_controlled_push_consumer_gets_everything() {
+    use async_nats::jetstream::consumer::{push, AckPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let stream = js.create_stream(orders()).await.unwrap();
+    let payload = Bytes::from(vec![7u8; 10 * 1024]);
+    for _ in 0..200 {
+        js.publish("orders.big", payload.clone())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let consumer: jetstream::consumer::PushConsumer = stream
+        .create_consumer(push::Config {
+            durable_name: Some("fc".into()),
+            deliver_subject: client.new_inbox(),
+            ack_policy: AckPolicy::None,
+            flow_control: true,
+            idle_heartbeat: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    for i in 0..200u64 {
+        let msg = timeout(WAIT, messages.next())
+            .await
+            .unwrap_or_else(|_| panic!("stalled at {i}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.payload.len(), payload.len());
+    }
+}
+
+#[tokio::test]
+async fn pull_max_bytes_info_filters_and_direct_get() {
+    use async_nats::jetstream::consumer::pull;
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let stream = js
+        .create_stream(stream::Config {
+            allow_direct: true,
+            ..orders()
+        })
+        .await
+        .unwrap();
+    for i in 0..4 {
+        js.publish(format!("orders.{}", i % 2), Bytes::from(vec![b'x'; 1000]))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    stream.delete_message(2).await.unwrap();
+    let info = stream.info_with_subjects("orders.*").await.unwrap();
+    let subjects: std::collections::HashMap<String, usize> =
+        futures::TryStreamExt::try_collect(info).await.unwrap();
+    assert_eq!(subjects.get("orders.0"), Some(&2));
+    assert_eq!(subjects.get("orders.1"), Some(&1));
+    // DIRECT.GET with a JSON body, and for the last message of a subject.
+    let direct = stream.direct_get(3).await.unwrap();
+    assert_eq!(direct.sequence, 3);
+    let last = stream
+        .direct_get_last_for_subject("orders.1")
+        .await
+        .unwrap();
+    assert_eq!(last.sequence, 4);
+    // A pull limited to 2500 bytes gets two 1000-byte messages, then ends.
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("bytes".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(10)
+        .max_bytes(2500)
+        .messages()
+        .await
+        .unwrap();
+    let mut got = 0;
+    while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+        if msg.is_ok() {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 2);
+}

@@ -8,6 +8,9 @@ use bytes::Bytes;
 use tern_protocol::jetstream::{AckPolicy, ConsumerConfig, DeliverPolicy, NextRequest};
 use tern_storage::ConsumerState;
 
+/// Bytes a flow-controlled push consumer sends between flow control requests.
+pub(crate) const FLOW_CONTROL_BYTES: u64 = 256 * 1024;
+
 /// A message handed out and not yet acknowledged.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pending {
@@ -24,6 +27,8 @@ pub(crate) struct Pending {
 pub(crate) struct PullRequest {
     pub(crate) reply: Bytes,
     pub(crate) remaining: u64,
+    /// `max_bytes` of the request still available, if it set one.
+    pub(crate) remaining_bytes: Option<u64>,
     pub(crate) no_wait: bool,
     pub(crate) expires_ns: Option<u64>,
     pub(crate) heartbeat_ns: Option<u64>,
@@ -60,6 +65,12 @@ pub(crate) struct Consumer {
     pub(crate) last_active_ns: u64,
     /// When a push consumer last sent something (unix ns), for heartbeats.
     pub(crate) last_sent_ns: u64,
+    /// The reply subject of an unanswered flow control request: a push
+    /// consumer with `flow_control` sends nothing more until it is answered.
+    pub(crate) flow_control_pending: Option<String>,
+    /// Bytes pushed since the last flow control request.
+    pub(crate) bytes_since_flow_control: u64,
+    flow_control_count: u64,
 }
 
 /// How an acknowledgement body reads.
@@ -134,6 +145,9 @@ impl Consumer {
             initial: BTreeSet::new(),
             last_active_ns: u64::try_from(created_ns).unwrap_or(0),
             last_sent_ns: u64::try_from(created_ns).unwrap_or(0),
+            flow_control_pending: None,
+            bytes_since_flow_control: 0,
+            flow_control_count: 0,
         }
     }
 
@@ -348,6 +362,24 @@ impl Consumer {
         exhausted
     }
 
+    /// After pushing `bytes`, whether a flow control request is due; returns
+    /// its reply subject (and remembers it as outstanding).
+    pub(crate) fn flow_control_due(&mut self, stream: &str, bytes: u64) -> Option<String> {
+        if !self.config.flow_control {
+            return None;
+        }
+        self.bytes_since_flow_control += bytes;
+        if self.bytes_since_flow_control < FLOW_CONTROL_BYTES || self.flow_control_pending.is_some()
+        {
+            return None;
+        }
+        self.bytes_since_flow_control = 0;
+        self.flow_control_count += 1;
+        let reply = format!("$JS.FC.{stream}.{}.{}", self.name, self.flow_control_count);
+        self.flow_control_pending = Some(reply.clone());
+        Some(reply)
+    }
+
     /// Queues a pull request; returns false if `max_waiting` is reached.
     pub(crate) fn add_request(&mut self, reply: Bytes, request: &NextRequest, now_ns: u64) -> bool {
         let max_waiting = self.config.max_waiting;
@@ -359,6 +391,7 @@ impl Consumer {
         self.waiting.push_back(PullRequest {
             reply,
             remaining: positive(request.batch).unwrap_or(1),
+            remaining_bytes: positive(request.max_bytes),
             no_wait: request.no_wait,
             expires_ns: positive(request.expires).map(|e| now_ns + e),
             heartbeat_ns,

@@ -43,6 +43,8 @@ use crate::server::ServerShared;
 const API_SID: &[u8] = b"api";
 /// The sid of the service's `$JS.ACK.>` subscription.
 const ACK_SID: &[u8] = b"ack";
+/// The sid of the service's `$JS.FC.>` subscription (flow control replies).
+const FC_SID: &[u8] = b"fc";
 /// Sids of stream subject subscriptions start with this, then the stream name.
 const STREAM_SID_PREFIX: &str = "stream:";
 /// An ephemeral consumer without `inactive_threshold` goes after this long unused.
@@ -129,6 +131,9 @@ impl JetStream {
         client
             .subscribe(&account, "$JS.ACK.>", None, "ack")
             .map_err(|e| anyhow::anyhow!("can not subscribe to JetStream acks: {e}"))?;
+        client
+            .subscribe(&account, "$JS.FC.>", None, "fc")
+            .map_err(|e| anyhow::anyhow!("can not subscribe to JetStream flow control: {e}"))?;
         let mut js = JetStream {
             router: Router::new(server.clone(), account.clone()),
             server,
@@ -296,6 +301,8 @@ impl JetStream {
         for msg in batch {
             if msg.sid.as_ref() == ACK_SID {
                 self.handle_ack(&msg);
+            } else if msg.sid.as_ref() == FC_SID {
+                self.handle_flow_control(&msg);
             } else if msg.sid.as_ref() == API_SID {
                 if !appends.is_empty() {
                     self.store_messages(std::mem::take(&mut appends)).await;
@@ -1427,6 +1434,24 @@ impl JetStream {
         }
     }
 
+    /// A client answered a flow control request: the push consumer may go on.
+    fn handle_flow_control(&mut self, msg: &InternalMsg) {
+        let subject = String::from_utf8_lossy(&msg.subject).into_owned();
+        let tokens: Vec<&str> = subject.split('.').collect();
+        let ["$JS", "FC", stream_name, consumer_name, ..] = tokens.as_slice() else {
+            return;
+        };
+        if let Some(consumer) = self
+            .streams
+            .get_mut(*stream_name)
+            .and_then(|s| s.consumers.get_mut(*consumer_name))
+        {
+            if consumer.flow_control_pending.as_deref() == Some(subject.as_str()) {
+                consumer.flow_control_pending = None;
+            }
+        }
+    }
+
     /// A message the consumer gave up on (`max_deliver` reached, or `+TERM`):
     /// an advisory on `$JS.EVENT.ADVISORY.CONSUMER.{MAX_DELIVERIES,
     /// MSG_TERMINATED}.<stream>.<consumer>`, and — if the consumer's metadata
@@ -1641,9 +1666,11 @@ impl JetStream {
                 continue;
             }
             let no_wait = request.no_wait;
+            let byte_budget = request.remaining_bytes;
             if !consumer.can_deliver_more() {
                 break;
             }
+            let next_before = consumer.next_seq;
             let next = next_for(consumer, store.as_ref());
             let Some(message) = next else {
                 // Nothing to give now.
@@ -1655,6 +1682,24 @@ impl JetStream {
                 }
                 break;
             };
+            let size = (message.subject.len()
+                + message.headers.as_ref().map_or(0, |h| h.len())
+                + message.payload.len()) as u64;
+            if byte_budget.is_some_and(|budget| size > budget) {
+                // Put the message back where it came from, and end the request
+                // as nats-server does when max_bytes is reached.
+                if consumer.pending.contains_key(&message.seq) {
+                    consumer.redeliver.insert(message.seq);
+                } else if message.seq >= next_before {
+                    consumer.next_seq = message.seq;
+                } else {
+                    consumer.initial.insert(message.seq);
+                }
+                if let Some(request) = consumer.waiting.pop_front() {
+                    sends.push((request.reply, Bytes::new(), empty_message(), Some(409)));
+                }
+                continue;
+            }
             let (consumer_seq, deliveries) = consumer.record_delivery(message.seq, now);
             if message.seq >= consumer.next_seq {
                 consumer.next_seq = message.seq + 1;
@@ -1668,6 +1713,9 @@ impl JetStream {
                 break;
             };
             request.remaining -= 1;
+            if let Some(budget) = &mut request.remaining_bytes {
+                *budget = budget.saturating_sub(size);
+            }
             request.delivered += 1;
             let reply = request.reply.clone();
             if request.remaining == 0 {
@@ -1677,6 +1725,7 @@ impl JetStream {
         }
         for (reply, ack, message, status) in sends {
             match status {
+                Some(409) => self.send_status(&reply, 409, "Message Size Exceeds MaxBytes"),
                 Some(_) => self.send_status(&reply, 404, "No Messages"),
                 None => {
                     self.router.route_to(
@@ -1723,6 +1772,9 @@ impl JetStream {
             };
             consumer.last_active_ns = now;
             headers_only = consumer.config.headers_only;
+            if consumer.flow_control_pending.is_some() {
+                return;
+            }
             let mut remaining = pending_after(consumer, store.as_ref());
             let mut budget = 10_000;
             while budget > 0 && consumer.can_deliver_more() {
@@ -1737,13 +1789,44 @@ impl JetStream {
                     message.timestamp_ns,
                     take_pending(&mut remaining, consumer, message.seq)
                 );
-                sends.push((ack, message));
+                let size = (message.subject.len()
+                    + message.headers.as_ref().map_or(0, |h| h.len())
+                    + message.payload.len()) as u64;
+                let flow_control = consumer.flow_control_due(stream_name, size);
+                sends.push((ack, message, flow_control.clone()));
+                if flow_control.is_some() {
+                    // Nothing more until the client answers.
+                    break;
+                }
             }
             if !sends.is_empty() {
                 consumer.last_sent_ns = now;
             }
         }
-        for (ack, message) in sends {
+        for (ack, message, flow_control) in sends {
+            self.push_one(&deliver, &ack, &message, headers_only);
+            if let Some(reply) = flow_control {
+                let headers = Headers::status(100, Some("FlowControl Request")).encode();
+                self.router.route(
+                    None,
+                    deliver.as_bytes(),
+                    Some(reply.as_bytes()),
+                    Some(&headers),
+                    b"",
+                );
+            }
+        }
+    }
+
+    /// Sends one stored message to a push consumer's deliver subject.
+    fn push_one(
+        &mut self,
+        deliver: &str,
+        ack: &str,
+        message: &tern_storage::StoredMessage,
+        headers_only: bool,
+    ) {
+        {
             if headers_only {
                 let mut headers = match message.headers.as_deref().map(Headers::decode) {
                     Some(Ok(h)) => h,
