@@ -1083,3 +1083,53 @@ async fn pull_max_bytes_info_filters_and_direct_get() {
     }
     assert_eq!(got, 2);
 }
+
+#[tokio::test]
+async fn replay_original_keeps_the_original_pace() {
+    use async_nats::jetstream::consumer::{push, AckPolicy, ReplayPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let stream = js.create_stream(orders()).await.unwrap();
+    js.publish("orders.a", "first".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    js.publish("orders.b", "second".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let consumer: jetstream::consumer::PushConsumer = stream
+        .create_consumer(push::Config {
+            deliver_subject: client.new_inbox(),
+            ack_policy: AckPolicy::None,
+            replay_policy: ReplayPolicy::Original,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let first = timeout(WAIT, messages.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(first.payload, Bytes::from("first"));
+    let second = timeout(WAIT, messages.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.payload, Bytes::from("second"));
+    let gap = started.elapsed();
+    assert!(
+        gap >= Duration::from_millis(450),
+        "replayed {gap:?} apart, stored 600 ms apart"
+    );
+}

@@ -71,6 +71,9 @@ pub(crate) struct Consumer {
     /// Bytes pushed since the last flow control request.
     pub(crate) bytes_since_flow_control: u64,
     flow_control_count: u64,
+    /// For `replay_policy: original`: when replay started (unix ns) and the
+    /// timestamp of the first message replayed.
+    pub(crate) replay_origin: Option<(u64, u64)>,
 }
 
 /// How an acknowledgement body reads.
@@ -148,6 +151,7 @@ impl Consumer {
             flow_control_pending: None,
             bytes_since_flow_control: 0,
             flow_control_count: 0,
+            replay_origin: None,
         }
     }
 

@@ -1779,9 +1779,29 @@ impl JetStream {
             let mut budget = 10_000;
             while budget > 0 && consumer.can_deliver_more() {
                 budget -= 1;
+                let next_before = consumer.next_seq;
                 let Some(message) = next_for(consumer, store.as_ref()) else {
                     break;
                 };
+                if consumer.config.replay_policy == tern_protocol::jetstream::ReplayPolicy::Original
+                    && !consumer.pending.contains_key(&message.seq)
+                {
+                    // Replay at the pace the messages were stored: the first
+                    // goes now, each later one when as much time has passed
+                    // since the first as passed between them.
+                    let (started, first_ts) = *consumer
+                        .replay_origin
+                        .get_or_insert((now, message.timestamp_ns));
+                    let due = started + message.timestamp_ns.saturating_sub(first_ts);
+                    if due > now {
+                        if message.seq >= next_before {
+                            consumer.next_seq = message.seq;
+                        } else {
+                            consumer.initial.insert(message.seq);
+                        }
+                        break;
+                    }
+                }
                 let (consumer_seq, deliveries) = consumer.record_delivery(message.seq, now);
                 let ack = format!(
                     "$JS.ACK.{stream_name}.{consumer_name}.{deliveries}.{}.{consumer_seq}.{}.{}",
