@@ -623,6 +623,7 @@ impl JetStream {
                 .map(|v| ("stream_info_response", v)),
             ["STREAM", "DELETE", name] => self
                 .delete_stream(name)
+                .await
                 .map(|v| ("stream_delete_response", v)),
             ["STREAM", "NAMES"] => self
                 .stream_names(&msg.payload)
@@ -904,7 +905,7 @@ impl JetStream {
             .map_or(0, |d| d.as_nanos() as u64)
     }
 
-    fn delete_stream(&mut self, name: &str) -> Result<Value, ApiError> {
+    async fn delete_stream(&mut self, name: &str) -> Result<Value, ApiError> {
         let Some(stream) = self.streams.remove(name) else {
             return Err(ApiErrorCode::STREAM_NOT_FOUND.into());
         };
@@ -912,7 +913,12 @@ impl JetStream {
             self.server.remove_subscription(&self.account, sub);
         }
         if stream.config.storage == StorageType::File {
-            if let Err(e) = self.storage.delete_stream(name) {
+            // Wiping millions of records takes a while: do it on the blocking
+            // pool, never on the runtime that serves every client.
+            let storage = self.storage.clone();
+            let owned = name.to_owned();
+            let result = tokio::task::spawn_blocking(move || storage.delete_stream(&owned)).await;
+            if let Ok(Err(e)) | Err(e) = result.map_err(|e| StorageError::Backend(e.to_string())) {
                 warn!(stream = %name, error = %e, "deleting stream data failed");
             }
         }
@@ -1266,23 +1272,7 @@ impl JetStream {
         c: &Consumer,
     ) -> tern_protocol::jetstream::ConsumerInfo {
         use tern_protocol::jetstream::{ConsumerInfo, SequenceInfo};
-        let filters = c.filters();
-        let num_pending = if filters.is_empty() {
-            stream.store.count_matching(b">", c.next_seq).unwrap_or(0)
-        } else {
-            filters
-                .iter()
-                .map(|f| {
-                    stream
-                        .store
-                        .count_matching(f.as_bytes(), c.next_seq)
-                        .unwrap_or(0)
-                })
-                .sum()
-        };
-        // Messages still to hand out: the per-subject starting set and
-        // everything after the consumer's position.
-        let num_pending = num_pending + c.initial.len() as u64;
+        let num_pending = pending_after(c, stream.store.as_ref());
         ConsumerInfo {
             stream_name: stream_name.to_owned(),
             name: c.name.clone(),
@@ -2032,7 +2022,16 @@ fn next_for(
 fn pending_after(consumer: &Consumer, store: &dyn StreamStore) -> u64 {
     let filters = consumer.filters();
     let after = if filters.is_empty() {
-        store.count_matching(b">", consumer.next_seq).unwrap_or(0)
+        // Unfiltered: from the stream's counters, without a scan (deleted
+        // messages after the position are counted; nats-server's figure is
+        // exact, ours is an upper bound then).
+        match store.state() {
+            Ok(state) if consumer.next_seq <= state.first_seq => state.messages,
+            Ok(state) => (state.last_seq + 1)
+                .saturating_sub(consumer.next_seq)
+                .min(state.messages),
+            Err(_) => 0,
+        }
     } else {
         filters
             .iter()
