@@ -913,13 +913,21 @@ impl JetStream {
             self.server.remove_subscription(&self.account, sub);
         }
         if stream.config.storage == StorageType::File {
-            // Wiping millions of records takes a while: do it on the blocking
-            // pool, never on the runtime that serves every client.
+            // The name goes now (durably); wiping millions of records takes
+            // a while, so it runs on the blocking pool after the reply.
             let storage = self.storage.clone();
             let owned = name.to_owned();
-            let result = tokio::task::spawn_blocking(move || storage.delete_stream(&owned)).await;
-            if let Ok(Err(e)) | Err(e) = result.map_err(|e| StorageError::Backend(e.to_string())) {
-                warn!(stream = %name, error = %e, "deleting stream data failed");
+            match tokio::task::spawn_blocking(move || storage.begin_delete_stream(&owned)).await {
+                Ok(Ok(wipe)) => {
+                    let stream_name = name.to_owned();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = wipe.finish() {
+                            warn!(stream = %stream_name, error = %e, "removing deleted stream data failed; the next start finishes it");
+                        }
+                    });
+                }
+                Ok(Err(e)) => warn!(stream = %name, error = %e, "deleting stream data failed"),
+                Err(e) => warn!(stream = %name, error = %e, "deleting stream data failed"),
             }
         }
         info!(stream = %name, "stream deleted");

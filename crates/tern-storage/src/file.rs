@@ -293,18 +293,30 @@ impl Storage {
     /// Deletes a stream with its messages and consumers. Handles still held
     /// fail with [`StorageError::StreamDeleted`] from then on.
     pub fn delete_stream(&self, name: &str) -> Result<()> {
+        self.begin_delete_stream(name)?.finish()
+    }
+
+    /// Deletes a stream in two steps: this call removes its name (durably,
+    /// so the stream is gone for good and the name can be reused at once)
+    /// and returns the [`StreamWipe`] that removes its records, which can
+    /// take a while for a big stream and may run later or elsewhere. A wipe
+    /// that never runs is finished by the next [`Storage::open`].
+    pub fn begin_delete_stream(&self, name: &str) -> Result<StreamWipe> {
         let mut streams = self.streams.lock();
         let id = self.stream_id(name)?.ok_or(StorageError::StreamNotFound)?;
         let open = streams.remove(name);
-        let _maintenance = open.as_ref().map(|s| s.maintenance.lock());
         if let Some(s) = &open {
+            let _maintenance = s.maintenance.lock();
             s.slot.write().status = Status::Deleted;
         }
         // Once the name is gone the rest is garbage that a later open would
         // also remove (`remove_orphans`).
         self.db.tree.remove(name_key(name))?;
         self.db.tree.flush()?;
-        wipe_stream(&self.db.tree, id)
+        Ok(StreamWipe {
+            tree: self.db.tree.clone(),
+            id,
+        })
     }
 
     /// Names of all streams, sorted.
@@ -400,6 +412,27 @@ fn open_retrying(config: &sled::Config) -> Result<sled::Db> {
 }
 
 /// Removes every key of a stream, in chunks.
+/// The records of a deleted stream, still to be removed; see
+/// [`Storage::begin_delete_stream`].
+#[must_use = "a wipe does nothing until finish() runs"]
+pub struct StreamWipe {
+    tree: sled::Tree,
+    id: u64,
+}
+
+impl fmt::Debug for StreamWipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamWipe").field("id", &self.id).finish()
+    }
+}
+
+impl StreamWipe {
+    /// Removes the records, in chunks; may take a while for a big stream.
+    pub fn finish(self) -> Result<()> {
+        wipe_stream(&self.tree, self.id)
+    }
+}
+
 fn wipe_stream(t: &sled::Tree, id: u64) -> Result<()> {
     for tag in [TAG_MSG, TAG_SUBJ, TAG_META] {
         remove_range(t, &stream_prefix(tag, id), |_| true)?;

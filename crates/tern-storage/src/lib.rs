@@ -71,7 +71,7 @@ mod store;
 mod types;
 
 pub use error::StorageError;
-pub use file::{SledStore, Storage, StorageOptions};
+pub use file::{SledStore, Storage, StorageOptions, StreamWipe};
 pub use memory::MemoryStore;
 pub use store::StreamStore;
 pub use types::{
