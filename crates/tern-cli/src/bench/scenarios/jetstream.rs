@@ -28,7 +28,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, stream, Context};
 use async_nats::Subject;
 use bytes::Bytes;
 
-use super::reqrep::percentile;
+use super::reqrep::{push_latency_figures, LatencyNames};
 use super::{ScenarioKind, ServerProbe, Session};
 use crate::bench::report::size_label;
 use crate::bench::{Better, Figure, Outcome, ScenarioSpec};
@@ -186,7 +186,7 @@ async fn publish_sync(
         })
         .await?;
     probe.start()?;
-    let (mut latencies, elapsed) = session
+    let (latencies, elapsed) = session
         .guard("publishing with acks", async {
             let mut latencies = Vec::with_capacity(spec.msgs as usize);
             let start = Instant::now();
@@ -199,37 +199,20 @@ async fn publish_sync(
             Ok((latencies, start.elapsed()))
         })
         .await?;
-    outcome.count = latencies.len() as u64;
-    latencies.sort_unstable();
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let mean = latencies.iter().map(|d| us(*d)).sum::<f64>() / latencies.len().max(1) as f64;
-    outcome.figures.push(Figure {
-        key: "acks_per_sec",
-        label: "acked publish rate (sequential)",
-        unit: "ack/s",
-        value: latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9),
-        better: Better::Higher,
-    });
-    for (key, label, q) in [
-        ("ack_p50_us", "ack latency p50", 0.50),
-        ("ack_p99_us", "ack latency p99", 0.99),
-        ("ack_p999_us", "ack latency p99.9", 0.999),
-    ] {
-        outcome.figures.push(Figure {
-            key,
-            label,
-            unit: "µs",
-            value: us(percentile(&latencies, q)),
-            better: Better::Lower,
-        });
-    }
-    outcome.figures.push(Figure {
-        key: "ack_mean_us",
-        label: "ack latency mean",
-        unit: "µs",
-        value: mean,
-        better: Better::Lower,
-    });
+    push_latency_figures(
+        outcome,
+        latencies,
+        elapsed,
+        &LatencyNames {
+            rate: ("acks_per_sec", "acked publish rate (sequential)", "ack/s"),
+            quantiles: [
+                ("ack_p50_us", "ack latency p50", 0.50),
+                ("ack_p99_us", "ack latency p99", 0.99),
+                ("ack_p999_us", "ack latency p99.9", 0.999),
+            ],
+            mean: ("ack_mean_us", "ack latency mean"),
+        },
+    );
     probe.finish(outcome.count, "msg")?.append_to(outcome);
     Ok(())
 }

@@ -43,7 +43,7 @@ pub(super) async fn request_reply(
         })
         .await?;
     probe.start()?;
-    let (mut latencies, elapsed) = session
+    let (latencies, elapsed) = session
         .guard("requesting", async {
             let mut latencies = Vec::with_capacity(spec.msgs as usize);
             let start = Instant::now();
@@ -62,22 +62,54 @@ pub(super) async fn request_reply(
             Ok((latencies, start.elapsed()))
         })
         .await?;
+    push_latency_figures(
+        outcome,
+        latencies,
+        elapsed,
+        &LatencyNames {
+            rate: ("req_per_sec", "request rate (sequential)", "req/s"),
+            quantiles: [
+                ("rtt_p50_us", "round trip p50", 0.50),
+                ("rtt_p99_us", "round trip p99", 0.99),
+                ("rtt_p999_us", "round trip p99.9", 0.999),
+            ],
+            mean: ("rtt_mean_us", "round trip mean"),
+        },
+    );
+    probe.finish(outcome.count, "req")?.append_to(outcome);
+    Ok(())
+}
+
+/// Nearest-rank percentile of sorted values.
+/// Names of the figures a latency series produces: the rate, then p50,
+/// p99, p99.9 and mean, each as (key, label).
+pub(super) struct LatencyNames {
+    pub(super) rate: (&'static str, &'static str, &'static str),
+    pub(super) quantiles: [(&'static str, &'static str, f64); 3],
+    pub(super) mean: (&'static str, &'static str),
+}
+
+/// Adds the rate and latency figures of `latencies` (measured over
+/// `elapsed`) to `outcome`.
+pub(super) fn push_latency_figures(
+    outcome: &mut Outcome,
+    mut latencies: Vec<Duration>,
+    elapsed: Duration,
+    names: &LatencyNames,
+) {
     outcome.count = latencies.len() as u64;
     latencies.sort_unstable();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let mean = latencies.iter().map(|d| us(*d)).sum::<f64>() / latencies.len().max(1) as f64;
+    let (key, label, unit) = names.rate;
     outcome.figures.push(Figure {
-        key: "req_per_sec",
-        label: "request rate (sequential)",
-        unit: "req/s",
+        key,
+        label,
+        unit,
         value: latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9),
         better: Better::Higher,
     });
-    for (key, label, q) in [
-        ("rtt_p50_us", "round trip p50", 0.50),
-        ("rtt_p99_us", "round trip p99", 0.99),
-        ("rtt_p999_us", "round trip p99.9", 0.999),
-    ] {
+    for (key, label, q) in names.quantiles {
         outcome.figures.push(Figure {
             key,
             label,
@@ -86,18 +118,16 @@ pub(super) async fn request_reply(
             better: Better::Lower,
         });
     }
+    let (key, label) = names.mean;
     outcome.figures.push(Figure {
-        key: "rtt_mean_us",
-        label: "round trip mean",
+        key,
+        label,
         unit: "µs",
         value: mean,
         better: Better::Lower,
     });
-    probe.finish(outcome.count, "req")?.append_to(outcome);
-    Ok(())
 }
 
-/// Nearest-rank percentile of sorted values.
 pub(super) fn percentile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
