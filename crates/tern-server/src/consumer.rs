@@ -386,8 +386,14 @@ impl Consumer {
 
     /// Queues a pull request; returns false if `max_waiting` is reached.
     pub(crate) fn add_request(&mut self, reply: Bytes, request: &NextRequest, now_ns: u64) -> bool {
-        let max_waiting = self.config.max_waiting;
-        if max_waiting > 0 && self.waiting.len() as i64 >= max_waiting {
+        // Requests come from the network: always bounded, 512 (nats-server's
+        // default) when the configuration sets no positive limit.
+        let max_waiting = if self.config.max_waiting > 0 {
+            self.config.max_waiting
+        } else {
+            512
+        };
+        if self.waiting.len() as i64 >= max_waiting {
             return false;
         }
         let positive = |n: i64| u64::try_from(n).ok().filter(|&n| n > 0);
