@@ -412,7 +412,7 @@ async fn pull_consumer_fetch_ack_redeliver_and_survive_restart() {
             .create_consumer(pull::Config {
                 durable_name: Some("workers".into()),
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_millis(500),
+                ack_wait: Duration::from_millis(1500),
                 ..Default::default()
             })
             .await
@@ -436,7 +436,7 @@ async fn pull_consumer_fetch_ack_redeliver_and_survive_restart() {
                 Bytes::from("3")
             ]
         );
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        tokio::time::sleep(Duration::from_millis(1800)).await;
         let mut batch = consumer.fetch().max_messages(2).messages().await.unwrap();
         let redelivered = timeout(WAIT, batch.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(
@@ -859,7 +859,7 @@ async fn max_deliver_and_term_raise_advisories_and_dead_letters() {
         .create_consumer(pull::Config {
             durable_name: Some("careful".into()),
             ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_millis(300),
+            ack_wait: Duration::from_millis(1000),
             max_deliver: 2,
             metadata: [(
                 "tern.dead_letter_subject".to_string(),
@@ -879,7 +879,7 @@ async fn max_deliver_and_term_raise_advisories_and_dead_letters() {
         }
     }
     // Second delivery of the poison after ack_wait; ignored again.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
     let again = timeout(WAIT, batch.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(again.payload, Bytes::from("poison"));
@@ -956,7 +956,7 @@ async fn nak_with_delay_and_progress() {
         .create_consumer(pull::Config {
             durable_name: Some("n".into()),
             ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_millis(600),
+            ack_wait: Duration::from_millis(2000),
             ..Default::default()
         })
         .await
@@ -964,9 +964,9 @@ async fn nak_with_delay_and_progress() {
     let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
     let msg = timeout(WAIT, batch.next()).await.unwrap().unwrap().unwrap();
     // Work in progress keeps it ours past ack_wait.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     msg.ack_with(AckKind::Progress).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut early = consumer.fetch().max_messages(1).messages().await.unwrap();
     assert!(
         timeout(WAIT, early.next()).await.unwrap().is_none(),
@@ -978,7 +978,7 @@ async fn nak_with_delay_and_progress() {
         .unwrap();
     let mut soon = consumer.fetch().max_messages(1).messages().await.unwrap();
     assert!(timeout(WAIT, soon.next()).await.unwrap().is_none());
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     let mut later = consumer.fetch().max_messages(1).messages().await.unwrap();
     let again = timeout(WAIT, later.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(again.payload, Bytes::from("one"));

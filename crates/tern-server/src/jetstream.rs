@@ -258,9 +258,10 @@ impl JetStream {
                     }
                     self.handle_batch(batch).await;
                     self.serve_all_consumers();
+                    // Figures first: whoever gets an ack may ask /jsz next.
+                    self.publish_stats();
                     self.router.finish_batch();
                     self.save_consumers().await;
-                    self.publish_stats();
                 }
             }
         }
