@@ -61,7 +61,7 @@ const MAX_STALL: Duration = Duration::from_secs(1);
 /// it is stuck, and will be cut off at `max_pending` instead. Long enough
 /// that a reader starved of CPU for a moment on a loaded machine is not
 /// mistaken for a stuck one.
-const STALL_STEP: Duration = Duration::from_millis(50);
+const STALL_STEP: Duration = Duration::from_millis(250);
 
 /// Holds the publisher back while receivers it fed drain their queues, so a
 /// burst does not turn a reading-but-slower subscriber into a slow consumer.
