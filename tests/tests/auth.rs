@@ -128,3 +128,37 @@ fn bad_users_config_is_refused() {
     .expect("refused");
     assert!(err.contains("nkey"), "{err}");
 }
+
+#[test]
+fn allow_responses_and_filtered_wildcard_deliveries() {
+    let config = "authorization {\n  users = [\n    { user: svc, password: pw, permissions: {\n        subscribe: { allow: [\"svc.>\", \"secret.*\"], deny: [\"secret.x\"] }\n        allow_responses: true\n    } }\n    { user: admin, password: pw2 }\n  ]\n}\n";
+    let server = TernServer::launch(Launch::default().config(config));
+    let mut svc = RawClient::connect_with(
+        server.addr,
+        r#"{"verbose":false,"pedantic":false,"user":"svc","pass":"pw"}"#,
+    );
+    svc.send(b"SUB svc.echo 1\r\nSUB secret.* 2\r\n");
+    assert_eq!(String::from_utf8_lossy(&svc.ping_pong()), "PONG\r\n");
+    let mut admin = RawClient::connect_with(
+        server.addr,
+        r#"{"verbose":false,"pedantic":false,"user":"admin","pass":"pw2"}"#,
+    );
+    admin.send(b"SUB _INBOX.a 9\r\nPUB svc.echo _INBOX.a 2\r\nhi\r\nPUB secret.x 1\r\nx\r\nPUB secret.y 1\r\ny\r\n");
+    admin.ping_pong();
+    // The denied subject is filtered out of the wildcard subscription.
+    assert_eq!(
+        String::from_utf8_lossy(&svc.ping_pong()),
+        "MSG svc.echo 1 _INBOX.a 2\r\nhi\r\nMSG secret.y 2 1\r\ny\r\nPONG\r\n"
+    );
+    // One reply to the request is allowed; a second one, or anything else, is not.
+    svc.send(b"PUB _INBOX.a 2\r\nok\r\nPUB _INBOX.a 5\r\nagain\r\nPUB elsewhere 1\r\nx\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&svc.ping_pong()),
+        "-ERR 'Permissions Violation for Publish to \"_INBOX.a\"'\r\n\
+         -ERR 'Permissions Violation for Publish to \"elsewhere\"'\r\nPONG\r\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&admin.ping_pong()),
+        "MSG _INBOX.a 9 2\r\nok\r\nPONG\r\n"
+    );
+}

@@ -75,6 +75,9 @@ pub(crate) struct Subscription {
     pub(crate) max: AtomicU64,
     /// Messages delivered so far.
     pub(crate) delivered: AtomicU64,
+    /// Set when the owner's permissions deny part of what this wildcard
+    /// subscription covers: each delivery is checked against them.
+    pub(crate) filter: Option<Arc<tern_auth::Permissions>>,
 }
 
 /// A shared subscription compared by identity, as the sublist stores it.
@@ -148,6 +151,10 @@ pub(crate) struct ClientShared {
     pub(crate) stuck_at: AtomicU64,
     /// Whether the client understands `HMSG`.
     headers: AtomicBool,
+    /// Replies this client may send under `allow_responses`; `tracks_responses`
+    /// spares everyone else the lock on each delivery.
+    pub(crate) responses: Mutex<Option<tern_auth::ResponseTracker>>,
+    pub(crate) tracks_responses: AtomicBool,
     pub(crate) meta: Mutex<ClientMeta>,
     pub(crate) subs: Mutex<Vec<SubRef>>,
     pub(crate) in_msgs: AtomicU64,
@@ -271,6 +278,8 @@ impl ClientShared {
             bytes_written: AtomicU64::new(0),
             stuck_at: AtomicU64::new(u64::MAX),
             headers: AtomicBool::new(false),
+            responses: Mutex::new(None),
+            tracks_responses: AtomicBool::new(false),
             meta: Mutex::new(ClientMeta::default()),
             subs: Mutex::new(Vec::new()),
             in_msgs: AtomicU64::new(0),
@@ -322,6 +331,7 @@ impl ClientShared {
             sid: Bytes::copy_from_slice(sid.as_bytes()),
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            filter: None,
         }));
         account.subscribe(&sub)?;
         self.subs.lock().push(sub.clone());
@@ -864,6 +874,14 @@ impl Session {
         };
         match self.server.authenticate(&info, &self.nonce) {
             Ok(authenticated) => {
+                let responses = authenticated
+                    .permissions
+                    .as_ref()
+                    .and_then(|p| p.allow_responses);
+                *self.shared.responses.lock() = responses.map(tern_auth::ResponseTracker::new);
+                self.shared
+                    .tracks_responses
+                    .store(responses.is_some(), Ordering::Relaxed);
                 self.permissions = authenticated.permissions.map(Arc::new);
             }
             Err(e) => {
@@ -916,7 +934,14 @@ impl Session {
         }
         if let Some(permissions) = &self.permissions {
             let subject = String::from_utf8_lossy(subject);
-            if !permissions.can_publish(&subject) {
+            let allowed = permissions.can_publish(&subject)
+                || self
+                    .shared
+                    .responses
+                    .lock()
+                    .as_mut()
+                    .is_some_and(|tracker| tracker.try_respond(&subject, Instant::now()));
+            if !allowed {
                 let text = format!("Permissions Violation for Publish to \"{subject}\"");
                 debug!(cid = self.shared.id, "{text}");
                 self.send_err(&text);
@@ -973,6 +998,11 @@ impl Session {
         };
         // nats-server does not check queue names beyond the protocol's syntax.
         let queue = queue.map(|q| String::from_utf8_lossy(q).into_owned());
+        let filter = self
+            .permissions
+            .as_ref()
+            .filter(|p| p.needs_delivery_filter(&subject))
+            .cloned();
         if let Some(permissions) = &self.permissions {
             if !permissions.can_subscribe(&subject, queue.as_deref()) {
                 let text = match &queue {
@@ -1006,6 +1036,7 @@ impl Session {
             sid: Bytes::copy_from_slice(sid),
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            filter,
         }));
         if self.account.subscribe(&sub).is_err() {
             self.send_err(err::INVALID_SUBJECT);

@@ -195,6 +195,12 @@ impl Router {
         if skip.is_some_and(|origin| Arc::ptr_eq(&sub.client, origin)) {
             return false;
         }
+        if let Some(permissions) = &sub.filter {
+            // A wildcard subscription that overlaps a denied subject.
+            if !permissions.can_receive(&String::from_utf8_lossy(subject)) {
+                return false;
+            }
+        }
         let max = sub.max.load(Ordering::Relaxed);
         let delivered = sub.delivered.fetch_add(1, Ordering::AcqRel) + 1;
         if max > 0 && delivered > max {
@@ -205,6 +211,16 @@ impl Router {
             .enqueue_msg(subject, &sub.sid, reply, headers, payload);
         match outcome {
             Enqueued::Queued(bytes) => {
+                if let Some(reply) = reply {
+                    if sub.client.tracks_responses.load(Ordering::Relaxed) {
+                        if let Some(tracker) = sub.client.responses.lock().as_mut() {
+                            tracker.on_request_delivered(
+                                &String::from_utf8_lossy(reply),
+                                std::time::Instant::now(),
+                            );
+                        }
+                    }
+                }
                 self.flusher.note(&sub.client);
                 self.batch_out_msgs += 1;
                 self.batch_out_bytes += bytes;

@@ -423,16 +423,42 @@ fn permissions(key: &str, value: &Value) -> Result<tern_auth::Permissions, Confi
         match k.as_str() {
             "publish" | "pub" => out.publish = subject_permission(&field, v)?,
             "subscribe" | "sub" => out.subscribe = subject_permission(&field, v)?,
-            "allow_responses" => {
-                return Err(ConfigError::NotImplemented {
-                    key: field,
-                    why: "allow_responses comes with the security work",
-                })
-            }
+            "allow_responses" => out.allow_responses = allow_responses(&field, v)?,
             _ => return Err(ConfigError::UnknownKey(field)),
         }
     }
     Ok(out)
+}
+
+/// `allow_responses: true` (one reply within two minutes, nats-server's
+/// default) or `{ max: N, expires: "1m" }`; `false` turns it off.
+fn allow_responses(
+    key: &str,
+    value: &Value,
+) -> Result<Option<tern_auth::ResponsePermission>, ConfigError> {
+    match &value.kind {
+        ValueKind::Boolean(false) => Ok(None),
+        ValueKind::Boolean(true) => Ok(Some(tern_auth::ResponsePermission::from_nats(0, 0))),
+        ValueKind::Table(t) => {
+            let mut max = 0i64;
+            let mut expires_ns = 0i64;
+            for (k, v) in t {
+                let field = format!("{key}.{k}");
+                match k.as_str() {
+                    "max" => max = int(&field, v)?,
+                    "expires" | "ttl" => {
+                        expires_ns =
+                            i64::try_from(duration(&field, v)?.as_nanos()).unwrap_or(i64::MAX)
+                    }
+                    _ => return Err(ConfigError::UnknownKey(field)),
+                }
+            }
+            Ok(Some(tern_auth::ResponsePermission::from_nats(
+                max, expires_ns,
+            )))
+        }
+        _ => Err(invalid(key, "expected true, false or { max, expires }")),
+    }
 }
 
 fn subject_permission(
