@@ -162,3 +162,43 @@ fn allow_responses_and_filtered_wildcard_deliveries() {
         "MSG _INBOX.a 9 2\r\nok\r\nPONG\r\n"
     );
 }
+
+#[test]
+fn accounts_keep_their_subjects_apart() {
+    let config = "accounts {\n  A { users = [ { user: a1, password: p }, { user: a2, password: p } ] }\n  B { users = [ { user: b1, password: p } ] }\n}\n";
+    let server = TernServer::launch(Launch::default().config(config));
+    let login = |user: &str| {
+        RawClient::connect_with(
+            server.addr,
+            &format!(r#"{{"verbose":false,"pedantic":false,"user":"{user}","pass":"p"}}"#),
+        )
+    };
+    let mut a1 = login("a1");
+    let mut b1 = login("b1");
+    a1.send(b"SUB orders 1\r\n");
+    b1.send(b"SUB orders 1\r\n");
+    a1.ping_pong();
+    b1.ping_pong();
+    let mut a2 = login("a2");
+    a2.send(b"PUB orders 4\r\nfrom\r\n");
+    a2.ping_pong();
+    assert_eq!(
+        String::from_utf8_lossy(&a1.ping_pong()),
+        "MSG orders 1 4\r\nfrom\r\nPONG\r\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&b1.ping_pong()),
+        "PONG\r\n",
+        "account B sees nothing of A"
+    );
+    b1.send(b"PUB orders 1\r\nb\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&b1.ping_pong()),
+        "MSG orders 1 1\r\nb\r\nPONG\r\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&a1.ping_pong()),
+        "PONG\r\n",
+        "account A sees nothing of B"
+    );
+}

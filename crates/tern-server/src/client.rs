@@ -154,6 +154,8 @@ pub(crate) struct ClientShared {
     /// Replies this client may send under `allow_responses`; `tracks_responses`
     /// spares everyone else the lock on each delivery.
     pub(crate) responses: Mutex<Option<tern_auth::ResponseTracker>>,
+    /// The account the client belongs to, for monitoring.
+    pub(crate) account_name: Mutex<String>,
     pub(crate) tracks_responses: AtomicBool,
     pub(crate) meta: Mutex<ClientMeta>,
     pub(crate) subs: Mutex<Vec<SubRef>>,
@@ -279,6 +281,7 @@ impl ClientShared {
             stuck_at: AtomicU64::new(u64::MAX),
             headers: AtomicBool::new(false),
             responses: Mutex::new(None),
+            account_name: Mutex::new(crate::account::GLOBAL_ACCOUNT.to_owned()),
             tracks_responses: AtomicBool::new(false),
             meta: Mutex::new(ClientMeta::default()),
             subs: Mutex::new(Vec::new()),
@@ -874,6 +877,14 @@ impl Session {
         };
         match self.server.authenticate(&info, &self.nonce) {
             Ok(authenticated) => {
+                if authenticated.account != self.account.name {
+                    // The user's account is its subject space from now on.
+                    // Anything subscribed before (possible only without
+                    // authentication) stays where it was made.
+                    self.account = self.server.account(&authenticated.account);
+                    self.router = Router::new(self.server.clone(), self.account.clone());
+                }
+                *self.shared.account_name.lock() = authenticated.account.clone();
                 let responses = authenticated
                     .permissions
                     .as_ref()

@@ -65,6 +65,9 @@ pub struct AuthOptions {
     pub users: Vec<UserOptions>,
     /// Permissions of users that name none.
     pub default_permissions: Option<tern_auth::Permissions>,
+    /// `accounts { NAME { users = [...] } }`: each account is its own subject
+    /// space; its users land in it.
+    pub accounts: Vec<(String, Vec<UserOptions>)>,
 }
 
 /// One entry of `authorization.users`.
@@ -83,7 +86,10 @@ pub struct UserOptions {
 impl AuthOptions {
     /// Whether clients must present credentials.
     pub fn required(&self) -> bool {
-        self.user.is_some() || self.token.is_some() || !self.users.is_empty()
+        self.user.is_some()
+            || self.token.is_some()
+            || !self.users.is_empty()
+            || self.accounts.iter().any(|(_, users)| !users.is_empty())
     }
 
     /// The authentication configuration these options describe.
@@ -101,7 +107,12 @@ impl AuthOptions {
                 account: DEFAULT_ACCOUNT.into(),
             });
         }
-        for entry in &self.users {
+        let global = self.users.iter().map(|u| (DEFAULT_ACCOUNT, u));
+        let scoped = self
+            .accounts
+            .iter()
+            .flat_map(|(name, users)| users.iter().map(move |u| (name.as_str(), u)));
+        for (account, entry) in global.chain(scoped) {
             let permissions = entry
                 .permissions
                 .clone()
@@ -110,14 +121,14 @@ impl AuthOptions {
                 users.nkeys.push(NkeyUser {
                     public_key: nkey.clone(),
                     permissions,
-                    account: DEFAULT_ACCOUNT.into(),
+                    account: account.into(),
                 });
             } else if let Some(user) = &entry.user {
                 users.users.push(User {
                     name: user.clone(),
                     password: Password::from_config(entry.password.clone().unwrap_or_default()),
                     permissions,
-                    account: DEFAULT_ACCOUNT.into(),
+                    account: account.into(),
                 });
             }
         }

@@ -61,6 +61,8 @@ pub(crate) struct ServerShared {
     pub(crate) started: Instant,
     pub(crate) started_at: SystemTime,
     account: Arc<Account>,
+    /// Accounts other than the default one.
+    accounts: Mutex<HashMap<String, Arc<Account>>>,
     authenticator: tern_auth::Authenticator,
     clients: Mutex<HashMap<u64, Arc<ClientShared>>>,
     next_cid: AtomicU64,
@@ -74,6 +76,19 @@ impl ServerShared {
 
     pub(crate) fn global_account(&self) -> Arc<Account> {
         self.account.clone()
+    }
+
+    /// The account called `name`, made on first use. Accounts never share
+    /// subscriptions: a message published in one reaches no other.
+    pub(crate) fn account(&self, name: &str) -> Arc<Account> {
+        if name == self.account.name {
+            return self.account.clone();
+        }
+        self.accounts
+            .lock()
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Account::new(name)))
+            .clone()
     }
 
     /// The `INFO` sent to a new connection.
@@ -207,6 +222,7 @@ impl Server {
             started: Instant::now(),
             started_at: SystemTime::now(),
             account: Arc::new(Account::new(GLOBAL_ACCOUNT)),
+            accounts: Mutex::new(HashMap::new()),
             authenticator,
             clients: Mutex::new(HashMap::new()),
             next_cid: AtomicU64::new(1),

@@ -59,7 +59,6 @@ pub struct Loaded {
 
 /// Keys nats-server knows that Tern accepts but does not act on yet.
 const NOT_YET_IMPLEMENTED: &[&str] = &[
-    "accounts",
     "operator",
     "operators",
     "resolver",
@@ -297,6 +296,7 @@ fn build_options(
             "jetstream" => jetstream(value, &mut o, variables, warnings)?,
             "store_dir" => o.jetstream.store_dir = Some(PathBuf::from(string(k, value)?)),
             "cluster" => cluster(value, &mut o, variables, warnings)?,
+            "accounts" => accounts(value, &mut o, variables, warnings)?,
             "tls" => {
                 return Err(ConfigError::NotImplemented {
                     key: "tls".into(),
@@ -386,7 +386,7 @@ fn users(key: &str, value: &Value) -> Result<Vec<UserOptions>, ConfigError> {
                 "password" | "pass" => user.password = Some(string(&field, v)?),
                 "nkey" => user.nkey = Some(string(&field, v)?),
                 "permissions" => user.permissions = Some(permissions(&field, v)?),
-                "account" | "allowed_connection_types" => {
+                "allowed_connection_types" => {
                     return Err(ConfigError::NotImplemented {
                         key: field,
                         why: "accounts and connection types come with the security work",
@@ -489,6 +489,49 @@ fn subject_permission(
             deny: Vec::new(),
         }),
     }
+}
+
+/// `accounts { NAME { users = [...], exports, imports, jetstream } }`.
+fn accounts(
+    value: &Value,
+    o: &mut ServerOptions,
+    variables: &std::collections::BTreeSet<String>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    for (name, block) in table("accounts", value)? {
+        if variables.contains(name.as_str()) {
+            continue;
+        }
+        let key = format!("accounts.{name}");
+        if name.is_empty()
+            || name
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
+        {
+            return Err(invalid(&key, "invalid account name"));
+        }
+        let mut users = Vec::new();
+        for (k, v) in table(&key, block)? {
+            let field = format!("{key}.{k}");
+            match k.as_str() {
+                "users" => users = self::users(&field, v)?,
+                "exports"
+                | "imports"
+                | "jetstream"
+                | "mappings"
+                | "limits"
+                | "default_permissions" => {
+                    warnings.push(format!(
+                        "configuration key \"{field}\" is not implemented yet and is ignored"
+                    ));
+                }
+                _ if variables.contains(k.as_str()) => {}
+                _ => return Err(ConfigError::UnknownKey(field)),
+            }
+        }
+        o.auth.accounts.push((name.clone(), users));
+    }
+    Ok(())
 }
 
 fn jetstream(
