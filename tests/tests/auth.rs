@@ -202,3 +202,92 @@ fn accounts_keep_their_subjects_apart() {
         "account A sees nothing of B"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn jwt_operator_mode_with_creds_files() {
+    use tern_auth::nkeys::KeyPair;
+    use tern_auth::testing::{account_claims, encode_jwt, operator_claims, user_claims};
+    let operator = KeyPair::new_operator();
+    let account = KeyPair::new_account();
+    let other_account = KeyPair::new_account();
+    let operator_jwt = encode_jwt(&operator, &operator_claims(&operator, &[]));
+    let account_jwt = encode_jwt(
+        &operator,
+        &account_claims(&account.public_key(), serde_json::json!([])),
+    );
+    let other_jwt = encode_jwt(
+        &operator,
+        &account_claims(&other_account.public_key(), serde_json::json!([])),
+    );
+    let config = format!(
+        "operator: {operator_jwt}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {account_jwt}\n  {}: {other_jwt}\n}}\n",
+        account.public_key(),
+        other_account.public_key()
+    );
+    let server = TernServer::launch(Launch::default().config(&config));
+    let dir = tempfile::tempdir().unwrap();
+    let creds_for = |acct: &KeyPair, name: &str, permissions: serde_json::Value| {
+        let user = KeyPair::new_user();
+        let jwt = encode_jwt(acct, &user_claims(&user.public_key(), permissions));
+        let path = dir.path().join(format!("{name}.creds"));
+        std::fs::write(&path, tern_auth::format_creds(&jwt, &user.seed().unwrap())).unwrap();
+        path
+    };
+    let alice = creds_for(&account, "alice", serde_json::json!({}));
+    let bob = creds_for(
+        &account,
+        "bob",
+        serde_json::json!({ "pub": { "deny": ["secret"] } }),
+    );
+    let eve = creds_for(&other_account, "eve", serde_json::json!({}));
+
+    let url = server.url();
+    let connect = |path: std::path::PathBuf| {
+        let url = url.clone();
+        async move {
+            async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .unwrap()
+                .connect(url)
+                .await
+        }
+    };
+    let a = connect(alice)
+        .await
+        .expect("alice connects with her .creds");
+    let b = connect(bob).await.expect("bob connects");
+    let e = connect(eve)
+        .await
+        .expect("eve connects, in another account");
+    let mut sub = a.subscribe("news").await.unwrap();
+    tern_tests::round_trip(&a).await;
+    b.publish("news", "same account".into()).await.unwrap();
+    e.publish("news", "other account".into()).await.unwrap();
+    tern_tests::round_trip(&b).await;
+    tern_tests::round_trip(&e).await;
+    let msg = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut sub))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.payload, bytes::Bytes::from("same account"));
+    assert!(tokio::time::timeout(
+        Duration::from_millis(300),
+        futures::StreamExt::next(&mut sub)
+    )
+    .await
+    .is_err());
+
+    // A user signed by an account the operator does not know is refused.
+    let stranger = KeyPair::new_account();
+    let bad = creds_for(&stranger, "mallory", serde_json::json!({}));
+    let url = server.url();
+    let options = async_nats::ConnectOptions::with_credentials_file(bad)
+        .await
+        .unwrap()
+        .max_reconnects(1);
+    assert!(
+        tokio::task::spawn_blocking(move || connect_fails(&url, options))
+            .await
+            .unwrap()
+    );
+}

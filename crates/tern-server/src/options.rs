@@ -68,6 +68,11 @@ pub struct AuthOptions {
     /// `accounts { NAME { users = [...] } }`: each account is its own subject
     /// space; its users land in it.
     pub accounts: Vec<(String, Vec<UserOptions>)>,
+    /// Trusted operator JWTs (decentralized authentication).
+    pub operators: Vec<String>,
+    /// Account JWTs by account public key (`resolver: MEMORY` with
+    /// `resolver_preload`).
+    pub resolver_preload: Vec<(String, String)>,
 }
 
 /// One entry of `authorization.users`.
@@ -86,7 +91,8 @@ pub struct UserOptions {
 impl AuthOptions {
     /// Whether clients must present credentials.
     pub fn required(&self) -> bool {
-        self.user.is_some()
+        !self.operators.is_empty()
+            || self.user.is_some()
             || self.token.is_some()
             || !self.users.is_empty()
             || self.accounts.iter().any(|(_, users)| !users.is_empty())
@@ -95,6 +101,16 @@ impl AuthOptions {
     /// The authentication configuration these options describe.
     pub fn auth_config(&self) -> tern_auth::AuthConfig {
         use tern_auth::{AuthConfig, NkeyUser, Password, User, UsersConfig, DEFAULT_ACCOUNT};
+        if !self.operators.is_empty() {
+            let mut resolver = tern_auth::MemoryResolver::new();
+            for (account, jwt) in &self.resolver_preload {
+                resolver.insert(account.clone(), jwt.clone());
+            }
+            return AuthConfig::Decentralized(tern_auth::OperatorConfig {
+                operators: self.operators.clone(),
+                resolver,
+            });
+        }
         if let Some(token) = &self.token {
             return AuthConfig::Token(Password::from_config(token.clone()));
         }

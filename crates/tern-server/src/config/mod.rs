@@ -59,10 +59,6 @@ pub struct Loaded {
 
 /// Keys nats-server knows that Tern accepts but does not act on yet.
 const NOT_YET_IMPLEMENTED: &[&str] = &[
-    "operator",
-    "operators",
-    "resolver",
-    "resolver_preload",
     "system_account",
     "no_system_account",
     "no_auth_user",
@@ -297,6 +293,32 @@ fn build_options(
             "store_dir" => o.jetstream.store_dir = Some(PathBuf::from(string(k, value)?)),
             "cluster" => cluster(value, &mut o, variables, warnings)?,
             "accounts" => accounts(value, &mut o, variables, warnings)?,
+            "operator" | "operators" => {
+                let entries = match &value.kind {
+                    ValueKind::Array(items) => items.iter().map(|i| string(k, i)).collect::<Result<Vec<_>, _>>()?,
+                    _ => vec![string(k, value)?],
+                };
+                for entry in entries {
+                    o.auth.operators.push(read_jwt(k, &entry)?);
+                }
+            }
+            "resolver" => {
+                let kind = match &value.kind {
+                    ValueKind::Table(t) => t.get("type").map(|v| string(k, v)).transpose()?.unwrap_or_default(),
+                    _ => string(k, value)?,
+                };
+                if !kind.eq_ignore_ascii_case("memory") {
+                    return Err(ConfigError::NotImplemented {
+                        key: "resolver".into(),
+                        why: "only the MEMORY resolver (with resolver_preload) is implemented",
+                    });
+                }
+            }
+            "resolver_preload" => {
+                for (account, jwt) in table(k, value)? {
+                    o.auth.resolver_preload.push((account.clone(), string(&format!("resolver_preload.{account}"), jwt)?));
+                }
+            }
             "tls" => {
                 return Err(ConfigError::NotImplemented {
                     key: "tls".into(),
@@ -310,6 +332,29 @@ fn build_options(
             }
             _ => return Err(ConfigError::UnknownKey(k.to_owned())),
         }
+    }
+    let auth = &o.auth;
+    let users_configured =
+        !auth.users.is_empty() || auth.accounts.iter().any(|(_, u)| !u.is_empty());
+    if !auth.operators.is_empty()
+        && (auth.token.is_some() || auth.user.is_some() || users_configured)
+    {
+        return Err(invalid(
+            "operator",
+            "operator (JWT) mode can not be combined with users or a token",
+        ));
+    }
+    if auth.token.is_some() && users_configured {
+        return Err(invalid(
+            "authorization",
+            "a token and users can not both be set",
+        ));
+    }
+    if auth.user.is_some() && users_configured {
+        return Err(invalid(
+            "authorization",
+            "a single user and a users list can not both be set",
+        ));
     }
     if o.max_payload > o.max_pending {
         return Err(invalid(
@@ -489,6 +534,26 @@ fn subject_permission(
             deny: Vec::new(),
         }),
     }
+}
+
+/// An operator JWT given inline, or the path of a file holding one.
+fn read_jwt(key: &str, entry: &str) -> Result<String, ConfigError> {
+    let trimmed = entry.trim();
+    if trimmed.starts_with("eyJ") {
+        return Ok(trimmed.to_owned());
+    }
+    let text = std::fs::read_to_string(trimmed).map_err(|e| {
+        invalid(
+            key,
+            &format!("can not read operator JWT file {trimmed}: {e}"),
+        )
+    })?;
+    // nsc writes the JWT alone or between BEGIN/END markers.
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("eyJ"))
+        .map(str::to_owned)
+        .ok_or_else(|| invalid(key, &format!("no JWT in {trimmed}")))
 }
 
 /// `accounts { NAME { users = [...], exports, imports, jetstream } }`.
