@@ -291,3 +291,49 @@ async fn jwt_operator_mode_with_creds_files() {
             .unwrap()
     );
 }
+
+#[test]
+fn connections_close_when_their_jwt_expires() {
+    use tern_auth::nkeys::KeyPair;
+    use tern_auth::testing::{
+        account_claims, encode_jwt, operator_claims, sign_nonce, user_claims,
+    };
+    let operator = KeyPair::new_operator();
+    let account = KeyPair::new_account();
+    let operator_jwt = encode_jwt(&operator, &operator_claims(&operator, &[]));
+    let account_jwt = encode_jwt(
+        &operator,
+        &account_claims(&account.public_key(), serde_json::json!([])),
+    );
+    let config = format!(
+        "operator: {operator_jwt}\nresolver: MEMORY\nresolver_preload: {{ {}: {account_jwt} }}\n",
+        account.public_key()
+    );
+    let server = TernServer::launch(Launch::default().config(&config));
+    let user = KeyPair::new_user();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut claims = user_claims(&user.public_key(), serde_json::json!({}));
+    claims["exp"] = serde_json::json!(now + 2);
+    let jwt = encode_jwt(&account, &claims);
+    let mut c = RawClient::connect(server.addr);
+    let nonce = c.info_json()["nonce"].as_str().unwrap().to_owned();
+    let sig = sign_nonce(&user, nonce.as_bytes());
+    c.send(format!("CONNECT {{\"verbose\":false,\"pedantic\":false,\"jwt\":\"{jwt}\",\"sig\":\"{sig}\"}}\r\n").as_bytes());
+    assert_eq!(
+        String::from_utf8_lossy(&c.ping_pong()),
+        "PONG\r\n",
+        "valid until it expires"
+    );
+    assert!(
+        c.is_closed_within(Duration::from_secs(10)),
+        "closed at expiry"
+    );
+    let rest = String::from_utf8_lossy(&c.read_for(Duration::from_millis(100))).into_owned();
+    assert!(
+        rest.ends_with("-ERR 'User Authentication Expired'\r\n"),
+        "{rest:?}"
+    );
+}

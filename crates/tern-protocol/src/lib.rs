@@ -33,6 +33,8 @@ pub mod err {
     pub const MAX_PAYLOAD: &str = "Maximum Payload Violation";
     /// Failed authentication.
     pub const AUTHORIZATION_VIOLATION: &str = "Authorization Violation";
+    /// The user's credentials (JWT) expired while connected.
+    pub const AUTHENTICATION_EXPIRED: &str = "User Authentication Expired";
     /// No `CONNECT` within `auth_timeout`.
     pub const AUTHENTICATION_TIMEOUT: &str = "Authentication Timeout";
     /// Too many pings unanswered.

@@ -39,6 +39,7 @@ pub(crate) enum CloseReason {
     ProtocolViolation,
     AuthenticationTimeout,
     AuthenticationViolation,
+    AuthenticationExpired,
     MaxPayloadExceeded,
     MaxControlLineExceeded,
     MaxConnectionsExceeded,
@@ -57,6 +58,7 @@ impl CloseReason {
             CloseReason::ProtocolViolation => "Protocol Violation",
             CloseReason::AuthenticationTimeout => "Authentication Timeout",
             CloseReason::AuthenticationViolation => "Authentication Failure",
+            CloseReason::AuthenticationExpired => "Authentication Expired",
             CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
@@ -513,6 +515,9 @@ struct Session {
     nonce: String,
     /// What the authenticated user may do; `None` allows everything.
     permissions: Option<Arc<tern_auth::Permissions>>,
+    /// When the user's credentials expire (unix seconds), until the read
+    /// loop arms its timer with it.
+    expires_at: Option<i64>,
     connected: bool,
     /// The client's options as its `CONNECT`s set them; nats-server starts
     /// with verbose and pedantic on, and a `CONNECT` changes only the fields it names.
@@ -572,6 +577,7 @@ pub(crate) async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: So
         account,
         nonce,
         permissions: None,
+        expires_at: None,
         connected: false,
         options: serde_json::Map::new(),
         verbose: true,
@@ -621,6 +627,10 @@ impl Session {
         let auth_required = opts.auth.required();
         let auth_deadline = tokio::time::sleep(opts.auth_timeout);
         tokio::pin!(auth_deadline);
+        // When the user's JWT expires, set at CONNECT.
+        let expiry = tokio::time::sleep(Duration::from_secs(u64::from(u32::MAX)));
+        tokio::pin!(expiry);
+        let mut expiry_armed = false;
         let mut shutdown = self.server.shutdown_signal();
 
         loop {
@@ -655,6 +665,14 @@ impl Session {
                                 return;
                             }
                             self.router.wait_for_stalled().await;
+                            if let Some(at) = self.expires_at.take() {
+                                let now = SystemTime::now()
+                                    .duration_since(SystemTime::UNIX_EPOCH)
+                                    .map_or(0, |d| d.as_secs() as i64);
+                                let left = Duration::from_secs(u64::try_from(at - now).unwrap_or(0));
+                                expiry.as_mut().reset(tokio::time::Instant::now() + left);
+                                expiry_armed = true;
+                            }
                             if self.connected && !rtt_ping_armed {
                                 // nats-server pings soon after CONNECT to measure the round trip.
                                 rtt_ping_armed = true;
@@ -681,6 +699,12 @@ impl Session {
                 _ = &mut auth_deadline, if auth_required && !self.connected => {
                     self.send_err(err::AUTHENTICATION_TIMEOUT);
                     self.shared.close(CloseReason::AuthenticationTimeout);
+                    self.shared.flush();
+                    return;
+                }
+                _ = &mut expiry, if expiry_armed => {
+                    self.send_err(err::AUTHENTICATION_EXPIRED);
+                    self.shared.close(CloseReason::AuthenticationExpired);
                     self.shared.flush();
                     return;
                 }
@@ -885,6 +909,7 @@ impl Session {
                     self.router = Router::new(self.server.clone(), self.account.clone());
                 }
                 *self.shared.account_name.lock() = authenticated.account.clone();
+                self.expires_at = authenticated.expires_at;
                 let responses = authenticated
                     .permissions
                     .as_ref()
