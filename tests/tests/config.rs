@@ -375,16 +375,11 @@ fn not_yet_implemented_keys_run_with_a_warning() {
 }
 
 #[test]
-fn tls_is_refused() {
+fn tls_without_usable_certificates_is_refused() {
     let done = expect_refusal(&["--tls"], &[]);
     assert!(
-        done.stderr.contains("TLS") || done.stderr.contains("tls"),
-        "the message says why: {}",
-        done.stderr
-    );
-    assert!(
-        done.stderr.contains("not implemented"),
-        "the message says TLS is not implemented: {}",
+        done.stderr.contains("--tlscert"),
+        "the message says what is missing: {}",
         done.stderr
     );
     let dir = conf_dir(&[(
@@ -392,23 +387,24 @@ fn tls_is_refused() {
         "tls {\n  cert_file: \"./cert.pem\"\n  key_file: \"./key.pem\"\n}\n",
     )]);
     let done = expect_refusal(&["-c", &path_arg(dir.path(), "tls.conf")], &[]);
-    assert!(done.stderr.contains("tls"), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("cert.pem"),
+        "the message names the file: {}",
+        done.stderr
+    );
 }
 
 #[test]
-fn jetstream_flags_start_with_a_warning() {
+fn jetstream_flags_start_jetstream() {
     let store = tempfile::tempdir().unwrap();
     let server =
         TernServer::launch(Launch::default().args(&["-js", "-sd", store.path().to_str().unwrap()]));
     let mut c = RawClient::connect_with(server.addr, QUIET);
     assert_eq!(c.ping_pong(), b"PONG\r\n");
+    assert_eq!(c.info_json()["jetstream"], true);
     let log = server.log();
-    assert!(
-        log.lines().any(|l| l.contains("[WRN]")
-            && l.contains("JetStream")
-            && l.contains("not implemented")),
-        "a warning says JetStream is not implemented yet:\n{log}"
-    );
+    assert!(log.contains("Starting JetStream"), "{log}");
+    assert!(log.contains("Store Directory:"), "{log}");
 }
 
 #[test]

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tern_protocol::{err, subject, ClientOp, ConnectInfo, Headers, Parsed, Parser, ParserLimits};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{debug, trace, warn};
@@ -136,6 +136,8 @@ pub(crate) struct ClientShared {
     /// The socket's write half, shared so a publisher's reader can write a
     /// small batch straight away instead of waking the writer task.
     socket: Option<Arc<OwnedWriteHalf>>,
+    /// The write half of a TLS connection; only the writer task writes it.
+    tls: Option<Arc<tokio::sync::Mutex<TlsWriter>>>,
     /// Set for the server's own clients (JetStream): messages go to a channel.
     internal: Option<InternalSink>,
     /// Wakes the writer.
@@ -166,6 +168,9 @@ pub(crate) struct ClientShared {
     /// Milliseconds since the Unix epoch of the last inbound activity.
     pub(crate) last_activity_ms: AtomicU64,
 }
+
+/// The write half of a client's TLS stream.
+type TlsWriter = tokio::io::WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// A message delivered to one of the server's internal clients.
 #[derive(Debug)]
@@ -248,7 +253,18 @@ pub(crate) enum Enqueued {
 
 impl ClientShared {
     fn new(id: u64, addr: SocketAddr, max_pending: usize, socket: Arc<OwnedWriteHalf>) -> Self {
-        Self::with_sink(id, addr, max_pending, Some(socket), None)
+        Self::with_sink(id, addr, max_pending, Some(socket), None, None)
+    }
+
+    fn new_tls(id: u64, addr: SocketAddr, max_pending: usize, writer: TlsWriter) -> Self {
+        Self::with_sink(
+            id,
+            addr,
+            max_pending,
+            None,
+            Some(Arc::new(tokio::sync::Mutex::new(writer))),
+            None,
+        )
     }
 
     fn with_sink(
@@ -256,6 +272,7 @@ impl ClientShared {
         addr: SocketAddr,
         max_pending: usize,
         socket: Option<Arc<OwnedWriteHalf>>,
+        tls: Option<Arc<tokio::sync::Mutex<TlsWriter>>>,
         internal: Option<InternalSink>,
     ) -> Self {
         Self {
@@ -264,6 +281,7 @@ impl ClientShared {
             started: SystemTime::now(),
             max_pending,
             socket,
+            tls,
             internal,
             out: Mutex::new(Outbound {
                 buf: BytesMut::new(),
@@ -312,6 +330,7 @@ impl ClientShared {
             id,
             SocketAddr::from(([127, 0, 0, 1], 0)),
             max_pending,
+            None,
             None,
             Some(sink),
         );
@@ -461,8 +480,9 @@ impl ClientShared {
     /// socket does not take goes to the writer task.
     fn try_write_inline(&self) -> bool {
         let Some(socket) = &self.socket else {
-            // An internal client has nothing to write.
-            return true;
+            // An internal client has nothing to write; a TLS one is written
+            // by its writer task.
+            return self.tls.is_none();
         };
         let mut data = {
             let mut out = self.out.lock();
@@ -538,24 +558,55 @@ struct Session {
 }
 
 /// Serves one accepted connection until it ends.
-pub(crate) async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: SocketAddr) {
+pub(crate) async fn serve(server: Arc<ServerShared>, mut stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let id = server.next_client_id();
-    let (reader, writer) = stream.into_split();
-    let shared = Arc::new(ClientShared::new(
-        id,
-        addr,
-        server.opts.max_pending,
-        Arc::new(writer),
-    ));
-
     let nonce = server.new_nonce();
     let mut info = BytesMut::new();
     tern_protocol::encode_info(
         &mut info,
         &server.client_info_with_nonce(id, addr, nonce.clone()),
     );
-    shared.enqueue_raw(&info);
+    let max_pending = server.opts.max_pending;
+
+    let (shared, reader): (Arc<ClientShared>, Box<dyn AsyncRead + Unpin + Send>) = match &server.tls
+    {
+        None => {
+            let (reader, writer) = stream.into_split();
+            let shared = Arc::new(ClientShared::new(id, addr, max_pending, Arc::new(writer)));
+            shared.enqueue_raw(&info);
+            (shared, Box::new(reader))
+        }
+        Some(acceptor) => {
+            // As nats-server: INFO in the clear, then the client starts TLS.
+            let timeout = server
+                .opts
+                .tls
+                .as_ref()
+                .map_or(Duration::from_secs(2), |t| t.timeout);
+            let handshake = async {
+                stream.write_all(&info).await?;
+                acceptor.clone().accept(stream).await
+            };
+            match tokio::time::timeout(timeout, handshake).await {
+                Ok(Ok(tls)) => {
+                    let (reader, writer) = tokio::io::split(tls);
+                    (
+                        Arc::new(ClientShared::new_tls(id, addr, max_pending, writer)),
+                        Box::new(reader),
+                    )
+                }
+                Ok(Err(e)) => {
+                    debug!(cid = id, %addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(cid = id, %addr, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
 
     if !server.register(&shared) {
         shared.enqueue_raw(format!("-ERR '{}'\r\n", err::MAX_CONNECTIONS).as_bytes());
@@ -611,7 +662,7 @@ pub(crate) async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: So
 }
 
 impl Session {
-    async fn read_loop(&mut self, mut reader: OwnedReadHalf) {
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut reader: R) {
         let opts = &self.server.opts;
         let mut parser = Parser::new(ParserLimits {
             max_control_line: opts.max_control_line,
@@ -1125,9 +1176,11 @@ const WRITE_BUFFER_KEEP: usize = 1024 * 1024;
 /// Drains the outbound buffer with as few writes as possible until the
 /// connection closes.
 async fn write_loop(shared: Arc<ClientShared>, server: Arc<ServerShared>) {
-    let Some(socket) = shared.socket.clone() else {
+    let socket = shared.socket.clone();
+    let tls = shared.tls.clone();
+    if socket.is_none() && tls.is_none() {
         return;
-    };
+    }
     let deadline = server.opts.write_deadline;
     let mut data = BytesMut::new();
     'outer: loop {
@@ -1151,7 +1204,18 @@ async fn write_loop(shared: Arc<ClientShared>, server: Arc<ServerShared>) {
                     break;
                 }
             }
-            let result = tokio::time::timeout(deadline, write_all(&socket, &data)).await;
+            let result = tokio::time::timeout(deadline, async {
+                match (&socket, &tls) {
+                    (Some(socket), _) => write_all(socket, &data).await,
+                    (None, Some(tls)) => {
+                        let mut writer = tls.lock().await;
+                        writer.write_all(&data).await?;
+                        writer.flush().await
+                    }
+                    (None, None) => Ok(()),
+                }
+            })
+            .await;
             shared.out.lock().writing = false;
             match result {
                 Ok(Ok(())) => {}
@@ -1190,8 +1254,16 @@ async fn write_loop(shared: Arc<ClientShared>, server: Arc<ServerShared>) {
     }
     // Other connections may hold this one (in match caches) for a while, so
     // the socket is closed here, not when the last reference goes.
-    let stream: &TcpStream = socket.as_ref().as_ref();
-    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+    if let Some(socket) = &socket {
+        let stream: &TcpStream = socket.as_ref().as_ref();
+        let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+    }
+    if let Some(tls) = &tls {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            tls.lock().await.shutdown().await
+        })
+        .await;
+    }
 }
 
 /// Writes all of `data` to a shared write half.

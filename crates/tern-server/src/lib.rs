@@ -19,6 +19,7 @@ mod router;
 mod server;
 pub mod signals;
 mod timefmt;
+mod tls;
 
 pub use options::ServerOptions;
 pub use server::{Server, NATS_COMPAT_VERSION, VERSION};

@@ -79,9 +79,6 @@ fn main() -> ExitCode {
 }
 
 async fn run(opts: tern_server::ServerOptions) -> anyhow::Result<()> {
-    if opts.jetstream.enabled {
-        warn!("JetStream in tern serves streams; consumers are not implemented yet");
-    }
     if opts.cluster.configured() {
         warn!("clustering is not implemented yet: cluster settings are ignored and this node runs alone");
     }

@@ -37,6 +37,8 @@ pub struct ServerOptions {
     pub write_deadline: Duration,
     /// Authentication settings.
     pub auth: AuthOptions,
+    /// TLS for client connections, when configured.
+    pub tls: Option<TlsOptions>,
     /// JetStream settings.
     pub jetstream: JetStreamOptions,
     /// Cluster settings (accepted now, implemented by the cluster work).
@@ -156,6 +158,21 @@ impl AuthOptions {
     }
 }
 
+/// TLS for client connections (`tls {}` or the `--tls*` flags).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsOptions {
+    /// Server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// CAs that sign client certificates (PEM), for `verify`.
+    pub ca_file: Option<PathBuf>,
+    /// Require and verify client certificates.
+    pub verify: bool,
+    /// Time the TLS handshake may take.
+    pub timeout: std::time::Duration,
+}
+
 /// JetStream settings.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JetStreamOptions {
@@ -220,6 +237,7 @@ impl Default for ServerOptions {
             auth_timeout: Duration::from_secs(2),
             write_deadline: Duration::from_secs(10),
             auth: AuthOptions::default(),
+            tls: None,
             jetstream: JetStreamOptions::default(),
             cluster: ClusterOptions::default(),
             log: LogOptions {

@@ -64,6 +64,8 @@ pub(crate) struct ServerShared {
     /// Accounts other than the default one.
     accounts: Mutex<HashMap<String, Arc<Account>>>,
     authenticator: tern_auth::Authenticator,
+    /// Set when clients must speak TLS.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     clients: Mutex<HashMap<u64, Arc<ClientShared>>>,
     next_cid: AtomicU64,
     shutdown: watch::Sender<bool>,
@@ -116,6 +118,8 @@ impl ServerShared {
             max_payload: self.opts.max_payload as i64,
             jetstream: self.opts.jetstream.enabled,
             auth_required: self.opts.auth.required(),
+            tls_required: self.tls.is_some(),
+            tls_verify: self.opts.tls.as_ref().is_some_and(|t| t.verify),
             client_id,
             client_ip: addr.ip().to_string(),
             nonce,
@@ -210,6 +214,10 @@ impl Server {
         };
         let authenticator = tern_auth::Authenticator::new(opts.auth.auth_config())
             .map_err(|e| anyhow::anyhow!("invalid authorization configuration: {e}"))?;
+        let tls = match &opts.tls {
+            Some(tls) => Some(crate::tls::acceptor(tls)?),
+            None => None,
+        };
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(ServerShared {
             opts,
@@ -224,6 +232,7 @@ impl Server {
             account: Arc::new(Account::new(GLOBAL_ACCOUNT)),
             accounts: Mutex::new(HashMap::new()),
             authenticator,
+            tls,
             clients: Mutex::new(HashMap::new()),
             next_cid: AtomicU64::new(1),
             shutdown,

@@ -214,16 +214,23 @@ fn apply_flags(mut b: Builder, cli: &Cli) -> Result<Builder, ConfigError> {
             .collect();
         b = set(b, "cluster.routes", routes)?;
     }
-    if cli.tls
-        || cli.tlscert.is_some()
-        || cli.tlskey.is_some()
-        || cli.tlsverify
-        || cli.tlscacert.is_some()
-    {
-        return Err(ConfigError::NotImplemented {
-            key: "--tls".into(),
-            why: "TLS comes with the security work; refusing to start without the TLS that was asked for",
-        });
+    if let Some(v) = &cli.tlscert {
+        b = set(b, "tls.cert_file", v.to_string_lossy().as_ref())?;
+    }
+    if let Some(v) = &cli.tlskey {
+        b = set(b, "tls.key_file", v.to_string_lossy().as_ref())?;
+    }
+    if let Some(v) = &cli.tlscacert {
+        b = set(b, "tls.ca_file", v.to_string_lossy().as_ref())?;
+    }
+    if cli.tlsverify {
+        b = set(b, "tls.verify", true)?;
+    }
+    if cli.tls && cli.tlscert.is_none() {
+        return Err(invalid(
+            "--tls",
+            "--tls needs --tlscert and --tlskey (or a tls block in the file)",
+        ));
     }
     Ok(b)
 }
@@ -295,7 +302,10 @@ fn build_options(
             "accounts" => accounts(value, &mut o, variables, warnings)?,
             "operator" | "operators" => {
                 let entries = match &value.kind {
-                    ValueKind::Array(items) => items.iter().map(|i| string(k, i)).collect::<Result<Vec<_>, _>>()?,
+                    ValueKind::Array(items) => items
+                        .iter()
+                        .map(|i| string(k, i))
+                        .collect::<Result<Vec<_>, _>>()?,
                     _ => vec![string(k, value)?],
                 };
                 for entry in entries {
@@ -304,7 +314,11 @@ fn build_options(
             }
             "resolver" => {
                 let kind = match &value.kind {
-                    ValueKind::Table(t) => t.get("type").map(|v| string(k, v)).transpose()?.unwrap_or_default(),
+                    ValueKind::Table(t) => t
+                        .get("type")
+                        .map(|v| string(k, v))
+                        .transpose()?
+                        .unwrap_or_default(),
                     _ => string(k, value)?,
                 };
                 if !kind.eq_ignore_ascii_case("memory") {
@@ -316,19 +330,19 @@ fn build_options(
             }
             "resolver_preload" => {
                 for (account, jwt) in table(k, value)? {
-                    o.auth.resolver_preload.push((account.clone(), string(&format!("resolver_preload.{account}"), jwt)?));
+                    o.auth.resolver_preload.push((
+                        account.clone(),
+                        string(&format!("resolver_preload.{account}"), jwt)?,
+                    ));
                 }
             }
-            "tls" => {
-                return Err(ConfigError::NotImplemented {
-                    key: "tls".into(),
-                    why: "TLS comes with the security work; refusing to start without the TLS that was asked for",
-                })
-            }
+            "tls" => o.tls = Some(tls(value)?),
             // An entry that only serves as a `$variable` is no setting.
             _ if variables.contains(k) => {}
             _ if NOT_YET_IMPLEMENTED.contains(&k) => {
-                warnings.push(format!("configuration key \"{k}\" is not implemented yet and is ignored"));
+                warnings.push(format!(
+                    "configuration key \"{k}\" is not implemented yet and is ignored"
+                ));
             }
             _ => return Err(ConfigError::UnknownKey(k.to_owned())),
         }
@@ -534,6 +548,42 @@ fn subject_permission(
             deny: Vec::new(),
         }),
     }
+}
+
+/// `tls { cert_file, key_file, ca_file, verify, timeout }`.
+fn tls(value: &Value) -> Result<crate::options::TlsOptions, ConfigError> {
+    let mut out = crate::options::TlsOptions {
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    for (k, v) in table("tls", value)? {
+        let key = format!("tls.{k}");
+        match k.as_str() {
+            "cert_file" => out.cert_file = PathBuf::from(string(&key, v)?),
+            "key_file" => out.key_file = PathBuf::from(string(&key, v)?),
+            "ca_file" => out.ca_file = Some(PathBuf::from(string(&key, v)?)),
+            "verify" => out.verify = boolean(&key, v)?,
+            "timeout" => out.timeout = duration(&key, v)?,
+            "verify_and_map" | "handshake_first" | "pinned_certs" | "cipher_suites" | "curve_preferences"
+            | "insecure" | "verify_cert_and_check_known_urls" | "ocsp_peer" | "cert_store" | "cert_match" => {
+                return Err(ConfigError::NotImplemented {
+                    key,
+                    why: "this TLS option comes with the rest of the security work; refusing to start without it",
+                })
+            }
+            _ => return Err(ConfigError::UnknownKey(key)),
+        }
+    }
+    if out.cert_file.as_os_str().is_empty() || out.key_file.as_os_str().is_empty() {
+        return Err(invalid("tls", "cert_file and key_file are required"));
+    }
+    if out.verify && out.ca_file.is_none() {
+        return Err(invalid(
+            "tls.verify",
+            "verifying client certificates needs tls.ca_file",
+        ));
+    }
+    Ok(out)
 }
 
 /// An operator JWT given inline, or the path of a file holding one.
