@@ -361,12 +361,12 @@ fn max_payload_above_max_pending_is_refused() {
 fn not_yet_implemented_keys_run_with_a_warning() {
     let server = TernServer::launch(Launch::default().config(
         "mqtt {\n  port: 1883\n}\n\
-         websocket {\n  port: 8080\n  no_tls: true\n}\n",
+         leafnodes {\n  port: 7422\n}\n",
     ));
     let mut c = RawClient::connect_with(server.addr, QUIET);
     assert_eq!(c.ping_pong(), b"PONG\r\n");
     let log = server.log();
-    for key in ["mqtt", "websocket"] {
+    for key in ["mqtt", "leafnodes"] {
         assert!(
             log.lines().any(|l| l.contains("[WRN]") && l.contains(key)),
             "a warning names {key}:\n{log}"

@@ -136,8 +136,9 @@ pub(crate) struct ClientShared {
     /// The socket's write half, shared so a publisher's reader can write a
     /// small batch straight away instead of waking the writer task.
     socket: Option<Arc<OwnedWriteHalf>>,
-    /// The write half of a TLS connection; only the writer task writes it.
-    tls: Option<Arc<tokio::sync::Mutex<TlsWriter>>>,
+    /// The write half of a TLS or WebSocket connection; only the writer
+    /// task writes it.
+    tls: Option<Arc<tokio::sync::Mutex<StreamWriter>>>,
     /// Set for the server's own clients (JetStream): messages go to a channel.
     internal: Option<InternalSink>,
     /// Wakes the writer.
@@ -169,8 +170,10 @@ pub(crate) struct ClientShared {
     pub(crate) last_activity_ms: AtomicU64,
 }
 
-/// The write half of a client's TLS stream.
-type TlsWriter = tokio::io::WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>;
+/// The write half of a client stream other than plain TCP (TLS, WebSocket).
+pub(crate) type StreamWriter = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+/// Its read half.
+pub(crate) type StreamReader = Box<dyn AsyncRead + Send + Unpin>;
 
 /// A message delivered to one of the server's internal clients.
 #[derive(Debug)]
@@ -256,7 +259,7 @@ impl ClientShared {
         Self::with_sink(id, addr, max_pending, Some(socket), None, None)
     }
 
-    fn new_tls(id: u64, addr: SocketAddr, max_pending: usize, writer: TlsWriter) -> Self {
+    fn new_stream(id: u64, addr: SocketAddr, max_pending: usize, writer: StreamWriter) -> Self {
         Self::with_sink(
             id,
             addr,
@@ -272,7 +275,7 @@ impl ClientShared {
         addr: SocketAddr,
         max_pending: usize,
         socket: Option<Arc<OwnedWriteHalf>>,
-        tls: Option<Arc<tokio::sync::Mutex<TlsWriter>>>,
+        tls: Option<Arc<tokio::sync::Mutex<StreamWriter>>>,
         internal: Option<InternalSink>,
     ) -> Self {
         Self {
@@ -592,7 +595,12 @@ pub(crate) async fn serve(server: Arc<ServerShared>, mut stream: TcpStream, addr
                 Ok(Ok(tls)) => {
                     let (reader, writer) = tokio::io::split(tls);
                     (
-                        Arc::new(ClientShared::new_tls(id, addr, max_pending, writer)),
+                        Arc::new(ClientShared::new_stream(
+                            id,
+                            addr,
+                            max_pending,
+                            Box::new(writer),
+                        )),
                         Box::new(reader),
                     )
                 }
@@ -608,6 +616,42 @@ pub(crate) async fn serve(server: Arc<ServerShared>, mut stream: TcpStream, addr
         }
     };
 
+    serve_session(server, shared, reader, nonce).await;
+}
+
+/// Serves a client over any byte stream (a WebSocket, bridged to bytes).
+pub(crate) async fn serve_stream(
+    server: Arc<ServerShared>,
+    reader: StreamReader,
+    writer: StreamWriter,
+    addr: SocketAddr,
+) {
+    let id = server.next_client_id();
+    let nonce = server.new_nonce();
+    let mut info = BytesMut::new();
+    tern_protocol::encode_info(
+        &mut info,
+        &server.client_info_with_nonce(id, addr, nonce.clone()),
+    );
+    let shared = Arc::new(ClientShared::new_stream(
+        id,
+        addr,
+        server.opts.max_pending,
+        writer,
+    ));
+    shared.enqueue_raw(&info);
+    serve_session(server, shared, reader, nonce).await;
+}
+
+/// Registers a connection and runs its reader and writer until it ends.
+async fn serve_session(
+    server: Arc<ServerShared>,
+    shared: Arc<ClientShared>,
+    reader: StreamReader,
+    nonce: String,
+) {
+    let id = shared.id;
+    let addr = shared.addr;
     if !server.register(&shared) {
         shared.enqueue_raw(format!("-ERR '{}'\r\n", err::MAX_CONNECTIONS).as_bytes());
         shared.close(CloseReason::MaxConnectionsExceeded);

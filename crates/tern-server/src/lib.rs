@@ -20,6 +20,7 @@ mod server;
 pub mod signals;
 mod timefmt;
 mod tls;
+mod websocket;
 
 pub use options::ServerOptions;
 pub use server::{Server, NATS_COMPAT_VERSION, VERSION};

@@ -39,6 +39,8 @@ pub struct ServerOptions {
     pub auth: AuthOptions,
     /// TLS for client connections, when configured.
     pub tls: Option<TlsOptions>,
+    /// The WebSocket listener, when configured (`websocket {}`).
+    pub websocket: Option<WebsocketOptions>,
     /// JetStream settings.
     pub jetstream: JetStreamOptions,
     /// Cluster settings (accepted now, implemented by the cluster work).
@@ -158,6 +160,15 @@ impl AuthOptions {
     }
 }
 
+/// NATS over WebSocket (`websocket { host, port, no_tls }`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebsocketOptions {
+    /// Address to listen on; the client host when empty.
+    pub host: String,
+    /// Port; `0` picks a free one.
+    pub port: u16,
+}
+
 /// TLS for client connections (`tls {}` or the `--tls*` flags).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TlsOptions {
@@ -238,6 +249,7 @@ impl Default for ServerOptions {
             write_deadline: Duration::from_secs(10),
             auth: AuthOptions::default(),
             tls: None,
+            websocket: None,
             jetstream: JetStreamOptions::default(),
             cluster: ClusterOptions::default(),
             log: LogOptions {

@@ -197,6 +197,7 @@ pub struct Server {
     shared: Arc<ServerShared>,
     accept_task: JoinHandle<()>,
     monitor_task: Option<JoinHandle<()>>,
+    websocket_task: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -270,6 +271,28 @@ impl Server {
             let service = crate::jetstream::JetStream::start(shared.clone(), store_dir)?;
             tokio::spawn(service);
         }
+        let websocket_task = match &shared.opts.websocket {
+            Some(ws) => {
+                let host = if ws.host.is_empty() {
+                    shared.opts.host.clone()
+                } else {
+                    ws.host.clone()
+                };
+                let listener = listen(&host, ws.port).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "can not listen for websocket clients on {host}:{}: {e}",
+                        ws.port
+                    )
+                })?;
+                let port = listener.local_addr()?.port();
+                info!("Listening for websocket clients on ws://{host}:{port}");
+                Some(tokio::spawn(crate::websocket::accept_loop(
+                    shared.clone(),
+                    listener,
+                )))
+            }
+            None => None,
+        };
         info!(
             "Listening for client connections on {}:{}",
             shared.opts.host,
@@ -281,6 +304,7 @@ impl Server {
             shared,
             accept_task,
             monitor_task,
+            websocket_task,
         })
     }
 
@@ -301,6 +325,9 @@ impl Server {
     pub async fn lame_duck(self) {
         info!("Entering lame duck mode, stop accepting new clients");
         self.accept_task.abort();
+        if let Some(task) = &self.websocket_task {
+            task.abort();
+        }
         let shared = &self.shared;
         for client in shared.clients() {
             let mut info = shared.client_info(client.id, client.addr);
@@ -335,6 +362,9 @@ impl Server {
         info!("Initiating Shutdown...");
         self.accept_task.abort();
         if let Some(task) = &self.monitor_task {
+            task.abort();
+        }
+        if let Some(task) = &self.websocket_task {
             task.abort();
         }
         let _ = self.shared.shutdown.send(true);

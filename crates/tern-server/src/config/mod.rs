@@ -64,7 +64,6 @@ const NOT_YET_IMPLEMENTED: &[&str] = &[
     "no_auth_user",
     "trusted",
     "trusted_keys",
-    "websocket",
     "leafnodes",
     "leaf",
     "gateway",
@@ -337,6 +336,7 @@ fn build_options(
                 }
             }
             "tls" => o.tls = Some(tls(value)?),
+            "websocket" | "ws" => o.websocket = websocket(value)?,
             // An entry that only serves as a `$variable` is no setting.
             _ if variables.contains(k) => {}
             _ if NOT_YET_IMPLEMENTED.contains(&k) => {
@@ -548,6 +548,45 @@ fn subject_permission(
             deny: Vec::new(),
         }),
     }
+}
+
+/// `websocket { host, port, listen, no_tls }`; TLS on it is not implemented.
+fn websocket(value: &Value) -> Result<Option<crate::options::WebsocketOptions>, ConfigError> {
+    let mut out = crate::options::WebsocketOptions::default();
+    let mut no_tls = false;
+    for (k, v) in table("websocket", value)? {
+        let key = format!("websocket.{k}");
+        match k.as_str() {
+            "host" | "net" => out.host = string(&key, v)?,
+            "port" => out.port = port_value(&key, int(&key, v)?)?,
+            "listen" => {
+                let (host, port) = split_host_port(&key, &string(&key, v)?)?;
+                out.host = host;
+                out.port = port;
+            }
+            "no_tls" => no_tls = boolean(&key, v)?,
+            "tls" => return Err(ConfigError::NotImplemented {
+                key,
+                why: "WebSocket over TLS comes later; use no_tls: true or a TLS-terminating proxy",
+            }),
+            "compression" | "same_origin" | "allowed_origins" | "handshake_timeout"
+            | "authorization" | "no_auth_user" | "jwt_cookie" => {
+                return Err(ConfigError::NotImplemented {
+                    key,
+                    why:
+                        "this WebSocket option is not implemented yet; refusing to start without it",
+                })
+            }
+            _ => return Err(ConfigError::UnknownKey(key)),
+        }
+    }
+    if !no_tls {
+        return Err(ConfigError::NotImplemented {
+            key: "websocket.tls".into(),
+            why: "WebSocket over TLS comes later; set no_tls: true (as nats-server requires for plain ws)",
+        });
+    }
+    Ok(Some(out))
 }
 
 /// `tls { cert_file, key_file, ca_file, verify, timeout }`.

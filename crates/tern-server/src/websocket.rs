@@ -1,0 +1,87 @@
+//! NATS over WebSocket: each binary or text frame carries protocol bytes.
+//! A connection is bridged to a byte stream and served like any other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_websockets::{Message, ServerBuilder};
+use tracing::{debug, error};
+
+use crate::server::ServerShared;
+
+/// Bytes buffered between a WebSocket and the protocol session, each way.
+const BRIDGE_BUFFER: usize = 64 * 1024;
+/// Time a client has to complete the HTTP upgrade.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Accepts WebSocket clients until the task is aborted.
+pub(crate) async fn accept_loop(server: Arc<ServerShared>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                tokio::spawn(serve(server.clone(), stream, addr));
+            }
+            Err(e) => {
+                error!(error = %e, "error accepting websocket connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let ws =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, ServerBuilder::new().accept(stream)).await {
+            Ok(Ok((_request, ws))) => ws,
+            Ok(Err(e)) => {
+                debug!(%addr, error = %e, "websocket handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%addr, "websocket handshake timed out");
+                return;
+            }
+        };
+    let (session_side, bridge_side) = tokio::io::duplex(BRIDGE_BUFFER);
+    let (mut bridge_reader, mut bridge_writer) = tokio::io::split(bridge_side);
+    let (mut ws_sink, mut ws_stream) = ws.split();
+    // Frames in -> bytes to the session.
+    let inbound = tokio::spawn(async move {
+        while let Some(Ok(message)) = ws_stream.next().await {
+            if message.is_close() {
+                break;
+            }
+            if (message.is_binary() || message.is_text())
+                && bridge_writer.write_all(message.as_payload()).await.is_err()
+            {
+                break;
+            }
+        }
+        let _ = bridge_writer.shutdown().await;
+    });
+    // Bytes from the session -> binary frames out.
+    let outbound = tokio::spawn(async move {
+        let mut buf = vec![0u8; BRIDGE_BUFFER];
+        loop {
+            match bridge_reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let frame = Message::binary(bytes::Bytes::copy_from_slice(&buf[..n]));
+                    if ws_sink.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = ws_sink.close().await;
+    });
+    let (reader, writer) = tokio::io::split(session_side);
+    crate::client::serve_stream(server, Box::new(reader), Box::new(writer), addr).await;
+    inbound.abort();
+    let _ = outbound.await;
+}

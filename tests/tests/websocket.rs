@@ -1,0 +1,70 @@
+//! NATS over WebSocket with async-nats (`ws://`), talking to TCP clients.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tern_tests::{connect, free_port, Launch, TernServer};
+
+#[tokio::test]
+async fn websocket_and_tcp_clients_talk() {
+    let port = free_port();
+    let server = TernServer::launch(Launch::default().config(&format!(
+        "websocket {{\n  port: {port}\n  no_tls: true\n}}\n"
+    )));
+    assert!(server.log().contains(&format!(
+        "Listening for websocket clients on ws://127.0.0.1:{port}"
+    )));
+    let ws = tokio::time::timeout(
+        Duration::from_secs(10),
+        async_nats::connect(format!("ws://127.0.0.1:{port}")),
+    )
+    .await
+    .unwrap()
+    .expect("websocket connect");
+    let tcp = connect(&server.url()).await;
+    let mut from_tcp = ws.subscribe("greet.ws").await.unwrap();
+    let mut from_ws = tcp.subscribe("greet.tcp").await.unwrap();
+    tern_tests::round_trip(&ws).await;
+    tern_tests::round_trip(&tcp).await;
+    tcp.publish("greet.ws", "hello over tcp".into())
+        .await
+        .unwrap();
+    let payload: bytes::Bytes = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    ws.publish("greet.tcp", payload.clone()).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(10), from_tcp.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.payload, bytes::Bytes::from("hello over tcp"));
+    let msg = tokio::time::timeout(Duration::from_secs(10), from_ws.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.payload, payload, "a 100 KB message crosses intact");
+    // Request/reply across the two.
+    let mut service = tcp.subscribe("svc").await.unwrap();
+    tern_tests::round_trip(&tcp).await;
+    let responder = tokio::spawn({
+        let tcp = tcp.clone();
+        async move {
+            let req = service.next().await.unwrap();
+            tcp.publish(req.reply.unwrap(), "pong".into())
+                .await
+                .unwrap();
+        }
+    });
+    let reply = tokio::time::timeout(Duration::from_secs(10), ws.request("svc", "ping".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.payload, bytes::Bytes::from("pong"));
+    responder.await.unwrap();
+}
+
+#[test]
+fn websocket_over_tls_is_refused_for_now() {
+    let err = TernServer::try_launch(Launch::default().config("websocket { port: 0 }\n"))
+        .err()
+        .expect("refused without no_tls");
+    assert!(err.contains("no_tls"), "{err}");
+}
