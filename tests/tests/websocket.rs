@@ -68,3 +68,56 @@ fn websocket_over_tls_is_refused_for_now() {
         .expect("refused without no_tls");
     assert!(err.contains("no_tls"), "{err}");
 }
+
+/// A frame announcing more than a couple of maximal messages is refused from
+/// its header: the server closes the connection instead of buffering it.
+#[tokio::test]
+async fn oversized_websocket_frame_is_refused_before_buffering() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = free_port();
+    let server = TernServer::launch(Launch::default().config(&format!(
+        "websocket {{\n  port: {port}\n  no_tls: true\n}}\n"
+    )));
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    sock.write_all(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+            .await
+            .expect("upgrade answered")
+            .unwrap();
+        assert!(n > 0 && seen.len() < 64 * 1024, "upgrade response");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(seen.starts_with(b"HTTP/1.1 101"), "{seen:?}");
+    // FIN + binary, masked, 64-bit length of 8 MiB (the limit is ~2 MiB with
+    // the default 1 MiB max_payload); no body follows.
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(8u64 * 1024 * 1024).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    sock.write_all(&frame).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection is closed at the frame header"
+    );
+    // The server is still serving others.
+    let client = connect(&server.url()).await;
+    tern_tests::round_trip(&client).await;
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_websockets::{Message, ServerBuilder};
+use tokio_websockets::{Limits, Message, ServerBuilder};
 use tracing::{debug, error};
 
 use crate::server::ServerShared;
@@ -17,6 +17,8 @@ use crate::server::ServerShared;
 const BRIDGE_BUFFER: usize = 64 * 1024;
 /// Time a client has to complete the HTTP upgrade.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time a peer has to answer our close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Accepts WebSocket clients until the task is aborted.
 pub(crate) async fn accept_loop(server: Arc<ServerShared>, listener: TcpListener) {
@@ -35,18 +37,21 @@ pub(crate) async fn accept_loop(server: Arc<ServerShared>, listener: TcpListener
 
 async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let ws =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, ServerBuilder::new().accept(stream)).await {
-            Ok(Ok((_request, ws))) => ws,
-            Ok(Err(e)) => {
-                debug!(%addr, error = %e, "websocket handshake failed");
-                return;
-            }
-            Err(_) => {
-                debug!(%addr, "websocket handshake timed out");
-                return;
-            }
-        };
+    // A frame may hold one maximal message plus others batched with it; a
+    // bigger one is refused by the WebSocket layer before it is buffered.
+    let max_frame = 2 * (server.opts.max_payload + server.opts.max_control_line) + BRIDGE_BUFFER;
+    let builder = ServerBuilder::new().limits(Limits::default().max_payload_len(Some(max_frame)));
+    let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.accept(stream)).await {
+        Ok(Ok((_request, ws))) => ws,
+        Ok(Err(e)) => {
+            debug!(%addr, error = %e, "websocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(%addr, "websocket handshake timed out");
+            return;
+        }
+    };
     let (session_side, bridge_side) = tokio::io::duplex(BRIDGE_BUFFER);
     let (mut bridge_reader, mut bridge_writer) = tokio::io::split(bridge_side);
     let (mut ws_sink, mut ws_stream) = ws.split();
@@ -78,7 +83,9 @@ async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: SocketAddr) {
                 }
             }
         }
-        let _ = ws_sink.close().await;
+        // Closing waits for the peer's close frame; a peer that never sends
+        // one does not get to hold the connection open.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws_sink.close()).await;
     });
     let (reader, writer) = tokio::io::split(session_side);
     crate::client::serve_stream(server, Box::new(reader), Box::new(writer), addr).await;
