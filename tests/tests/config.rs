@@ -285,6 +285,22 @@ fn unknown_key_is_fatal_and_nothing_listens() {
     assert!(!done.stderr.contains("Server is ready"), "{}", done.stderr);
 }
 
+/// `trusted_keys` without an operator would, if ignored, leave the server
+/// open to anyone; it is refused instead.
+#[test]
+fn trusted_keys_without_operator_is_refused() {
+    let dir = conf_dir(&[(
+        "trust.conf",
+        "trusted_keys: [\"ODSKR7MYFQZ5MMAJ6FPMEEZYIGAJ7HJXQXPNPN5IOMYHZHEU2ZE3OOUZ\"]\n",
+    )]);
+    let done = expect_refusal(&["-c", &path_arg(dir.path(), "trust.conf")], &[]);
+    assert!(
+        done.stderr.contains("trusted_keys") && done.stderr.contains("operator"),
+        "{}",
+        done.stderr
+    );
+}
+
 #[test]
 fn unknown_nested_key_is_fatal() {
     let dir = conf_dir(&[(

@@ -62,8 +62,6 @@ const NOT_YET_IMPLEMENTED: &[&str] = &[
     "system_account",
     "no_system_account",
     "no_auth_user",
-    "trusted",
-    "trusted_keys",
     "leafnodes",
     "leaf",
     "gateway",
@@ -339,6 +337,13 @@ fn build_options(
             "websocket" | "ws" => o.websocket = websocket(value)?,
             // An entry that only serves as a `$variable` is no setting.
             _ if variables.contains(k) => {}
+            "trusted" | "trusted_keys" => {
+                return Err(ConfigError::NotImplemented {
+                    key: k.to_owned(),
+                    why: "trust without an operator JWT is not implemented; set `operator` \
+                          instead (ignoring it would let unauthenticated clients in)",
+                })
+            }
             _ if NOT_YET_IMPLEMENTED.contains(&k) => {
                 warnings.push(format!(
                     "configuration key \"{k}\" is not implemented yet and is ignored"
