@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The `tern-server` binary next to the test binary, built on first use if missing.
+///
+/// An existing binary is used as is, even if stale: `make test` and
+/// `cargo test --workspace` build it, but after changing the server, run
+/// `cargo build -p tern-server` before `cargo test -p tern-tests` alone (or
+/// point `TERN_SERVER_BIN` at the binary to test).
 pub fn server_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
