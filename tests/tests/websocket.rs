@@ -98,10 +98,10 @@ async fn oversized_websocket_frame_is_refused_before_buffering() {
         seen.extend_from_slice(&buf[..n]);
     }
     assert!(seen.starts_with(b"HTTP/1.1 101"), "{seen:?}");
-    // FIN + binary, masked, 64-bit length of 8 MiB (the limit is ~2 MiB with
-    // the default 1 MiB max_payload); no body follows.
+    // FIN + binary, masked, 64-bit length of 32 MiB (the cap is 8 MiB with the
+    // default 1 MiB max_payload); no body follows.
     let mut frame = vec![0x82, 0x80 | 127];
-    frame.extend_from_slice(&(8u64 * 1024 * 1024).to_be_bytes());
+    frame.extend_from_slice(&(32u64 * 1024 * 1024).to_be_bytes());
     frame.extend_from_slice(&[1, 2, 3, 4]);
     sock.write_all(&frame).await.unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(5), async {

@@ -17,6 +17,8 @@ use crate::server::ServerShared;
 const BRIDGE_BUFFER: usize = 64 * 1024;
 /// Time a client has to complete the HTTP upgrade.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The smallest cap on one frame's size; see `serve`.
+const MIN_FRAME_LIMIT: usize = 8 * 1024 * 1024;
 /// Time a peer has to answer our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -37,9 +39,11 @@ pub(crate) async fn accept_loop(server: Arc<ServerShared>, listener: TcpListener
 
 async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    // A frame may hold one maximal message plus others batched with it; a
-    // bigger one is refused by the WebSocket layer before it is buffered.
-    let max_frame = 2 * (server.opts.max_payload + server.opts.max_control_line) + BRIDGE_BUFFER;
+    // A frame is buffered whole, so its size is capped; clients batch several
+    // messages into one frame, so the cap leaves room for a few maximal ones.
+    // A bigger frame is refused from its header, before it is buffered.
+    let max_frame = MIN_FRAME_LIMIT
+        .max(2 * (server.opts.max_payload + server.opts.max_control_line) + BRIDGE_BUFFER);
     let builder = ServerBuilder::new().limits(Limits::default().max_payload_len(Some(max_frame)));
     let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.accept(stream)).await {
         Ok(Ok((_request, ws))) => ws,
