@@ -80,7 +80,6 @@ pub(super) async fn request_reply(
     Ok(())
 }
 
-/// Nearest-rank percentile of sorted values.
 /// Names of the figures a latency series produces: the rate, then p50,
 /// p99, p99.9 and mean, each as (key, label).
 pub(super) struct LatencyNames {
@@ -128,6 +127,7 @@ pub(super) fn push_latency_figures(
     });
 }
 
+/// Nearest-rank percentile of sorted values.
 pub(super) fn percentile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
