@@ -75,13 +75,18 @@ async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: SocketAddr) {
     });
     // Bytes from the session -> binary frames out.
     let outbound = tokio::spawn(async move {
-        let mut buf = vec![0u8; BRIDGE_BUFFER];
+        // Read straight into the buffer each frame takes over, with no copy.
+        let mut buf = bytes::BytesMut::new();
         loop {
-            match bridge_reader.read(&mut buf).await {
+            buf.reserve(BRIDGE_BUFFER);
+            match bridge_reader.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let frame = Message::binary(bytes::Bytes::copy_from_slice(&buf[..n]));
-                    if ws_sink.send(frame).await.is_err() {
+                Ok(_) => {
+                    if ws_sink
+                        .send(Message::binary(buf.split().freeze()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
