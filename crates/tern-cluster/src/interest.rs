@@ -1,0 +1,221 @@
+//! This node's subscription interest, counted per (account, subject, queue),
+//! and the route links that must hear when it changes.
+//!
+//! Peers only need to know *whether* this node has interest, so only the
+//! first subscription and the last unsubscription of a key are announced.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::pb::{Interest, InterestBatch};
+use crate::FastMap;
+
+/// Changes a listener may fall behind by before it is cut off; its peer then
+/// reconnects and receives a fresh snapshot instead.
+const MAX_LISTENER_BACKLOG: usize = 1_000_000;
+
+type Key = (Arc<str>, Arc<str>, Option<Arc<str>>);
+
+/// Counts local subscriptions and tells route links about changes.
+#[derive(Default)]
+pub struct InterestRegistry {
+    inner: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    counts: FastMap<Key, u32>,
+    listeners: Vec<Arc<InterestListener>>,
+}
+
+/// The pending interest changes for one inbound route stream.
+pub(crate) struct InterestListener {
+    pending: Mutex<ListenerState>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct ListenerState {
+    items: Vec<Interest>,
+    /// Set when the listener fell too far behind or was removed.
+    closed: bool,
+}
+
+impl InterestListener {
+    /// The next changes, waiting for some; `None` once the listener is cut
+    /// off.
+    pub(crate) async fn next(&self) -> Option<InterestBatch> {
+        loop {
+            let ready = self.ready.notified();
+            {
+                let mut state = self.pending.lock();
+                if state.closed {
+                    return None;
+                }
+                if !state.items.is_empty() {
+                    return Some(InterestBatch {
+                        snapshot: false,
+                        items: std::mem::take(&mut state.items),
+                    });
+                }
+            }
+            ready.await;
+        }
+    }
+
+    fn push(&self, item: Interest) {
+        let mut state = self.pending.lock();
+        if state.items.len() >= MAX_LISTENER_BACKLOG {
+            state.closed = true;
+        } else {
+            state.items.push(item);
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.pending.lock().closed
+    }
+
+    pub(crate) fn close(&self) {
+        self.pending.lock().closed = true;
+        self.ready.notify_one();
+    }
+}
+
+impl InterestRegistry {
+    /// Counts one more local subscription on `subject` (in `queue`, if any).
+    pub fn add(&self, account: &str, subject: &str, queue: Option<&str>) {
+        self.change(account, subject, queue, true);
+    }
+
+    /// Counts one local subscription less.
+    pub fn remove(&self, account: &str, subject: &str, queue: Option<&str>) {
+        self.change(account, subject, queue, false);
+    }
+
+    fn change(&self, account: &str, subject: &str, queue: Option<&str>, add: bool) {
+        let mut inner = self.inner.lock();
+        let key: Key = (account.into(), subject.into(), queue.map(Into::into));
+        let announce = if add {
+            let count = inner.counts.entry(key).or_insert(0);
+            *count += 1;
+            *count == 1
+        } else {
+            match inner.counts.get_mut(&key) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                Some(_) => {
+                    inner.counts.remove(&key);
+                    true
+                }
+                None => false,
+            }
+        };
+        if !announce || inner.listeners.is_empty() {
+            return;
+        }
+        let item = Interest {
+            account: account.to_owned(),
+            subject: subject.to_owned(),
+            queue: queue.unwrap_or_default().to_owned(),
+            add,
+        };
+        for listener in &inner.listeners {
+            listener.push(item.clone());
+        }
+        inner.listeners.retain(|l| !l.is_closed());
+    }
+
+    /// Everything this node is interested in, and a listener that gets every
+    /// change made after it, with no gap and no overlap.
+    pub(crate) fn subscribe(&self) -> (InterestBatch, Arc<InterestListener>) {
+        let mut inner = self.inner.lock();
+        let items = inner
+            .counts
+            .keys()
+            .map(|(account, subject, queue)| Interest {
+                account: account.to_string(),
+                subject: subject.to_string(),
+                queue: queue.as_deref().unwrap_or_default().to_owned(),
+                add: true,
+            })
+            .collect();
+        let listener = Arc::new(InterestListener {
+            pending: Mutex::new(ListenerState::default()),
+            ready: Notify::new(),
+        });
+        inner.listeners.push(listener.clone());
+        (
+            InterestBatch {
+                snapshot: true,
+                items,
+            },
+            listener,
+        )
+    }
+
+    /// Stops feeding `listener`.
+    pub(crate) fn unsubscribe(&self, listener: &Arc<InterestListener>) {
+        listener.close();
+        self.inner
+            .lock()
+            .listeners
+            .retain(|l| !Arc::ptr_eq(l, listener));
+    }
+
+    /// How many distinct (account, subject, queue) keys have local interest.
+    pub fn len(&self) -> usize {
+        self.inner.lock().counts.len()
+    }
+
+    /// Whether no local interest exists.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn announces_only_first_and_last() {
+        let registry = InterestRegistry::default();
+        registry.add("$G", "a", None);
+        let (snapshot, listener) = registry.subscribe();
+        assert!(snapshot.snapshot);
+        assert_eq!(snapshot.items.len(), 1);
+        registry.add("$G", "a", None);
+        registry.add("$G", "b", Some("q"));
+        registry.remove("$G", "a", None);
+        registry.remove("$G", "a", None);
+        registry.remove("$G", "a", None);
+        let batch = listener.next().await.unwrap();
+        let seen: Vec<_> = batch
+            .items
+            .iter()
+            .map(|i| (i.subject.as_str(), i.queue.as_str(), i.add))
+            .collect();
+        assert_eq!(seen, vec![("b", "q", true), ("a", "", false)]);
+        assert_eq!(registry.len(), 1);
+        registry.unsubscribe(&listener);
+        assert!(listener.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_falls_too_far_behind_is_cut_off() {
+        let registry = InterestRegistry::default();
+        let (_, listener) = registry.subscribe();
+        for i in 0..=MAX_LISTENER_BACKLOG {
+            registry.add("$G", &format!("s.{i}"), None);
+        }
+        assert!(listener.next().await.is_none());
+        assert!(registry.inner.lock().listeners.is_empty());
+    }
+}

@@ -1,0 +1,255 @@
+//! The `Cluster` gRPC service every node serves on its cluster port.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, warn};
+
+use crate::pb::cluster_server::{Cluster, ClusterServer};
+use crate::pb::{
+    self, route_frame, GossipMessage, LeaveReply, LeaveRequest, RaftReply, RaftRequest, RouteFrame,
+};
+use crate::{LinkStats, NodeShared, MAX_GRPC_MESSAGE};
+
+struct Service {
+    node: Arc<NodeShared>,
+}
+
+/// Serves the cluster service on `listener` until the task is aborted.
+pub(crate) fn serve(
+    node: Arc<NodeShared>,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    let service = ClusterServer::new(Service { node })
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .initial_stream_window_size(4 * 1024 * 1024)
+            .initial_connection_window_size(16 * 1024 * 1024)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await;
+        if let Err(e) = result {
+            warn!(error = %e, "cluster listener stopped");
+        }
+    })
+}
+
+impl Service {
+    /// Refuses peers of another cluster or without the route credentials.
+    fn check<T>(&self, request: &Request<T>, cluster_name: &str) -> Result<(), Status> {
+        if cluster_name != self.node.config.name {
+            let peer = request
+                .remote_addr()
+                .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+            if self
+                .node
+                .warned
+                .lock()
+                .insert(format!("name {peer} {cluster_name}"))
+            {
+                warn!(
+                    %peer,
+                    ours = %self.node.config.name,
+                    theirs = %cluster_name,
+                    "refusing route: cluster name mismatch"
+                );
+            }
+            return Err(Status::failed_precondition(format!(
+                "cluster name mismatch: this node is in cluster \"{}\", the peer is in \"{cluster_name}\"",
+                self.node.config.name
+            )));
+        }
+        if let Some(auth) = &self.node.config.auth {
+            let metadata = request.metadata();
+            let user = metadata
+                .get("tern-route-user")
+                .and_then(|v| v.to_str().ok());
+            let password = metadata
+                .get("tern-route-password")
+                .and_then(|v| v.to_str().ok());
+            let ok = user.is_some_and(|u| constant_time_eq(u, &auth.user))
+                & password.is_some_and(|p| constant_time_eq(p, &auth.password));
+            if !ok {
+                let peer = request
+                    .remote_addr()
+                    .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+                if self.node.warned.lock().insert(format!("auth {peer}")) {
+                    warn!(%peer, "refusing route: authorization violation");
+                }
+                return Err(Status::unauthenticated("route authorization violation"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<RouteFrame, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Cluster for Service {
+    async fn gossip(
+        &self,
+        request: Request<GossipMessage>,
+    ) -> Result<Response<GossipMessage>, Status> {
+        let cluster_name = request.get_ref().cluster_name.clone();
+        self.check(&request, &cluster_name)?;
+        let ip = request.remote_addr().map(|a| a.ip());
+        let message = request.into_inner();
+        let (changes, reply) = {
+            let mut table = self.node.membership.lock();
+            let changes = if message.from_node_id == self.node.config.node_id {
+                Default::default()
+            } else {
+                table.merge(
+                    message.members,
+                    ip.map(|ip| (message.from_node_id.as_str(), ip)),
+                )
+            };
+            let reply = GossipMessage {
+                cluster_name: self.node.config.name.clone(),
+                from_node_id: self.node.config.node_id.clone(),
+                members: table.snapshot(),
+            };
+            (changes, reply)
+        };
+        self.node.apply(changes);
+        Ok(Response::new(reply))
+    }
+
+    async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveReply>, Status> {
+        let cluster_name = request.get_ref().cluster_name.clone();
+        self.check(&request, &cluster_name)?;
+        let leave = request.into_inner();
+        let changes = self
+            .node
+            .membership
+            .lock()
+            .mark_left(&leave.node_id, leave.incarnation);
+        self.node.apply(changes);
+        Ok(Response::new(LeaveReply {}))
+    }
+
+    type RouteStream = FrameStream;
+
+    async fn route(
+        &self,
+        request: Request<Streaming<RouteFrame>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        let metadata_check =
+            Request::from_parts(request.metadata().clone(), Default::default(), ());
+        let remote = request.remote_addr();
+        let mut frames = request.into_inner();
+        let hello = match frames.message().await? {
+            Some(RouteFrame {
+                kind: Some(route_frame::Kind::Hello(hello)),
+            }) => hello,
+            _ => return Err(Status::invalid_argument("a route stream starts with hello")),
+        };
+        let mut check = metadata_check;
+        if let Some(addr) = remote {
+            check.extensions_mut().insert(addr);
+        }
+        self.check(&check, &hello.cluster_name)?;
+        if hello.node_id == self.node.config.node_id {
+            return Err(Status::invalid_argument("a node does not route to itself"));
+        }
+        debug!(peer = %hello.node_id, "inbound route stream");
+        let stats = self
+            .node
+            .inbound_stats
+            .lock()
+            .entry(hello.node_id.clone())
+            .or_insert_with(|| Arc::new(LinkStats::default()))
+            .clone();
+        let mut sink = self.node.handler.inbound(&hello.node_id);
+        let (snapshot, listener) = self.node.interest.subscribe();
+        // Forwarded messages are delivered by their own task; when the
+        // dialing node goes away, its interest listener goes too.
+        let node = self.node.clone();
+        let reader_listener = listener.clone();
+        tokio::spawn(async move {
+            loop {
+                match frames.message().await {
+                    Ok(Some(RouteFrame {
+                        kind: Some(route_frame::Kind::Messages(batch)),
+                    })) => {
+                        let bytes: usize = batch
+                            .messages
+                            .iter()
+                            .map(|m| m.payload.len() + m.headers.len())
+                            .sum();
+                        stats
+                            .in_msgs
+                            .fetch_add(batch.messages.len() as u64, Ordering::Relaxed);
+                        stats.in_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                        sink.deliver(batch);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            node.interest.unsubscribe(&reader_listener);
+        });
+        let first = RouteFrame {
+            kind: Some(route_frame::Kind::Interest(snapshot)),
+        };
+        let changes = futures::stream::unfold(listener, |listener| async move {
+            let batch = listener.next().await?;
+            let frame = RouteFrame {
+                kind: Some(route_frame::Kind::Interest(batch)),
+            };
+            Some((Ok(frame), listener))
+        });
+        let stream = futures::stream::once(async move { Ok(first) }).chain(changes);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn raft(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        // Raft traffic has no cluster name of its own: it is only accepted
+        // from members, which passed the name check in gossip.
+        let cluster_name = self.node.config.name.clone();
+        self.check(&request, &cluster_name)?;
+        let request = request.into_inner();
+        if self
+            .node
+            .membership
+            .lock()
+            .get(&request.from_node_id)
+            .is_none()
+        {
+            return Err(Status::permission_denied(format!(
+                "{} is not a member of this cluster",
+                request.from_node_id
+            )));
+        }
+        let Some(group) = self.node.raft.get(&request.group) else {
+            return Err(Status::not_found(format!(
+                "raft group {:?} is not hosted on this node",
+                request.group
+            )));
+        };
+        let payload = group
+            .handle(&request.kind, &request.from_node_id, request.payload)
+            .await
+            .map_err(Status::internal)?;
+        Ok(Response::new(pb::RaftReply { payload }))
+    }
+}
+
+use futures::StreamExt;
