@@ -314,6 +314,11 @@ impl ClientShared {
         }
     }
 
+    /// Whether this is one of the server's own clients (JetStream).
+    pub(crate) fn is_internal(&self) -> bool {
+        self.internal.is_some()
+    }
+
     /// A client of the server itself: subscriptions made for it deliver into
     /// the returned channel, with headers, bounded by `max_pending` bytes.
     pub(crate) fn new_internal(

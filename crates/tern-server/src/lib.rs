@@ -9,6 +9,7 @@
 
 mod account;
 mod client;
+mod cluster;
 pub mod config;
 mod consumer;
 mod jetstream;

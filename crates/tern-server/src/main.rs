@@ -79,9 +79,6 @@ fn main() -> ExitCode {
 }
 
 async fn run(opts: tern_server::ServerOptions) -> anyhow::Result<()> {
-    if opts.cluster.configured() {
-        warn!("clustering is not implemented yet: cluster settings are ignored and this node runs alone");
-    }
     let pid_file = opts.pid_file.clone();
     if let Some(path) = &pid_file {
         std::fs::write(path, std::process::id().to_string())

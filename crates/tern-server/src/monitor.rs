@@ -122,12 +122,29 @@ async fn varz(State(s): State<Shared>) -> Response {
         "max_payload": o.max_payload,
         "max_pending": o.max_pending,
         "max_subscriptions": o.max_subscriptions,
-        "cluster": {
-            "name": o.cluster.name.clone().unwrap_or_default(),
-            "addr": "",
-            "cluster_port": 0,
-            "auth_timeout": 0,
+        "cluster": match s.cluster.get() {
+            Some(cluster) => json!({
+                "name": cluster.name(),
+                "addr": cluster.listen_addr().ip().to_string(),
+                "cluster_port": cluster.listen_addr().port(),
+                "auth_timeout": 0,
+                "urls": o.cluster.routes,
+                "members": cluster.members().iter().map(|m| json!({
+                    "node_id": m.member.node_id,
+                    "name": m.member.name,
+                    "state": m.liveness.as_str(),
+                    "cluster_addr": m.member.cluster_addr,
+                    "client_addr": m.member.client_addr,
+                })).collect::<Vec<_>>(),
+            }),
+            None => json!({
+                "name": "",
+                "addr": "",
+                "cluster_port": 0,
+                "auth_timeout": 0,
+            }),
         },
+        "connect_urls": s.connect_urls.lock().clone(),
         "gateway": {},
         "leaf": {},
         "mqtt": {},
@@ -404,12 +421,124 @@ async fn subsz(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>
     json_response(&Value::Object(body))
 }
 
-async fn routez(State(s): State<Shared>) -> Response {
+/// A per-peer metric: name, type, help and how to read it.
+type PeerMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&RouteView) -> u64,
+);
+
+/// One peer as `/routez` and `/metrics` show it.
+struct RouteView {
+    node_id: String,
+    name: String,
+    state: &'static str,
+    connected: bool,
+    addr: String,
+    client_addr: String,
+    since: std::time::Instant,
+    last_seen: std::time::Instant,
+    out: Option<Arc<tern_cluster::Peer>>,
+    inbound: Option<Arc<tern_cluster::LinkStats>>,
+    /// The peer's interest entries: `subject` or `subject queue`.
+    subscriptions: Vec<String>,
+}
+
+/// Every other member of the cluster, with its link counters.
+fn route_views(s: &ServerShared) -> Vec<RouteView> {
+    let Some(cluster) = s.cluster.get() else {
+        return Vec::new();
+    };
+    let peers = cluster.peers();
+    let mut subscriptions: HashMap<String, Vec<String>> = HashMap::new();
+    for account in s.all_accounts() {
+        for (subject, queue, node) in account.remote_subjects() {
+            let entry = match queue {
+                Some(queue) => format!("{subject} {queue}"),
+                None => subject,
+            };
+            subscriptions.entry(node).or_default().push(entry);
+        }
+    }
+    cluster
+        .members()
+        .into_iter()
+        .filter(|m| m.member.node_id != s.server_id)
+        .map(|m| {
+            let id = m.member.node_id.clone();
+            let out = peers.iter().find(|p| p.node_id() == id).cloned();
+            RouteView {
+                name: m.member.name.clone(),
+                state: m.liveness.as_str(),
+                connected: out.as_ref().is_some_and(|p| p.is_connected()),
+                addr: m.member.cluster_addr.clone(),
+                client_addr: m.member.client_addr.clone(),
+                since: m.since,
+                last_seen: m.last_seen,
+                inbound: cluster.inbound_stats(&id),
+                subscriptions: subscriptions.remove(&id).unwrap_or_default(),
+                out,
+                node_id: id,
+            }
+        })
+        .collect()
+}
+
+async fn routez(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let list = q
+        .get("subs")
+        .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "detail"));
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let routes: Vec<Value> = route_views(&s)
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (ip, port) = r
+                .addr
+                .rsplit_once(':')
+                .map_or((r.addr.as_str(), 0), |(h, p)| (h, p.parse().unwrap_or(0)));
+            let started = SystemTime::now() - r.since.elapsed();
+            let last = SystemTime::now() - r.last_seen.elapsed();
+            let mut route = json!({
+                "rid": i + 1,
+                "remote_id": r.node_id,
+                "remote_name": r.name,
+                "state": r.state,
+                "connected": r.connected,
+                "did_solicit": true,
+                "is_configured": true,
+                "ip": ip.trim_start_matches('[').trim_end_matches(']'),
+                "port": port,
+                "client_url": r.client_addr,
+                "start": timefmt::rfc3339(started),
+                "last_activity": timefmt::rfc3339(last),
+                "uptime": timefmt::uptime(r.since.elapsed()),
+                "idle": timefmt::uptime(r.last_seen.elapsed()),
+                "pending_size": 0,
+                "in_msgs": r.inbound.as_ref().map_or(0, |st| load(&st.in_msgs)),
+                "in_bytes": r.inbound.as_ref().map_or(0, |st| load(&st.in_bytes)),
+                "out_msgs": r.out.as_ref().map_or(0, |p| load(&p.stats.out_msgs)),
+                "out_bytes": r.out.as_ref().map_or(0, |p| load(&p.stats.out_bytes)),
+                "dropped_msgs": r.out.as_ref().map_or(0, |p| load(&p.stats.dropped_msgs)),
+                "connects": r.out.as_ref().map_or(0, |p| load(&p.stats.connects)),
+                "subscriptions": r.subscriptions.len(),
+            });
+            if list {
+                let mut subs = r.subscriptions.clone();
+                subs.sort();
+                route["subscriptions_list"] = json!(subs);
+            }
+            route
+        })
+        .collect();
     json_response(&json!({
         "server_id": s.server_id,
+        "server_name": s.server_name,
         "now": now(),
-        "num_routes": 0,
-        "routes": [],
+        "cluster": s.cluster.get().map(|c| c.name().to_owned()).unwrap_or_default(),
+        "num_routes": routes.len(),
+        "routes": routes,
     }))
 }
 
@@ -554,5 +683,98 @@ async fn metrics(State(s): State<Shared>) -> Response {
         "JetStream API requests answered with an error.",
         load(&js.api_errors),
     );
+    let routes = route_views(&s);
+    if s.cluster.get().is_some() {
+        let up = routes.iter().filter(|r| r.state == "up").count();
+        metric(
+            "tern_cluster_members_up",
+            "gauge",
+            "Other cluster members that are up.",
+            up.to_string(),
+        );
+        metric(
+            "tern_cluster_members",
+            "gauge",
+            "Other cluster members known, up or not.",
+            routes.len().to_string(),
+        );
+    }
+    let per_peer: [PeerMetric; 7] = [
+        (
+            "tern_route_up",
+            "gauge",
+            "1 if the outbound route link to the peer is up.",
+            |r| u64::from(r.connected),
+        ),
+        (
+            "tern_route_out_msgs_total",
+            "counter",
+            "Messages forwarded to the peer.",
+            |r| {
+                r.out
+                    .as_ref()
+                    .map_or(0, |p| p.stats.out_msgs.load(Ordering::Relaxed))
+            },
+        ),
+        (
+            "tern_route_out_bytes_total",
+            "counter",
+            "Bytes forwarded to the peer.",
+            |r| {
+                r.out
+                    .as_ref()
+                    .map_or(0, |p| p.stats.out_bytes.load(Ordering::Relaxed))
+            },
+        ),
+        (
+            "tern_route_in_msgs_total",
+            "counter",
+            "Messages received from the peer.",
+            |r| {
+                r.inbound
+                    .as_ref()
+                    .map_or(0, |st| st.in_msgs.load(Ordering::Relaxed))
+            },
+        ),
+        (
+            "tern_route_in_bytes_total",
+            "counter",
+            "Bytes received from the peer.",
+            |r| {
+                r.inbound
+                    .as_ref()
+                    .map_or(0, |st| st.in_bytes.load(Ordering::Relaxed))
+            },
+        ),
+        (
+            "tern_route_dropped_msgs_total",
+            "counter",
+            "Messages not forwarded because the link was too far behind.",
+            |r| {
+                r.out
+                    .as_ref()
+                    .map_or(0, |p| p.stats.dropped_msgs.load(Ordering::Relaxed))
+            },
+        ),
+        (
+            "tern_route_subscriptions",
+            "gauge",
+            "Interest entries the peer announced.",
+            |r| r.subscriptions.len() as u64,
+        ),
+    ];
+    if !routes.is_empty() {
+        for (name, kind, help, value) in per_peer {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for r in &routes {
+                out.push_str(&format!(
+                    "{name}{{peer=\"{}\",peer_id=\"{}\"}} {}\n",
+                    r.name,
+                    r.node_id,
+                    value(r)
+                ));
+            }
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -206,6 +206,10 @@ pub struct ClusterOptions {
     pub listen: Option<String>,
     /// Seed routes.
     pub routes: Vec<String>,
+    /// Credentials routes present to each other (`cluster.authorization`).
+    pub authorization: Option<tern_cluster::RouteAuth>,
+    /// The cluster address announced to peers (`cluster.advertise`).
+    pub advertise: Option<String>,
 }
 
 impl ClusterOptions {

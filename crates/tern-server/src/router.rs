@@ -11,10 +11,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use tern_cluster::pb::RoutedMessage;
 use tern_routing::{MatchCache, MatchResult};
 use tracing::warn;
 
-use crate::account::Account;
+use crate::account::{Account, PeerRef};
 use crate::client::{ClientShared, Enqueued, SubRef};
 use crate::server::ServerShared;
 
@@ -95,11 +97,40 @@ async fn stall_for(targets: &[Arc<ClientShared>]) {
     }
 }
 
+/// One peer's share of a forwarded message.
+struct Forward {
+    peer: PeerRef,
+    plain: bool,
+    queues: Vec<String>,
+}
+
+fn forward_to<'a>(forwards: &'a mut Vec<Forward>, peer: &PeerRef) -> &'a mut Forward {
+    let index = match forwards.iter().position(|f| f.peer == *peer) {
+        Some(index) => index,
+        None => {
+            forwards.push(Forward {
+                peer: peer.clone(),
+                plain: false,
+                queues: Vec::new(),
+            });
+            forwards.len() - 1
+        }
+    };
+    &mut forwards[index]
+}
+
 /// Routes messages for one publisher; see the module docs.
 pub(crate) struct Router {
     server: Arc<ServerShared>,
     account: Arc<Account>,
     cache: MatchCache<SubRef>,
+    /// Peers' interest, matched the same way.
+    remote_cache: MatchCache<PeerRef>,
+    /// Queue groups served locally by the message being routed: peers are
+    /// not offered those.
+    served_queues: Vec<Arc<str>>,
+    /// Where the message being routed goes among peers.
+    forwards: Vec<Forward>,
     flusher: Flusher,
     /// Receivers past their stall threshold after the last batch.
     stalls: Vec<Arc<ClientShared>>,
@@ -113,6 +144,9 @@ impl Router {
             server,
             account,
             cache: MatchCache::new(1024),
+            remote_cache: MatchCache::new(1024),
+            served_queues: Vec::new(),
+            forwards: Vec::new(),
             flusher: Flusher::default(),
             stalls: Vec::new(),
             batch_out_msgs: 0,
@@ -152,6 +186,8 @@ impl Router {
         for sub in &result.plain {
             self.deliver(skip, sub, subject, reply, headers, payload);
         }
+        let clustered = self.account.has_remote();
+        self.served_queues.clear();
         for group in &result.queues {
             // Start at a random member and take the first that accepts.
             let n = group.members.len();
@@ -159,11 +195,127 @@ impl Router {
             for i in 0..n {
                 let member = &group.members[(start + i) % n];
                 if self.deliver(skip, member, subject, reply, headers, payload) {
+                    if clustered {
+                        self.served_queues.push(group.name.clone());
+                    }
                     break;
                 }
             }
         }
-        !result.is_empty()
+        let mut interest = !result.is_empty();
+        if clustered {
+            interest |= self.forward(deliver, subject, reply, headers, payload);
+        }
+        interest
+    }
+
+    /// Hands a message to the peers interested in it: every peer with a
+    /// plain subscription, and for each queue group not served here one
+    /// peer that has members. True if any peer has interest.
+    fn forward(
+        &mut self,
+        deliver: &[u8],
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let Some(remote) = self.lookup_remote(deliver) else {
+            return false;
+        };
+        if remote.is_empty() {
+            return false;
+        }
+        self.forwards.clear();
+        for peer in &remote.plain {
+            forward_to(&mut self.forwards, peer).plain = true;
+        }
+        for group in &remote.queues {
+            if self.served_queues.contains(&group.name) {
+                continue;
+            }
+            // A random peer among those with members whose link is up.
+            let n = group.members.len();
+            let start = fastrand::usize(..n);
+            if let Some(peer) = (0..n)
+                .map(|i| &group.members[(start + i) % n])
+                .find(|p| p.0.is_connected())
+            {
+                forward_to(&mut self.forwards, peer)
+                    .queues
+                    .push(group.name.to_string());
+            }
+        }
+        let subject_bytes = Bytes::copy_from_slice(deliver);
+        let display = if deliver == subject {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(subject)
+        };
+        let reply = reply.map(Bytes::copy_from_slice).unwrap_or_default();
+        let headers = headers.map(Bytes::copy_from_slice).unwrap_or_default();
+        let payload = Bytes::copy_from_slice(payload);
+        for forward in self.forwards.drain(..) {
+            forward.peer.0.send(RoutedMessage {
+                account: self.account.name.clone(),
+                subject: subject_bytes.clone(),
+                display_subject: display.clone(),
+                reply: reply.clone(),
+                headers: headers.clone(),
+                payload: payload.clone(),
+                plain: forward.plain,
+                queues: forward.queues,
+            });
+        }
+        true
+    }
+
+    /// Delivers a message a peer forwarded: to local plain subscribers if
+    /// the peer says so, and to one local member of each queue group it
+    /// picked this node for. Never forwarded again.
+    pub(crate) fn deliver_routed(&mut self, message: &RoutedMessage) {
+        let Some(result) = self.lookup(&message.subject) else {
+            return;
+        };
+        let shown: &[u8] = if message.display_subject.is_empty() {
+            &message.subject
+        } else {
+            &message.display_subject
+        };
+        let reply = (!message.reply.is_empty()).then_some(&message.reply[..]);
+        let headers = (!message.headers.is_empty()).then_some(&message.headers[..]);
+        if message.plain {
+            for sub in &result.plain {
+                self.deliver(None, sub, shown, reply, headers, &message.payload);
+            }
+        }
+        for queue in &message.queues {
+            let Some(group) = result.queues.iter().find(|g| &*g.name == queue.as_str()) else {
+                continue;
+            };
+            let n = group.members.len();
+            let start = fastrand::usize(..n);
+            for i in 0..n {
+                let member = &group.members[(start + i) % n];
+                if self.deliver(None, member, shown, reply, headers, &message.payload) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Peers interested in `subject`, from the cache when it is current.
+    fn lookup_remote(&mut self, subject: &[u8]) -> Option<Arc<MatchResult<PeerRef>>> {
+        let generation = self.account.remote_generation();
+        if let Some(hit) = self.remote_cache.get(subject, generation) {
+            return Some(hit);
+        }
+        let (result, generation) = self
+            .account
+            .match_remote(std::str::from_utf8(subject).ok()?);
+        self.remote_cache
+            .insert(subject, generation, result.clone());
+        Some(result)
     }
 
     /// Who gets a message on `subject`: from the cache when it is current,

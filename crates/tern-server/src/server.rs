@@ -69,6 +69,12 @@ pub(crate) struct ServerShared {
     clients: Mutex<HashMap<u64, Arc<ClientShared>>>,
     next_cid: AtomicU64,
     shutdown: watch::Sender<bool>,
+    /// Local interest announced to the cluster; `None` when running alone.
+    pub(crate) interest: Option<Arc<tern_cluster::InterestRegistry>>,
+    /// The cluster this node is part of, once joined.
+    pub(crate) cluster: std::sync::OnceLock<Arc<tern_cluster::Cluster>>,
+    /// Client URLs of the cluster's live nodes, for `INFO.connect_urls`.
+    pub(crate) connect_urls: Mutex<Vec<String>>,
 }
 
 impl ServerShared {
@@ -89,8 +95,15 @@ impl ServerShared {
         self.accounts
             .lock()
             .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(Account::new(name)))
+            .or_insert_with(|| Arc::new(Account::new(name, self.interest.clone())))
             .clone()
+    }
+
+    /// Every account made so far, the default one first.
+    pub(crate) fn all_accounts(&self) -> Vec<Arc<Account>> {
+        let mut all = vec![self.account.clone()];
+        all.extend(self.accounts.lock().values().cloned());
+        all
     }
 
     /// The `INFO` sent to a new connection.
@@ -123,6 +136,12 @@ impl ServerShared {
             client_id,
             client_ip: addr.ip().to_string(),
             nonce,
+            cluster: self
+                .cluster
+                .get()
+                .map(|c| c.name().to_owned())
+                .unwrap_or_default(),
+            connect_urls: self.connect_urls.lock().clone(),
             ..ServerInfo::default()
         }
     }
@@ -207,7 +226,22 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("can not listen on {}:{}: {e}", opts.host, opts.port))?;
         let client_addr = listener.local_addr()?;
-        let server_id = generate_server_id();
+        // A clustered node keeps its id across restarts, in its data
+        // directory; peers know it by that id.
+        let clustered = opts.cluster.configured();
+        let server_id = match (&opts.jetstream.store_dir, clustered) {
+            (Some(dir), true) => crate::cluster::load_node_id(dir).map_err(|e| {
+                anyhow::anyhow!("can not keep the node id in {}: {e}", dir.display())
+            })?,
+            (None, true) => {
+                tracing::warn!(
+                    "no data directory (-sd / jetstream.store_dir): the node id changes on every restart"
+                );
+                generate_server_id()
+            }
+            _ => generate_server_id(),
+        };
+        let interest = clustered.then(|| Arc::new(tern_cluster::InterestRegistry::default()));
         let server_name = if opts.server_name.is_empty() {
             server_id.clone()
         } else {
@@ -230,13 +264,16 @@ impl Server {
             js: JetStreamStats::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),
-            account: Arc::new(Account::new(GLOBAL_ACCOUNT)),
+            account: Arc::new(Account::new(GLOBAL_ACCOUNT, interest.clone())),
             accounts: Mutex::new(HashMap::new()),
             authenticator,
             tls,
             clients: Mutex::new(HashMap::new()),
             next_cid: AtomicU64::new(1),
             shutdown,
+            interest,
+            cluster: std::sync::OnceLock::new(),
+            connect_urls: Mutex::new(Vec::new()),
         });
 
         info!("Starting tern-server");
@@ -293,6 +330,23 @@ impl Server {
             }
             None => None,
         };
+        let cluster_config = crate::cluster::config(
+            &shared.opts.cluster,
+            shared.server_id.clone(),
+            &shared.server_name,
+            client_addr,
+            *shared.http_addr.lock(),
+        )?;
+        if let Some(config) = cluster_config {
+            let glue = Arc::new(crate::cluster::ClusterGlue::new());
+            let cluster = crate::cluster::start(&shared, glue, config).await?;
+            info!(
+                "Cluster {} listening for routes on {}",
+                cluster.name(),
+                cluster.listen_addr()
+            );
+            let _ = shared.cluster.set(cluster);
+        }
         info!(
             "Listening for client connections on {}:{}",
             shared.opts.host,
@@ -361,6 +415,9 @@ impl Server {
     pub async fn shutdown(self) {
         info!("Initiating Shutdown...");
         self.accept_task.abort();
+        if let Some(cluster) = self.shared.cluster.get() {
+            cluster.shutdown().await;
+        }
         if let Some(task) = &self.monitor_task {
             task.abort();
         }
@@ -418,7 +475,7 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: TcpListener) {
 }
 
 /// A server id in the shape nats-server uses: 56 base32 characters starting with `N`.
-fn generate_server_id() -> String {
+pub(crate) fn generate_server_id() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut id = String::with_capacity(56);
     id.push('N');

@@ -74,13 +74,13 @@ pub struct Cli {
     /// JetStream storage directory.
     #[arg(long = "store_dir", visible_alias = "sd", value_name = "DIR")]
     pub store_dir: Option<PathBuf>,
-    /// Cluster URL for solicited routes (clustering is not implemented yet).
+    /// Cluster listen URL, e.g. nats://0.0.0.0:6222 (the gRPC cluster port).
     #[arg(long = "cluster", value_name = "URL")]
     pub cluster: Option<String>,
-    /// Cluster name (clustering is not implemented yet).
+    /// Cluster name; nodes of different clusters refuse each other.
     #[arg(long = "cluster_name", value_name = "NAME")]
     pub cluster_name: Option<String>,
-    /// Routes to solicit and connect, comma separated (clustering is not implemented yet).
+    /// Seed routes of other nodes, comma separated (nats-route://host:port).
     #[arg(long = "routes", value_name = "URLS")]
     pub routes: Option<String>,
     /// Enable TLS (not implemented yet: refused).

@@ -796,8 +796,27 @@ fn cluster(
                         .collect(),
                 };
             }
-            "authorization" | "tls" | "advertise" | "no_advertise" | "connect_retries"
-            | "pool_size" | "compression" | "accounts" => {
+            "advertise" | "cluster_advertise" => o.cluster.advertise = Some(string(&key, v)?),
+            "authorization" => {
+                let mut user = None;
+                let mut password = None;
+                for (ak, av) in table(&key, v)? {
+                    let akey = format!("{key}.{ak}");
+                    match ak.as_str() {
+                        "user" | "username" => user = Some(string(&akey, av)?),
+                        "password" | "pass" => password = Some(string(&akey, av)?),
+                        "timeout" => {}
+                        _ => return Err(ConfigError::UnknownKey(akey)),
+                    }
+                }
+                let user = user.ok_or_else(|| invalid(&key, "needs a user"))?;
+                o.cluster.authorization = Some(tern_cluster::RouteAuth {
+                    user,
+                    password: password.unwrap_or_default(),
+                });
+            }
+            "tls" | "no_advertise" | "connect_retries" | "pool_size" | "compression"
+            | "accounts" => {
                 warnings.push(format!(
                     "configuration key \"{key}\" is not implemented yet and is ignored"
                 ));
