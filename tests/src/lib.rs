@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+
 /// How long a server may take to print `Server is ready`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -52,6 +54,8 @@ pub struct TernServer {
     pub addr: SocketAddr,
     /// Monitoring address, if monitoring is on.
     pub http: Option<SocketAddr>,
+    /// Cluster (route) address, if the server joined a cluster.
+    pub cluster: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
@@ -159,6 +163,7 @@ impl TernServer {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut addr = None;
         let mut http = None;
+        let mut cluster = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match ready_rx.recv_timeout(left) {
@@ -175,6 +180,9 @@ impl TernServer {
                             .and_then(|p| p.parse().ok())
                             .unwrap_or(0);
                         http = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+                    }
+                    if let Some(a) = line.split(" listening for routes on ").nth(1) {
+                        cluster = a.trim().parse().ok();
                     }
                     if line.contains("Server is ready") {
                         break;
@@ -195,6 +203,7 @@ impl TernServer {
             child: Some(child),
             addr,
             http,
+            cluster,
             log,
             _dir: dir,
         })
