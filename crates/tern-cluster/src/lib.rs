@@ -342,6 +342,21 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    /// Stops every task without a goodbye; [`Cluster::shutdown`] leaves
+    /// cleanly first.
+    fn drop(&mut self) {
+        let _ = self.node.shutdown.send(true);
+        for (_, link) in self.node.links.lock().drain() {
+            let _ = link.stop.send(true);
+            link.task.abort();
+        }
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+    }
+}
+
 impl NodeShared {
     /// A client for the node at `addr`, sharing one HTTP/2 connection per
     /// address.
@@ -417,7 +432,8 @@ impl NodeShared {
                             let _ = link.stop.send(true);
                         }
                     }
-                    _ => warn!(peer = %id, name = %view.member.name, "member is down"),
+                    Liveness::Up => info!(peer = %id, name = %view.member.name, "member restarted"),
+                    Liveness::Down => warn!(peer = %id, name = %view.member.name, "member is down"),
                 }
             }
         }
