@@ -157,13 +157,14 @@ async fn interest_and_messages_flow_over_the_route() {
         b.recorder.delivered.lock().len() == 1000
     })
     .await;
-    let delivered = b.recorder.delivered.lock();
-    let order: Vec<u32> = delivered
+    let order: Vec<u32> = b
+        .recorder
+        .delivered
+        .lock()
         .iter()
         .map(|m| std::str::from_utf8(&m.payload).unwrap().parse().unwrap())
         .collect();
     assert_eq!(order, (0..1000).collect::<Vec<_>>(), "in order, once each");
-    drop(delivered);
     let stats = b.cluster.inbound_stats("a").expect("inbound stats");
     assert_eq!(
         stats.in_msgs.load(std::sync::atomic::Ordering::Relaxed),
