@@ -6,7 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY of the environment: build scripts are single threaded.
     std::env::set_var("PROTOC", protoc);
     tonic_prost_build::configure()
-        .bytes(".tern.cluster.v1.RoutedMessage")
+        .bytes(".tern.cluster.v1.MessageBatch")
         .bytes(".tern.cluster.v1.RaftRequest")
         .bytes(".tern.cluster.v1.RaftReply")
         .compile_protos(&["../../proto/cluster.proto"], &["../../proto"])?;

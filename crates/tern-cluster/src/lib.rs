@@ -10,6 +10,7 @@
 
 mod interest;
 mod membership;
+mod packed;
 mod raft;
 mod route;
 mod service;
@@ -26,6 +27,7 @@ use tracing::{info, warn};
 
 pub use interest::InterestRegistry;
 pub use membership::{Liveness, MemberView};
+pub use packed::{unpack, Forwarded, MalformedBatch, Received, Unpack};
 pub use raft::{RaftGroupHandler, RaftGroups};
 pub use route::{LinkStats, Peer};
 
@@ -109,7 +111,8 @@ pub struct ClusterConfig {
     pub down_after: Duration,
 }
 
-/// A batch of messages a peer forwarded, for local delivery.
+/// A batch of messages a peer forwarded, for local delivery; read it with
+/// [`unpack`].
 pub type MessageBatch = pb::MessageBatch;
 
 /// What the server does with traffic from peers.

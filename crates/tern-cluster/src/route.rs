@@ -11,30 +11,35 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::pb::{route_frame, MessageBatch, RoutedMessage};
+use crate::packed::Forwarded;
+use crate::pb::{route_frame, MessageBatch};
 
 /// Bytes queued for one peer beyond which further messages are dropped (and
 /// counted) until the link catches up: a slow route never grows memory
 /// without bound.
 pub(crate) const MAX_PEER_PENDING: usize = 64 * 1024 * 1024;
-/// A batch is sent once it holds this many bytes, even if more are queued,
-/// so no gRPC message gets near the decoding limit.
-const BATCH_BYTES: usize = 1024 * 1024;
+/// A batch is sealed once it holds this many bytes and the next one begins,
+/// so no gRPC message gets near the decoding limit and a slow link sends
+/// in steady pieces.
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// Counters of one peer link, for monitoring.
 #[derive(Debug, Default)]
 pub struct LinkStats {
     /// Messages forwarded to the peer.
     pub out_msgs: AtomicU64,
-    /// Payload and header bytes forwarded to the peer.
+    /// Bytes forwarded to the peer (packed messages, with subjects).
     pub out_bytes: AtomicU64,
     /// Messages received from the peer.
     pub in_msgs: AtomicU64,
-    /// Payload and header bytes received from the peer.
+    /// Bytes received from the peer (packed messages, with subjects).
     pub in_bytes: AtomicU64,
     /// Messages dropped because the link was behind by more than its limit.
     pub dropped_msgs: AtomicU64,
@@ -57,7 +62,12 @@ pub struct Peer {
 
 #[derive(Default)]
 struct PeerQueue {
-    messages: Vec<RoutedMessage>,
+    /// Full batches waiting to be sent, oldest first: bytes and count.
+    sealed: VecDeque<(Bytes, u32)>,
+    /// The batch being filled.
+    open: BytesMut,
+    open_count: u32,
+    /// Bytes in `sealed` and `open`.
     bytes: usize,
 }
 
@@ -90,22 +100,29 @@ impl Peer {
         self.connected.load(Ordering::Acquire)
     }
 
-    /// Queues a message for the peer. False if the link is down or too far
-    /// behind; the message is then not delivered there.
-    pub fn send(&self, message: RoutedMessage) -> bool {
+    /// Queues a message for the peer: one copy into its buffer. False if
+    /// the link is down or too far behind; the message is then not
+    /// delivered there.
+    pub fn send(&self, message: &Forwarded<'_>) -> bool {
         if !self.is_connected() {
             return false;
         }
-        let size = message.payload.len() + message.headers.len();
+        let size = message.encoded_len();
         let mut queue = self.queue.lock();
-        if queue.bytes + size > MAX_PEER_PENDING && !queue.messages.is_empty() {
+        if queue.bytes + size > MAX_PEER_PENDING && queue.bytes > 0 {
             drop(queue);
             self.stats.dropped_msgs.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let wake = queue.messages.is_empty();
+        let wake = queue.bytes == 0;
+        message.encode(&mut queue.open);
+        queue.open_count += 1;
         queue.bytes += size;
-        queue.messages.push(message);
+        if queue.open.len() >= BATCH_BYTES {
+            let count = std::mem::take(&mut queue.open_count);
+            let batch = queue.open.split().freeze();
+            queue.sealed.push_back((batch, count));
+        }
         drop(queue);
         self.stats.out_msgs.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -117,31 +134,23 @@ impl Peer {
         true
     }
 
-    /// Takes up to [`BATCH_BYTES`] of queued messages, waiting for some.
+    /// The oldest queued batch, waiting for one.
     async fn next_batch(&self) -> MessageBatch {
         loop {
             let ready = self.ready.notified();
             {
                 let mut queue = self.queue.lock();
-                if !queue.messages.is_empty() {
-                    if queue.bytes <= BATCH_BYTES {
-                        queue.bytes = 0;
-                        return MessageBatch {
-                            messages: std::mem::take(&mut queue.messages),
-                        };
+                let batch = match queue.sealed.pop_front() {
+                    Some(sealed) => Some(sealed),
+                    None if queue.open_count > 0 => {
+                        let count = std::mem::take(&mut queue.open_count);
+                        Some((queue.open.split().freeze(), count))
                     }
-                    let mut size = 0;
-                    let mut n = 0;
-                    for m in &queue.messages {
-                        size += m.payload.len() + m.headers.len();
-                        n += 1;
-                        if size >= BATCH_BYTES {
-                            break;
-                        }
-                    }
-                    queue.bytes -= size;
-                    let messages: Vec<_> = queue.messages.drain(..n).collect();
-                    return MessageBatch { messages };
+                    None => None,
+                };
+                if let Some((packed, count)) = batch {
+                    queue.bytes -= packed.len();
+                    return MessageBatch { packed, count };
                 }
             }
             ready.await;
@@ -152,7 +161,9 @@ impl Peer {
         self.connected.store(up, Ordering::Release);
         if !up {
             let mut queue = self.queue.lock();
-            queue.messages.clear();
+            queue.sealed.clear();
+            queue.open.clear();
+            queue.open_count = 0;
             queue.bytes = 0;
         }
     }

@@ -189,15 +189,12 @@ impl Cluster for Service {
                     Ok(Some(RouteFrame {
                         kind: Some(route_frame::Kind::Messages(batch)),
                     })) => {
-                        let bytes: usize = batch
-                            .messages
-                            .iter()
-                            .map(|m| m.payload.len() + m.headers.len())
-                            .sum();
                         stats
                             .in_msgs
-                            .fetch_add(batch.messages.len() as u64, Ordering::Relaxed);
-                        stats.in_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                            .fetch_add(u64::from(batch.count), Ordering::Relaxed);
+                        stats
+                            .in_bytes
+                            .fetch_add(batch.packed.len() as u64, Ordering::Relaxed);
                         sink.deliver(batch);
                     }
                     Ok(Some(_)) => {}

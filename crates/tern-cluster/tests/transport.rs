@@ -7,18 +7,21 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tern_cluster::pb::RoutedMessage;
 use tern_cluster::{
-    Cluster, ClusterConfig, InboundSink, InterestRegistry, Liveness, MemberView, MessageBatch,
-    Peer, RaftGroupHandler, RouteHandler,
+    Cluster, ClusterConfig, Forwarded, InboundSink, InterestRegistry, Liveness, MemberView,
+    MessageBatch, Peer, RaftGroupHandler, RouteHandler,
 };
+
+/// (subject, payload) of every message delivered.
+type Delivered = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
 
 /// Records what the cluster layer tells the server.
 #[derive(Default)]
 struct Recorder {
     interest: Mutex<Vec<(String, String, String, bool)>>,
     peers: Mutex<Vec<Arc<Peer>>>,
-    delivered: Arc<Mutex<Vec<RoutedMessage>>>,
+    /// (subject, payload) of every delivered message.
+    delivered: Delivered,
 }
 
 impl RouteHandler for Recorder {
@@ -55,11 +58,15 @@ impl RouteHandler for Recorder {
     fn members_changed(&self, _members: &[MemberView]) {}
 }
 
-struct Sink(Arc<Mutex<Vec<RoutedMessage>>>);
+struct Sink(Delivered);
 
 impl InboundSink for Sink {
     fn deliver(&mut self, batch: MessageBatch) {
-        self.0.lock().extend(batch.messages);
+        let mut delivered = self.0.lock();
+        for message in tern_cluster::unpack(&batch.packed) {
+            let message = message.expect("well-formed batch");
+            delivered.push((message.subject.to_vec(), message.payload.to_vec()));
+        }
     }
 }
 
@@ -145,10 +152,11 @@ async fn interest_and_messages_flow_over_the_route() {
     let peer = a.recorder.peers.lock()[0].clone();
     assert_eq!(peer.node_id(), "b");
     for i in 0..1000u32 {
-        assert!(peer.send(RoutedMessage {
-            account: "$G".into(),
-            subject: Bytes::from_static(b"early"),
-            payload: Bytes::from(i.to_string()),
+        let payload = i.to_string();
+        assert!(peer.send(&Forwarded {
+            account: "$G",
+            subject: b"early",
+            payload: payload.as_bytes(),
             plain: true,
             ..Default::default()
         }));
@@ -162,7 +170,7 @@ async fn interest_and_messages_flow_over_the_route() {
         .delivered
         .lock()
         .iter()
-        .map(|m| std::str::from_utf8(&m.payload).unwrap().parse().unwrap())
+        .map(|(_, payload)| std::str::from_utf8(payload).unwrap().parse().unwrap())
         .collect();
     assert_eq!(order, (0..1000).collect::<Vec<_>>(), "in order, once each");
     let stats = b.cluster.inbound_stats("a").expect("inbound stats");

@@ -197,17 +197,24 @@ impl InboundSink for RouteInbound {
         let Some(server) = self.server.upgrade() else {
             return;
         };
-        for message in &batch.messages {
-            let router = match self.routers.get_mut(&message.account) {
+        for message in tern_cluster::unpack(&batch.packed) {
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    warn!(error = %e, "dropping the rest of a route batch");
+                    break;
+                }
+            };
+            let router = match self.routers.get_mut(message.account) {
                 Some(router) => router,
                 None => {
-                    let account = server.account(&message.account);
+                    let account = server.account(message.account);
                     self.routers
-                        .entry(message.account.clone())
+                        .entry(message.account.to_owned())
                         .or_insert_with(|| Router::new(server.clone(), account))
                 }
             };
-            router.deliver_routed(message);
+            router.deliver_routed(&message);
         }
         for router in self.routers.values_mut() {
             router.finish_batch();

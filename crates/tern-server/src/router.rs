@@ -11,8 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tern_cluster::pb::RoutedMessage;
+use tern_cluster::{Forwarded, Received};
 use tern_routing::{MatchCache, MatchResult};
 use tracing::warn;
 
@@ -101,7 +100,7 @@ async fn stall_for(targets: &[Arc<ClientShared>]) {
 struct Forward {
     peer: PeerRef,
     plain: bool,
-    queues: Vec<String>,
+    queues: Vec<Arc<str>>,
 }
 
 fn forward_to<'a>(forwards: &'a mut Vec<Forward>, peer: &PeerRef) -> &'a mut Forward {
@@ -243,28 +242,21 @@ impl Router {
             {
                 forward_to(&mut self.forwards, peer)
                     .queues
-                    .push(group.name.to_string());
+                    .push(group.name.clone());
             }
         }
-        let subject_bytes = Bytes::copy_from_slice(deliver);
-        let display = if deliver == subject {
-            Bytes::new()
-        } else {
-            Bytes::copy_from_slice(subject)
-        };
-        let reply = reply.map(Bytes::copy_from_slice).unwrap_or_default();
-        let headers = headers.map(Bytes::copy_from_slice).unwrap_or_default();
-        let payload = Bytes::copy_from_slice(payload);
+        let display: &[u8] = if deliver == subject { b"" } else { subject };
         for forward in self.forwards.drain(..) {
-            forward.peer.0.send(RoutedMessage {
-                account: self.account.name.clone(),
-                subject: subject_bytes.clone(),
-                display_subject: display.clone(),
-                reply: reply.clone(),
-                headers: headers.clone(),
-                payload: payload.clone(),
+            let queues: Vec<&str> = forward.queues.iter().map(|q| &**q).collect();
+            forward.peer.0.send(&Forwarded {
+                account: &self.account.name,
+                subject: deliver,
+                display_subject: display,
+                reply: reply.unwrap_or_default(),
+                headers: headers.unwrap_or_default(),
+                payload,
                 plain: forward.plain,
-                queues: forward.queues,
+                queues: &queues,
             });
         }
         true
@@ -273,31 +265,39 @@ impl Router {
     /// Delivers a message a peer forwarded: to local plain subscribers if
     /// the peer says so, and to one local member of each queue group it
     /// picked this node for. Never forwarded again.
-    pub(crate) fn deliver_routed(&mut self, message: &RoutedMessage) {
-        let Some(result) = self.lookup(&message.subject) else {
+    pub(crate) fn deliver_routed(&mut self, message: &Received<'_>) {
+        let Some(result) = self.lookup(message.subject) else {
             return;
         };
-        let shown: &[u8] = if message.display_subject.is_empty() {
-            &message.subject
-        } else {
-            &message.display_subject
-        };
-        let reply = (!message.reply.is_empty()).then_some(&message.reply[..]);
-        let headers = (!message.headers.is_empty()).then_some(&message.headers[..]);
+        let shown = message.display_subject;
         if message.plain {
             for sub in &result.plain {
-                self.deliver(None, sub, shown, reply, headers, &message.payload);
+                self.deliver(
+                    None,
+                    sub,
+                    shown,
+                    message.reply,
+                    message.headers,
+                    message.payload,
+                );
             }
         }
-        for queue in &message.queues {
-            let Some(group) = result.queues.iter().find(|g| &*g.name == queue.as_str()) else {
+        for queue in message.queues() {
+            let Some(group) = result.queues.iter().find(|g| &*g.name == queue) else {
                 continue;
             };
             let n = group.members.len();
             let start = fastrand::usize(..n);
             for i in 0..n {
                 let member = &group.members[(start + i) % n];
-                if self.deliver(None, member, shown, reply, headers, &message.payload) {
+                if self.deliver(
+                    None,
+                    member,
+                    shown,
+                    message.reply,
+                    message.headers,
+                    message.payload,
+                ) {
                     break;
                 }
             }
