@@ -453,3 +453,44 @@ async fn routes_with_credentials_refuse_a_node_without_them() {
     assert_eq!(first.http_json("/routez")["num_routes"], 1);
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_in_lame_duck_mode_is_withdrawn_from_connect_urls() {
+    let cluster = TernCluster::start(3);
+    let ducking = cluster.node(2).addr.to_string();
+    let mut raw = tern_tests::RawClient::connect_with(
+        cluster.node(2).addr,
+        r#"{"verbose":false,"protocol":1}"#,
+    );
+    raw.ping_pong();
+    cluster.node(2).signal("USR2");
+    let mut lines = Vec::new();
+    for _ in 0..20 {
+        match raw.read_line(Duration::from_secs(10)) {
+            Some(line) => {
+                let ldm = line.contains("\"ldm\":true");
+                lines.push(line);
+                if ldm {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("\"ldm\":true")),
+        "no INFO with ldm: {lines:?}"
+    );
+    // Peers stop offering it to clients; it still routes meanwhile.
+    assert!(eventually(Duration::from_secs(5), || {
+        let info = tern_tests::RawClient::connect(cluster.node(0).addr).info_json();
+        let urls: Vec<String> = info["connect_urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap().to_owned())
+            .collect();
+        !urls.contains(&ducking) && urls.len() == 2
+    }));
+    assert!(cluster.meshed(0));
+}

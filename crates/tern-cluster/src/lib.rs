@@ -211,6 +211,7 @@ impl Cluster {
                 .unwrap_or_else(|| listen_addr.to_string()),
             client_addr: config.client_addr.clone(),
             monitor_addr: config.monitor_addr.clone(),
+            lame_duck: false,
         };
         let (shutdown, _) = watch::channel(false);
         let node = Arc::new(NodeShared {
@@ -302,6 +303,14 @@ impl Cluster {
             payload,
         }));
         Ok(client.raft(request).await?.into_inner().payload)
+    }
+
+    /// Lame duck mode: this node keeps routing, but peers stop offering it
+    /// to clients (`connect_urls`) from their next gossip round.
+    pub fn enter_lame_duck(&self) {
+        self.node.membership.lock().set_lame_duck();
+        let views = self.node.membership.lock().views();
+        self.node.handler.members_changed(&views);
     }
 
     /// Leaves the cluster: tells every peer, then stops gossip, links and

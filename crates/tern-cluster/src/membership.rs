@@ -68,11 +68,13 @@ pub(crate) struct Changes {
     pub(crate) up: Vec<String>,
     /// Members that became down or left.
     pub(crate) gone: Vec<String>,
+    /// Something clients are told about changed (lame duck mode).
+    pub(crate) updated: bool,
 }
 
 impl Changes {
     pub(crate) fn is_empty(&self) -> bool {
-        self.up.is_empty() && self.gone.is_empty()
+        self.up.is_empty() && self.gone.is_empty() && !self.updated
     }
 }
 
@@ -107,6 +109,14 @@ impl Membership {
         if let Some(view) = self.members.get_mut(&self.me) {
             view.member.heartbeat += 1;
             view.last_seen = Instant::now();
+        }
+    }
+
+    /// Marks this node as in lame duck mode; peers hear it with the next
+    /// heartbeat.
+    pub(crate) fn set_lame_duck(&mut self) {
+        if let Some(view) = self.members.get_mut(&self.me) {
+            view.member.lame_duck = true;
         }
     }
 
@@ -189,6 +199,9 @@ impl Membership {
                     keep_specified(&mut member.client_addr, &known.client_addr);
                     keep_specified(&mut member.monitor_addr, &known.monitor_addr);
                     let was = view.liveness;
+                    if member.lame_duck != view.member.lame_duck {
+                        changes.updated = true;
+                    }
                     view.member = member;
                     view.last_seen = now;
                     if restarted {
@@ -309,6 +322,7 @@ mod tests {
             cluster_addr: "0.0.0.0:7000".into(),
             client_addr: "127.0.0.1:4222".into(),
             monitor_addr: String::new(),
+            lame_duck: false,
         }
     }
 

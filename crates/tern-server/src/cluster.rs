@@ -228,7 +228,7 @@ impl InboundSink for RouteInbound {
 fn update_connect_urls(server: &Arc<ServerShared>, members: &[MemberView]) {
     let mut urls: Vec<String> = members
         .iter()
-        .filter(|m| m.liveness == Liveness::Up)
+        .filter(|m| m.liveness == Liveness::Up && !m.member.lame_duck)
         .map(|m| m.member.client_addr.clone())
         .filter(|addr| !addr.is_empty() && !addr_unspecified(addr))
         .collect();

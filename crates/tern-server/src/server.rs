@@ -379,6 +379,9 @@ impl Server {
     pub async fn lame_duck(self) {
         info!("Entering lame duck mode, stop accepting new clients");
         self.accept_task.abort();
+        if let Some(cluster) = self.shared.cluster.get() {
+            cluster.enter_lame_duck();
+        }
         if let Some(task) = &self.websocket_task {
             task.abort();
         }
