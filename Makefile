@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: all build release run test test-unit verify fmt fmt-check clippy doc bench bench-compare nats-server clean
+.PHONY: all build release run cluster test test-unit verify fmt fmt-check clippy doc bench bench-compare bench-cluster nats-server clean
 
 all: build
 
@@ -19,6 +19,10 @@ release:
 run: release
 	mkdir -p $(DATA_DIR)
 	./target/release/tern-server -p 4222 -m 8222 -js -sd $(DATA_DIR)
+
+## cluster: three nodes on this machine (4222-4224, 6222-6224, 8222-8224) until Ctrl-C
+cluster: release
+	./scripts/local-cluster.sh ./target/release/tern-server
 
 ## test: the whole suite (unit, property, wire and client tests against real servers)
 test: build nats-server
@@ -58,6 +62,12 @@ bench: release
 bench-compare: release nats-server
 	./target/release/tern bench compare --tern-bin ./target/release/tern-server \
 		--nats-bin $$(command -v nats-server) --rounds 3 --out bench-results.md
+
+## bench-cluster: three-node Tern cluster vs three-node nats-server cluster, same client
+bench-cluster: release nats-server
+	./target/release/tern bench compare --tern-bin ./target/release/tern-server \
+		--nats-bin $$(command -v nats-server) --cluster 3 --rounds 3 \
+		--scenarios cluster-pubsub,cluster-fanout --out bench-cluster-results.md
 
 clean:
 	$(CARGO) clean

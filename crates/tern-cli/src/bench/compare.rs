@@ -82,9 +82,41 @@ struct ServerCommand {
 }
 
 impl ServerCommand {
+    /// Starts `nodes` servers on free loopback ports as one cluster (named
+    /// `bench`, every node seeded with every other), or one server when
+    /// `nodes` is 0 or 1.
+    fn start_all(&self, jetstream: bool, nodes: usize) -> Result<Vec<ServerGuard>> {
+        if nodes <= 1 {
+            return Ok(vec![self.start(jetstream, &[])?]);
+        }
+        let cluster_ports = (0..nodes)
+            .map(|_| free_port())
+            .collect::<Result<Vec<_>>>()?;
+        let routes = cluster_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut guards = Vec::with_capacity(nodes);
+        for (i, port) in cluster_ports.iter().enumerate() {
+            let args = vec![
+                "-n".to_owned(),
+                format!("bench-{}", i + 1),
+                "--cluster_name".to_owned(),
+                "bench".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{port}"),
+                "--routes".to_owned(),
+                routes.clone(),
+            ];
+            guards.push(self.start(jetstream, &args)?);
+        }
+        Ok(guards)
+    }
+
     /// Starts the server on a free loopback port; with `jetstream`, also with
     /// `-js -sd <fresh empty directory>`.
-    fn start(&self, jetstream: bool) -> Result<ServerGuard> {
+    fn start(&self, jetstream: bool, cluster_args: &[String]) -> Result<ServerGuard> {
         let port = free_port()?;
         let stem = format!(
             "tern-bench-{}-{}-{port}",
@@ -116,6 +148,7 @@ impl ServerCommand {
             command.arg("-js").arg("-sd").arg(dir);
         }
         command
+            .args(cluster_args)
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -315,6 +348,9 @@ pub(crate) fn main(args: CompareArgs) -> Result<()> {
     }
     let machine = machine_description();
     let specs = args.workload.specs();
+    if specs.iter().any(|s| s.kind.is_cluster()) && args.cluster < 2 {
+        bail!("cluster-pubsub and cluster-fanout need --cluster N (N >= 2)");
+    }
     if specs.iter().any(|s| s.kind == ScenarioKind::IdleConns) {
         let limit = procstat::raise_nofile_limit()?;
         if (limit as usize) < args.workload.conns + 256 {
@@ -366,7 +402,7 @@ pub(crate) fn main(args: CompareArgs) -> Result<()> {
         .build()?;
     let started = Instant::now();
     let results = runtime.block_on(async {
-        let work = run_rounds(&servers, &specs, args.rounds, raw.as_mut());
+        let work = run_rounds(&servers, &specs, args.rounds, args.cluster, raw.as_mut());
         tokio::select! {
             result = work => result,
             _ = tokio::signal::ctrl_c() => bail!("interrupted; servers stopped"),
@@ -425,6 +461,7 @@ async fn run_rounds(
     servers: &[ServerCommand; 2],
     specs: &[ScenarioSpec],
     rounds: usize,
+    nodes: usize,
     mut raw: Option<&mut File>,
 ) -> Result<Results> {
     let mut results = Results::default();
@@ -438,19 +475,18 @@ async fn run_rounds(
         };
         for server in order {
             for spec in specs {
-                let mut guard = server.start(spec.kind.is_jetstream())?;
-                let version = wait_ready(&mut guard).await.with_context(|| {
-                    format!("{} ({})", server.side.name(), server.bin.display())
-                })?;
-                results.versions.insert(server.side, version);
-                let outcome = scenarios::run(
-                    &guard.url(),
-                    Some(guard.pid()),
-                    guard.store_dir.as_deref(),
-                    spec,
-                )
-                .await;
-                drop(guard);
+                let mut guards = server.start_all(spec.kind.is_jetstream(), nodes)?;
+                for guard in &mut guards {
+                    let version = wait_ready(guard).await.with_context(|| {
+                        format!("{} ({})", server.side.name(), server.bin.display())
+                    })?;
+                    results.versions.insert(server.side, version);
+                }
+                let urls: Vec<String> = guards.iter().map(ServerGuard::url).collect();
+                let pids: Vec<u32> = guards.iter().map(ServerGuard::pid).collect();
+                let outcome =
+                    scenarios::run(&urls, &pids, guards[0].store_dir.as_deref(), spec).await;
+                drop(guards);
                 eprintln!(
                     "round {}/{rounds} {:<11} {:<15} {}{}",
                     round + 1,

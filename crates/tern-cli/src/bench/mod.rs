@@ -83,6 +83,12 @@ pub(crate) enum ScenarioArg {
     JsPubAsync,
     /// js-pub-async, then store-dir bytes per stored message (needs --store-dir).
     JsDisk,
+    /// Cluster: publisher on the first node, subscriber on the second (needs
+    /// several --url, or `compare --cluster`). Not part of `all`.
+    ClusterPubsub,
+    /// Cluster: publisher on the first node, a subscriber on every node. Not
+    /// part of `all`.
+    ClusterFanout,
 }
 
 /// Options shared by `run` and `compare` that shape the workload.
@@ -117,12 +123,14 @@ pub(crate) struct WorkloadArgs {
 /// `tern bench run` options.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Server URL (loopback recommended).
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
-    pub(crate) url: String,
-    /// Server process id: enables CPU/msg and RSS figures (required for idle-conns memory).
-    #[arg(long)]
-    pub(crate) server_pid: Option<u32>,
+    /// Server URL (loopback recommended); for the cluster scenarios, every
+    /// node's URL, comma separated (publishers use the first).
+    #[arg(long, default_value = "nats://127.0.0.1:4222", value_delimiter = ',')]
+    pub(crate) url: Vec<String>,
+    /// Server process id: enables CPU/msg and RSS figures (required for
+    /// idle-conns memory); several, comma separated, are summed.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) server_pid: Vec<u32>,
     /// The server's JetStream store directory (its `-sd`): enables the
     /// bytes-per-message figures of js-disk.
     #[arg(long, value_name = "PATH")]
@@ -152,6 +160,11 @@ pub(crate) struct CompareArgs {
     /// Rounds; each figure is the median over rounds.
     #[arg(long, default_value_t = 3)]
     pub(crate) rounds: usize,
+    /// Start this many nodes of each server as one cluster (routes between
+    /// all of them) for every scenario; CPU and memory figures are summed
+    /// over the nodes. For `cluster-pubsub` and `cluster-fanout`.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) cluster: usize,
     #[command(flatten)]
     pub(crate) workload: WorkloadArgs,
     /// CPU the servers are pinned to.
@@ -244,7 +257,11 @@ impl WorkloadArgs {
     /// Expands names and sizes into the list of scenario runs, in a fixed order.
     pub(crate) fn specs(&self) -> Vec<ScenarioSpec> {
         let all = self.scenarios.is_empty() || self.scenarios.contains(&ScenarioArg::All);
-        let wanted = |arg: ScenarioArg| all || self.scenarios.contains(&arg);
+        // `all` means the single-server scenarios; cluster ones are named.
+        let wanted = |arg: ScenarioArg| {
+            self.scenarios.contains(&arg)
+                || (all && !matches!(arg, ScenarioArg::ClusterPubsub | ScenarioArg::ClusterFanout))
+        };
         let sizes: Vec<usize> = if self.sizes.is_empty() {
             DEFAULT_SIZES.to_vec()
         } else {
@@ -260,6 +277,8 @@ impl WorkloadArgs {
             (ScenarioArg::JsPubSync, ScenarioKind::JsPubSync),
             (ScenarioArg::JsPubAsync, ScenarioKind::JsPubAsync),
             (ScenarioArg::JsDisk, ScenarioKind::JsDisk),
+            (ScenarioArg::ClusterPubsub, ScenarioKind::ClusterPubSub),
+            (ScenarioArg::ClusterFanout, ScenarioKind::ClusterFanout),
         ];
         let mut specs = Vec::new();
         for (arg, kind) in table {
@@ -309,7 +328,7 @@ fn run_main(args: RunArgs) -> Result<()> {
     runtime.block_on(async {
         for spec in &specs {
             let outcome =
-                scenarios::run(&args.url, args.server_pid, args.store_dir.as_deref(), spec).await;
+                scenarios::run(&args.url, &args.server_pid, args.store_dir.as_deref(), spec).await;
             if args.json {
                 println!("{}", serde_json::to_string(&outcome)?);
             } else {

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context, Result};
 
 /// One reading of a process's counters.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ProcSample {
     /// `utime + stime` from `/proc/<pid>/stat`, in clock ticks.
     pub(crate) cpu_ticks: u64,

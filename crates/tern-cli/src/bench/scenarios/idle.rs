@@ -72,8 +72,13 @@ pub(super) async fn idle_conns(
     outcome: &mut Outcome,
 ) -> Result<()> {
     let addr = socket_addr(&session.url).await?;
-    let before = probe.pid.map(procstat::sample).transpose()?;
-    if probe.pid.is_none() {
+    let before = probe
+        .pids
+        .first()
+        .copied()
+        .map(procstat::sample)
+        .transpose()?;
+    if probe.pids.is_empty() {
         outcome
             .notes
             .push("no --server-pid: memory per connection not measured".to_owned());
@@ -119,7 +124,7 @@ pub(super) async fn idle_conns(
         value: open as f64 / elapsed.as_secs_f64().max(1e-9),
         better: Better::Higher,
     });
-    if let (Some(pid), Some(before)) = (probe.pid, before) {
+    if let (Some(pid), Some(before)) = (probe.pids.first().copied(), before) {
         let after = procstat::sample(pid)?;
         let grown = after.rss_bytes as f64 - before.rss_bytes as f64;
         outcome.figures.push(Figure {

@@ -53,6 +53,10 @@ pub(crate) enum ScenarioKind {
     JsPubAsync,
     /// `JsPubAsync`, then store-directory bytes per stored message.
     JsDisk,
+    /// Cluster: publisher on the first node, 1 subscriber on the second.
+    ClusterPubSub,
+    /// Cluster: publisher on the first node, 1 subscriber on every node.
+    ClusterFanout,
 }
 
 impl ScenarioKind {
@@ -68,6 +72,8 @@ impl ScenarioKind {
             ScenarioKind::JsPubSync => "js-pub-sync",
             ScenarioKind::JsPubAsync => "js-pub-async",
             ScenarioKind::JsDisk => "js-disk",
+            ScenarioKind::ClusterPubSub => "cluster-pubsub",
+            ScenarioKind::ClusterFanout => "cluster-fanout",
         }
     }
 
@@ -83,7 +89,20 @@ impl ScenarioKind {
     pub(crate) fn is_stream(self) -> bool {
         matches!(
             self,
-            ScenarioKind::Pub | ScenarioKind::PubSub | ScenarioKind::Fanout | ScenarioKind::Queue
+            ScenarioKind::Pub
+                | ScenarioKind::PubSub
+                | ScenarioKind::Fanout
+                | ScenarioKind::Queue
+                | ScenarioKind::ClusterPubSub
+                | ScenarioKind::ClusterFanout
+        )
+    }
+
+    /// Whether the scenario needs a cluster (several URLs).
+    pub(crate) fn is_cluster(self) -> bool {
+        matches!(
+            self,
+            ScenarioKind::ClusterPubSub | ScenarioKind::ClusterFanout
         )
     }
 
@@ -94,7 +113,8 @@ impl ScenarioKind {
         let (small, kib) = match self {
             ScenarioKind::Pub => (5_000_000, 2_000_000),
             ScenarioKind::PubSub => (2_000_000, 1_000_000),
-            ScenarioKind::Fanout => (1_000_000, 300_000),
+            ScenarioKind::Fanout | ScenarioKind::ClusterFanout => (1_000_000, 300_000),
+            ScenarioKind::ClusterPubSub => (2_000_000, 1_000_000),
             ScenarioKind::Queue => (2_000_000, 1_000_000),
             ScenarioKind::ReqRep => return 20_000,
             ScenarioKind::IdleConns => return 0,
@@ -113,9 +133,13 @@ impl ScenarioKind {
 /// Runs one scenario; never panics on server trouble, errors land in the outcome.
 ///
 /// `store_dir` is the server's JetStream store directory, used by `js-disk` only.
+///
+/// `urls` are the servers' client URLs: one, or every node of a cluster
+/// (publishers use the first); `server_pids` the processes whose CPU and
+/// memory are measured (summed).
 pub(crate) async fn run(
-    url: &str,
-    server_pid: Option<u32>,
+    urls: &[String],
+    server_pids: &[u32],
     store_dir: Option<&Path>,
     spec: &ScenarioSpec,
 ) -> Outcome {
@@ -127,8 +151,8 @@ pub(crate) async fn run(
         notes: Vec::new(),
         errors: Vec::new(),
     };
-    let session = Session::new(url);
-    let mut probe = ServerProbe::new(server_pid);
+    let session = Session::new(urls);
+    let mut probe = ServerProbe::new(server_pids);
     let work = async {
         let (session, probe, outcome) = (&session, &mut probe, &mut outcome);
         match spec.kind {
@@ -149,6 +173,14 @@ pub(crate) async fn run(
             ScenarioKind::JsPubSync | ScenarioKind::JsPubAsync | ScenarioKind::JsDisk => {
                 jetstream::run(session, spec, store_dir, probe, outcome).await
             }
+            ScenarioKind::ClusterPubSub => {
+                stream::publish_subscribe(session, spec, stream::Shape::Remote, probe, outcome)
+                    .await
+            }
+            ScenarioKind::ClusterFanout => {
+                stream::publish_subscribe(session, spec, stream::Shape::EveryNode, probe, outcome)
+                    .await
+            }
         }
     };
     match tokio::time::timeout(SCENARIO_TIMEOUT, work).await {
@@ -164,19 +196,34 @@ pub(crate) async fn run(
 
 /// Samples the server's `/proc` counters around the timed phase.
 pub(super) struct ServerProbe {
-    pub(super) pid: Option<u32>,
+    pub(super) pids: Vec<u32>,
     start: Option<ProcSample>,
 }
 
+/// The sum of the samples of several processes (a cluster counts as one).
+fn sample_all(pids: &[u32]) -> Result<ProcSample> {
+    let mut total = ProcSample::default();
+    for pid in pids {
+        let one = procstat::sample(*pid)?;
+        total.cpu_ticks += one.cpu_ticks;
+        total.rss_bytes += one.rss_bytes;
+        total.hwm_bytes += one.hwm_bytes;
+    }
+    Ok(total)
+}
+
 impl ServerProbe {
-    fn new(pid: Option<u32>) -> Self {
-        Self { pid, start: None }
+    fn new(pids: &[u32]) -> Self {
+        Self {
+            pids: pids.to_vec(),
+            start: None,
+        }
     }
 
     /// Marks the start of the timed phase.
     pub(super) fn start(&mut self) -> Result<()> {
-        if let Some(pid) = self.pid {
-            self.start = Some(procstat::sample(pid)?);
+        if !self.pids.is_empty() {
+            self.start = Some(sample_all(&self.pids)?);
         }
         Ok(())
     }
@@ -184,10 +231,10 @@ impl ServerProbe {
     /// CPU per operation and memory figures for the phase since `start`.
     pub(super) fn finish(&self, ops: u64, op: &'static str) -> Result<ServerFigures> {
         let mut out = ServerFigures::default();
-        let (Some(pid), Some(start)) = (self.pid, self.start) else {
+        let Some(start) = self.start else {
             return Ok(out);
         };
-        let end = procstat::sample(pid)?;
+        let end = sample_all(&self.pids)?;
         let ticks = end.cpu_ticks.saturating_sub(start.cpu_ticks);
         let cpu_ns = ticks as f64 * 1e9 / procstat::clock_ticks_per_sec() as f64;
         let (key, label) = match op {
@@ -248,6 +295,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// cut-off subscriber that reconnects would otherwise keep "making progress".
 pub(super) struct Session {
     pub(super) url: String,
+    /// Every node's URL (just `url` for a single server).
+    pub(super) urls: Vec<String>,
     trouble: watch::Sender<bool>,
     logs: Mutex<Vec<(String, Arc<EventLog>)>>,
 }
@@ -271,16 +320,22 @@ impl EventLog {
 }
 
 impl Session {
-    fn new(url: &str) -> Self {
+    fn new(urls: &[String]) -> Self {
         Self {
-            url: url.to_owned(),
+            url: urls.first().cloned().unwrap_or_default(),
+            urls: urls.to_vec(),
             trouble: watch::channel(false).0,
             logs: Mutex::new(Vec::new()),
         }
     }
 
-    /// Connects a client whose events are watched.
+    /// Connects a client whose events are watched, to the first server.
     pub(super) async fn connect(&self, name: &str) -> Result<Client> {
+        self.connect_to(name, &self.url).await
+    }
+
+    /// Connects a client whose events are watched, to `url`.
+    pub(super) async fn connect_to(&self, name: &str, url: &str) -> Result<Client> {
         let log = Arc::new(EventLog::default());
         let sink = log.clone();
         let trouble = self.trouble.clone();
@@ -305,9 +360,9 @@ impl Session {
                     trouble.send_replace(true);
                 }
             })
-            .connect(&self.url)
+            .connect(url)
             .await
-            .with_context(|| format!("connecting {name} to {}", self.url))?;
+            .with_context(|| format!("connecting {name} to {url}"))?;
         if let Ok(mut logs) = self.logs.lock() {
             logs.push((name.to_owned(), log));
         }

@@ -157,6 +157,10 @@ pub(super) enum Shape {
     Fanout,
     /// Subscribers share one queue group; each message goes to exactly one.
     Queue,
+    /// Cluster: one subscriber on the second node.
+    Remote,
+    /// Cluster: one subscriber on every node, each gets every message.
+    EveryNode,
 }
 
 /// Received-message bookkeeping shared by the subscriber tasks.
@@ -214,7 +218,7 @@ impl Tally {
     fn received_for_pacing(&self, shape: Shape) -> u64 {
         match shape {
             Shape::Queue => self.total.load(Ordering::Relaxed),
-            Shape::Single | Shape::Fanout => self
+            Shape::Single | Shape::Fanout | Shape::Remote | Shape::EveryNode => self
                 .per_sub
                 .iter()
                 .map(|c| c.load(Ordering::Relaxed))
@@ -231,27 +235,59 @@ pub(super) async fn publish_subscribe(
     probe: &mut ServerProbe,
     outcome: &mut Outcome,
 ) -> Result<()> {
+    let nodes = session.urls.len();
+    if matches!(shape, Shape::Remote | Shape::EveryNode) && nodes < 2 {
+        bail!(
+            "{} needs a cluster (at least two server URLs)",
+            spec.kind.name()
+        );
+    }
     let subs = match shape {
-        Shape::Single => 1,
+        Shape::Single | Shape::Remote => 1,
         Shape::Fanout | Shape::Queue => GROUP_SUBSCRIBERS,
+        Shape::EveryNode => nodes,
     };
     let subject_name = format!("tern.bench.{}", spec.kind.name());
     let tally = Arc::new(Tally::new(subs));
 
     let mut sub_clients = Vec::with_capacity(subs);
     let mut tasks = AbortOnDrop(Vec::with_capacity(subs));
+    let mut ready_flags = Vec::new();
     for i in 0..subs {
-        let client = session.connect(&format!("tern-bench-sub-{i}")).await?;
+        let url = match shape {
+            Shape::Remote => &session.urls[1],
+            Shape::EveryNode => &session.urls[i],
+            _ => &session.url,
+        };
+        let client = session
+            .connect_to(&format!("tern-bench-sub-{i}"), url)
+            .await?;
         let mut subscriber = match shape {
             Shape::Queue => {
                 client
                     .queue_subscribe(subject_name.clone(), "tern-bench-q".to_owned())
                     .await?
             }
-            Shape::Single | Shape::Fanout => client.subscribe(subject_name.clone()).await?,
+            _ => client.subscribe(subject_name.clone()).await?,
         };
         // Interest must be registered on the server before the first publish.
         client.flush().await.context("flush subscriber")?;
+        if nodes > 1 {
+            // In a cluster, interest reaches the publisher's node a moment
+            // later. Interest travels in order, so once a readiness subject
+            // subscribed after the bench subject is seen there, so is the
+            // bench subject.
+            let mut ready = client.subscribe(format!("tern.bench.ready.{i}")).await?;
+            client.flush().await.context("flush subscriber")?;
+            let flag = Arc::new(AtomicBool::new(false));
+            let seen = flag.clone();
+            tasks.0.push(tokio::spawn(async move {
+                if ready.next().await.is_some() {
+                    seen.store(true, Ordering::Release);
+                }
+            }));
+            ready_flags.push(flag);
+        }
         let tally = tally.clone();
         tasks.0.push(tokio::spawn(async move {
             while subscriber.next().await.is_some() {
@@ -262,6 +298,23 @@ pub(super) async fn publish_subscribe(
     }
 
     let publisher = session.connect("tern-bench-pub").await?;
+    if !ready_flags.is_empty() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready_flags.iter().all(|f| f.load(Ordering::Acquire)) {
+            if Instant::now() > deadline {
+                bail!("subscriptions did not reach the publisher's node within 30 s");
+            }
+            for (i, flag) in ready_flags.iter().enumerate() {
+                if !flag.load(Ordering::Acquire) {
+                    publisher
+                        .publish(format!("tern.bench.ready.{i}"), Bytes::new())
+                        .await?;
+                }
+            }
+            publisher.flush().await.context("flush readiness probes")?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let subject = Subject::from(subject_name.as_str());
     let payload = Bytes::from(vec![b'x'; spec.size]);
     let window = (PACING_WINDOW_BYTES / (spec.size as u64 + MSG_OVERHEAD_BYTES)).max(1024);
@@ -304,8 +357,8 @@ pub(super) async fn publish_subscribe(
         )
         .await?;
     let target = match shape {
-        Shape::Single | Shape::Queue => sent,
-        Shape::Fanout => sent * subs as u64,
+        Shape::Single | Shape::Queue | Shape::Remote => sent,
+        Shape::Fanout | Shape::EveryNode => sent * subs as u64,
     };
     tally.set_target(target);
     session
