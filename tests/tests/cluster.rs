@@ -494,3 +494,87 @@ async fn a_node_in_lame_duck_mode_is_withdrawn_from_connect_urls() {
     }));
     assert!(cluster.meshed(0));
 }
+
+/// A CA and a node certificate for 127.0.0.1 signed by it, as PEM files in
+/// `dir` named after `prefix`: (ca, cert, key).
+fn node_pki(dir: &std::path::Path, prefix: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.join(format!("{prefix}-{name}"));
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_over_mutual_tls_refuse_a_node_with_a_foreign_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = node_pki(dir.path(), "good");
+    let (_, bad_cert, bad_key) = node_pki(dir.path(), "bad");
+    let conf = |cert: &str, key: &str| {
+        format!(
+            "cluster {{\n  name: tls\n  listen: \"127.0.0.1:-1\"\n  tls {{ cert_file: \"{cert}\", key_file: \"{key}\", ca_file: \"{ca}\" }}\n}}\n"
+        )
+    };
+    let first =
+        tern_tests::TernServer::launch(tern_tests::Launch::monitored().config(&conf(&cert, &key)));
+    let seeds = format!("nats-route://{}", first.cluster.unwrap());
+    let second = tern_tests::TernServer::launch(
+        tern_tests::Launch::monitored()
+            .config(&conf(&cert, &key))
+            .args(&["--routes", &seeds]),
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        first.http_json("/routez")["routes"][0]["connected"] == true
+            && second.http_json("/routez")["routes"][0]["connected"] == true
+    }));
+    // Messages cross the TLS routes.
+    let a = connect(&first.url()).await;
+    let b = connect(&second.url()).await;
+    let mut sub = b.subscribe("secure").await.unwrap();
+    round_trip(&b).await;
+    assert!(eventually(Duration::from_secs(10), || {
+        first.http_json("/routez?subs=1")["routes"][0]["subscriptions_list"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s == "secure"))
+    }));
+    a.publish("secure", "over tls".into()).await.unwrap();
+    assert_eq!(next(&mut sub).await.payload, Bytes::from("over tls"));
+
+    // A certificate from another CA fails the handshake both ways.
+    let intruder = tern_tests::TernServer::launch(
+        tern_tests::Launch::monitored()
+            .config(&conf(&bad_cert, &bad_key))
+            .args(&["--routes", &seeds]),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(intruder.http_json("/routez")["num_routes"], 0);
+    assert_eq!(first.http_json("/routez")["num_routes"], 1);
+    // And a node without TLS cannot join either.
+    let plain = tern_tests::TernServer::launch(tern_tests::Launch::monitored().args(&[
+        "--cluster",
+        "nats://127.0.0.1:-1",
+        "--cluster_name",
+        "tls",
+        "--routes",
+        &seeds,
+    ]));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(plain.http_json("/routez")["num_routes"], 0);
+    assert_eq!(first.http_json("/routez")["num_routes"], 1);
+}

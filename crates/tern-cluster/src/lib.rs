@@ -63,12 +63,39 @@ pub enum ClusterError {
     /// A peer address is not a valid endpoint.
     #[error("invalid peer address {0:?}")]
     BadAddress(String),
+    /// The TLS settings were refused.
+    #[error("cluster tls: {0}")]
+    Tls(String),
     /// A peer refused or failed a call.
     #[error("peer call failed: {0}")]
     Status(#[from] tonic::Status),
     /// The stream to a peer ended.
     #[error("the peer closed the stream")]
     Closed,
+}
+
+/// Mutual TLS on the cluster port: every node presents `cert_pem` and
+/// accepts only peers whose certificate `ca_pem` signed, in both
+/// directions.
+#[derive(Clone)]
+pub struct ClusterTls {
+    /// This node's certificate chain (PEM).
+    pub cert_pem: Vec<u8>,
+    /// Its private key (PEM).
+    pub key_pem: Vec<u8>,
+    /// The CA that signs every node's certificate (PEM).
+    pub ca_pem: Vec<u8>,
+    /// The name peers' certificates are checked against; the host of the
+    /// address dialled when `None`.
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Shared-secret credentials routes present to each other.
@@ -105,6 +132,8 @@ pub struct ClusterConfig {
     pub seeds: Vec<String>,
     /// Credentials routes must present, if any.
     pub auth: Option<RouteAuth>,
+    /// Mutual TLS between nodes, if any.
+    pub tls: Option<ClusterTls>,
     /// Time between gossip rounds.
     pub gossip_interval: Duration,
     /// A member whose heartbeat does not rise for this long is down.
@@ -234,7 +263,7 @@ impl Cluster {
             addr = %listen_addr,
             "listening for route connections"
         );
-        let server = service::serve(node.clone(), listener);
+        let server = service::serve(node.clone(), listener)?;
         let gossip = tokio::spawn(gossip_loop(node.clone()));
         node.handler
             .members_changed(&node.membership.lock().views());
@@ -378,8 +407,33 @@ impl NodeShared {
             match channels.get(addr) {
                 Some(channel) => channel.clone(),
                 None => {
-                    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                        .map_err(|_| ClusterError::BadAddress(addr.to_owned()))?
+                    let scheme = if self.config.tls.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+                        .map_err(|_| ClusterError::BadAddress(addr.to_owned()))?;
+                    if let Some(tls) = &self.config.tls {
+                        let host = addr
+                            .rsplit_once(':')
+                            .map_or(addr, |(h, _)| h)
+                            .trim_start_matches('[')
+                            .trim_end_matches(']');
+                        let config = tonic::transport::ClientTlsConfig::new()
+                            .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem))
+                            .identity(tonic::transport::Identity::from_pem(
+                                &tls.cert_pem,
+                                &tls.key_pem,
+                            ))
+                            .domain_name(
+                                tls.server_name.clone().unwrap_or_else(|| host.to_owned()),
+                            );
+                        endpoint = endpoint
+                            .tls_config(config)
+                            .map_err(|e| ClusterError::Tls(e.to_string()))?;
+                    }
+                    let endpoint = endpoint
                         .connect_timeout(Duration::from_secs(2))
                         .tcp_nodelay(true)
                         .http2_keep_alive_interval(Duration::from_secs(5))

@@ -22,24 +22,38 @@ struct Service {
 pub(crate) fn serve(
     node: Arc<NodeShared>,
     listener: tokio::net::TcpListener,
-) -> tokio::task::JoinHandle<()> {
+) -> Result<tokio::task::JoinHandle<()>, crate::ClusterError> {
+    let mut builder = tonic::transport::Server::builder()
+        .initial_stream_window_size(4 * 1024 * 1024)
+        .initial_connection_window_size(16 * 1024 * 1024)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)));
+    if let Some(tls) = &node.config.tls {
+        // Mutual TLS: a peer without a certificate from our CA is refused
+        // in the handshake, before any call.
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &tls.cert_pem,
+                &tls.key_pem,
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&tls.ca_pem));
+        builder = builder
+            .tls_config(config)
+            .map_err(|e| crate::ClusterError::Tls(e.to_string()))?;
+    }
     let service = ClusterServer::new(Service { node })
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .initial_stream_window_size(4 * 1024 * 1024)
-            .initial_connection_window_size(16 * 1024 * 1024)
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
-            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+    Ok(tokio::spawn(async move {
+        let result = builder
             .add_service(service)
             .serve_with_incoming(incoming)
             .await;
         if let Err(e) = result {
             warn!(error = %e, "cluster listener stopped");
         }
-    })
+    }))
 }
 
 impl Service {

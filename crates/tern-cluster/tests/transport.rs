@@ -89,6 +89,7 @@ async fn node(id: &str, name: &str, seeds: Vec<String>) -> Node {
         monitor_addr: String::new(),
         seeds,
         auth: None,
+        tls: None,
         gossip_interval: Duration::from_millis(50),
         down_after: Duration::from_millis(600),
     };

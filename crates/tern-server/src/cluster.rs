@@ -10,7 +10,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tern_cluster::{
-    ClusterConfig, InboundSink, Liveness, MemberView, MessageBatch, Peer, RouteAuth, RouteHandler,
+    ClusterConfig, ClusterTls, InboundSink, Liveness, MemberView, MessageBatch, Peer, RouteAuth,
+    RouteHandler,
 };
 use tracing::{info, warn};
 
@@ -108,6 +109,26 @@ pub(crate) fn config(
         }
         seeds.push(addr);
     }
+    let tls = match &opts.tls {
+        Some(t) => {
+            let read = |path: &Path| {
+                std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("cluster tls: can not read {}: {e}", path.display())
+                })
+            };
+            let ca_file = t
+                .ca_file
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("cluster tls needs ca_file"))?;
+            Some(ClusterTls {
+                cert_pem: read(&t.cert_file)?,
+                key_pem: read(&t.key_file)?,
+                ca_pem: read(ca_file)?,
+                server_name: None,
+            })
+        }
+        None => None,
+    };
     Ok(Some(ClusterConfig {
         name: opts
             .name
@@ -121,6 +142,7 @@ pub(crate) fn config(
         monitor_addr: monitor_addr.map(|a| a.to_string()).unwrap_or_default(),
         seeds,
         auth,
+        tls,
         gossip_interval: Duration::from_millis(250),
         down_after: Duration::from_secs(3),
     }))

@@ -210,6 +210,9 @@ pub struct ClusterOptions {
     pub authorization: Option<tern_cluster::RouteAuth>,
     /// The cluster address announced to peers (`cluster.advertise`).
     pub advertise: Option<String>,
+    /// Mutual TLS between nodes (`cluster.tls`): `ca_file` signs every
+    /// node's certificate.
+    pub tls: Option<TlsOptions>,
 }
 
 impl ClusterOptions {

@@ -815,8 +815,17 @@ fn cluster(
                     password: password.unwrap_or_default(),
                 });
             }
-            "tls" | "no_advertise" | "connect_retries" | "pool_size" | "compression"
-            | "accounts" => {
+            "tls" => {
+                let tls = tls(v)?;
+                if tls.ca_file.is_none() {
+                    return Err(invalid(
+                        "cluster.tls",
+                        "routes verify each other: ca_file is required",
+                    ));
+                }
+                o.cluster.tls = Some(tls);
+            }
+            "no_advertise" | "connect_retries" | "pool_size" | "compression" | "accounts" => {
                 warnings.push(format!(
                     "configuration key \"{key}\" is not implemented yet and is ignored"
                 ));
