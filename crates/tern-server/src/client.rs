@@ -849,6 +849,15 @@ impl Session {
 
     fn end_batch(&mut self) {
         self.router.finish_batch();
+        self.commit_in_counters();
+        self.shared
+            .last_activity_ms
+            .store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Adds the batch's inbound message counts to the connection's and the
+    /// server's.
+    fn commit_in_counters(&mut self) {
         if self.batch_in_msgs > 0 {
             let stats = &self.server.stats;
             self.shared
@@ -866,9 +875,6 @@ impl Session {
             self.batch_in_msgs = 0;
             self.batch_in_bytes = 0;
         }
-        self.shared
-            .last_activity_ms
-            .store(now_ms(), Ordering::Relaxed);
     }
 
     fn send_raw(&mut self, bytes: &[u8]) {
@@ -960,7 +966,12 @@ impl Session {
                 sid,
             } => self.on_sub(subject, queue, sid),
             ClientOp::Unsub { sid, max } => self.on_unsub(sid, max),
-            ClientOp::Ping => self.send_raw(tern_protocol::PONG),
+            ClientOp::Ping => {
+                // Whoever waits for this PONG may read the counters next:
+                // they must include every message before the PING.
+                self.commit_in_counters();
+                self.send_raw(tern_protocol::PONG)
+            }
             ClientOp::Pong => {
                 self.pings_out = 0;
                 if let Some(sent) = self.rtt_ping_sent {
