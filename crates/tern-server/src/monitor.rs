@@ -532,14 +532,25 @@ async fn routez(State(s): State<Shared>, Query(q): Query<HashMap<String, String>
             route
         })
         .collect();
-    json_response(&json!({
-        "server_id": s.server_id,
-        "server_name": s.server_name,
-        "now": now(),
-        "cluster": s.cluster.get().map(|c| c.name().to_owned()).unwrap_or_default(),
-        "num_routes": routes.len(),
-        "routes": routes,
-    }))
+    // Unclustered, the shape is exactly nats-server's; clustered, the server
+    // and cluster names are added.
+    let body = match s.cluster.get() {
+        Some(cluster) => json!({
+            "server_id": s.server_id,
+            "server_name": s.server_name,
+            "now": now(),
+            "cluster": cluster.name(),
+            "num_routes": routes.len(),
+            "routes": routes,
+        }),
+        None => json!({
+            "server_id": s.server_id,
+            "now": now(),
+            "num_routes": 0,
+            "routes": [],
+        }),
+    };
+    json_response(&body)
 }
 
 async fn jsz(State(s): State<Shared>) -> Response {
