@@ -569,14 +569,13 @@ async fn gossip_loop(node: Arc<NodeShared>) {
         }
         addrs.sort();
         addrs.dedup();
-        let exchanges = addrs.into_iter().map(|addr| {
+        // Exchanges run on their own, each bounded by GOSSIP_TIMEOUT, so a
+        // silent peer does not slow the rounds (and this node's heartbeat)
+        // for everyone else.
+        for addr in addrs {
             let node = node.clone();
             let message = message.clone();
-            tokio::spawn(async move { gossip_with(&node, &addr, message).await })
-        });
-        let handles: Vec<_> = exchanges.collect();
-        for handle in handles {
-            let _ = handle.await;
+            tokio::spawn(async move { gossip_with(&node, &addr, message).await });
         }
         let changes = node.membership.lock().sweep();
         node.apply(changes);
