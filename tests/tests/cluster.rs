@@ -578,3 +578,29 @@ async fn routes_over_mutual_tls_refuse_a_node_with_a_foreign_certificate() {
     assert_eq!(plain.http_json("/routez")["num_routes"], 0);
     assert_eq!(first.http_json("/routez")["num_routes"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_given_by_dns_name_is_resolved() {
+    let first = tern_tests::TernServer::launch(tern_tests::Launch::monitored().args(&[
+        "--cluster",
+        "nats://127.0.0.1:-1",
+        "--cluster_name",
+        "dns",
+    ]));
+    let port = first.cluster.unwrap().port();
+    // `localhost` may resolve to ::1 as well, where nobody listens: every
+    // address is tried and the one that answers is enough.
+    let seed = format!("nats-route://localhost:{port}");
+    let second = tern_tests::TernServer::launch(tern_tests::Launch::monitored().args(&[
+        "--cluster",
+        "nats://127.0.0.1:-1",
+        "--cluster_name",
+        "dns",
+        "--routes",
+        &seed,
+    ]));
+    assert!(eventually(Duration::from_secs(10), || {
+        first.http_json("/routez")["routes"][0]["connected"] == true
+            && second.http_json("/routez")["routes"][0]["connected"] == true
+    }));
+}
