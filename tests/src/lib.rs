@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod pki;
 
 /// How long a server may take to print `Server is ready`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);

@@ -3,53 +3,11 @@
 //! required, and with `verify` a client certificate signed by the
 //! configured CA is required.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tern_tests::pki::make_pki;
 use tern_tests::{Launch, RawClient, TernServer};
-
-/// A CA, a server certificate for localhost and a client certificate,
-/// written as PEM files into `dir`.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn make_pki(dir: &Path) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let server_cert =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&server_key, &issuer)
-            .unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let client_cert = CertificateParams::new(vec!["client.example".to_string()])
-        .unwrap()
-        .signed_by(&client_key, &issuer)
-        .unwrap();
-    let write = |name: &str, text: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    Pki {
-        ca: write("ca.pem", ca_cert.pem()),
-        server_cert: write("server.pem", server_cert.pem()),
-        server_key: write("server-key.pem", server_key.serialize_pem()),
-        client_cert: write("client.pem", client_cert.pem()),
-        client_key: write("client-key.pem", client_key.serialize_pem()),
-    }
-}
 
 fn tls_url(server: &TernServer) -> String {
     format!("tls://localhost:{}", server.addr.port())
@@ -147,4 +105,151 @@ fn bad_tls_files_stop_the_server_before_it_listens() {
         .err()
         .expect("refused");
     assert!(err.contains("/nonexistent.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn certificates_are_reloaded_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = tern_tests::pki::make_pki_named(dir.path(), "old-");
+    let new = tern_tests::pki::make_pki_named(dir.path(), "new-");
+    let cert = dir.path().join("server.pem");
+    let key = dir.path().join("server-key.pem");
+    std::fs::copy(&old.server_cert, &cert).unwrap();
+    std::fs::copy(&old.server_key, &key).unwrap();
+    let config = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+        cert.display(),
+        key.display()
+    );
+    let server = TernServer::launch(Launch::default().config(&config));
+    let trusting = |ca: std::path::PathBuf| {
+        let url = tls_url(&server);
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                async_nats::ConnectOptions::new()
+                    .require_tls(true)
+                    .add_root_certificates(ca)
+                    .max_reconnects(Some(1))
+                    .connect(url),
+            )
+            .await
+        }
+    };
+    let before = trusting(old.ca.clone())
+        .await
+        .unwrap()
+        .expect("old CA before reload");
+    std::fs::copy(&new.server_cert, &cert).unwrap();
+    std::fs::copy(&new.server_key, &key).unwrap();
+    server.signal("HUP");
+    assert!(tern_tests::eventually(Duration::from_secs(5), || server
+        .log()
+        .contains("Reloaded TLS certificates")));
+    trusting(new.ca.clone())
+        .await
+        .unwrap()
+        .expect("new CA after reload");
+    assert!(
+        !matches!(trusting(old.ca.clone()).await, Ok(Ok(_))),
+        "the old certificate is no longer served"
+    );
+    // The connection made before the reload carries on.
+    tern_tests::round_trip(&before).await;
+
+    // A broken file is refused and the working certificates stay.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    server.signal("HUP");
+    assert!(tern_tests::eventually(Duration::from_secs(5), || server
+        .log()
+        .contains("Reloading TLS certificates failed")));
+    trusting(new.ca.clone())
+        .await
+        .unwrap()
+        .expect("still serving the last good certificate");
+}
+
+/// `GET path` over TLS, trusting `ca`: the status line and the body.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    path: &str,
+) -> (String, String) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the monitoring port");
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn monitoring_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let config = format!(
+        "https_port: -1\ntls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+        pki.server_cert.display(),
+        pki.server_key.display()
+    );
+    let server = TernServer::launch(Launch::default().config(&config));
+    let port: u16 = server
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.split("Starting https monitor on ")
+                .nth(1)
+                .map(str::to_owned)
+        })
+        .and_then(|a| a.trim().rsplit(':').next().and_then(|p| p.parse().ok()))
+        .expect("https monitor port in the log");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (status, body) = https_get(addr, &pki.ca, "/varz").await;
+    assert!(status.contains("200"), "{status}");
+    let varz: serde_json::Value = serde_json::from_str(&body).expect("varz JSON");
+    assert_eq!(varz["https_port"], port);
+    // Plain HTTP on the HTTPS port gets no answer.
+    let plain = tokio::task::spawn_blocking(move || tern_tests::http_get(addr, "/varz"));
+    let plain = tokio::time::timeout(Duration::from_secs(10), plain).await;
+    assert!(
+        !matches!(&plain, Ok(Ok(r)) if r.status == 200),
+        "plain HTTP must not be served on the HTTPS port"
+    );
+}
+
+#[test]
+fn https_port_needs_tls() {
+    let err = TernServer::try_launch(Launch::default().config("https_port: -1\n"))
+        .err()
+        .expect("refused without tls");
+    assert!(err.contains("https_port needs the tls settings"), "{err}");
 }

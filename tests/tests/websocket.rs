@@ -62,11 +62,57 @@ async fn websocket_and_tcp_clients_talk() {
 }
 
 #[test]
-fn websocket_over_tls_is_refused_for_now() {
+fn websocket_without_tls_needs_no_tls() {
     let err = TernServer::try_launch(Launch::default().config("websocket { port: 0 }\n"))
         .err()
-        .expect("refused without no_tls");
+        .expect("refused without tls or no_tls");
     assert!(err.contains("no_tls"), "{err}");
+}
+
+#[tokio::test]
+async fn websocket_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tern_tests::pki::make_pki(dir.path());
+    let port = free_port();
+    let server = TernServer::launch(Launch::default().config(&format!(
+        "websocket {{\n  port: {port}\n  tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n}}\n",
+        pki.server_cert.display(),
+        pki.server_key.display()
+    )));
+    assert!(server.log().contains(&format!(
+        "Listening for websocket clients on wss://127.0.0.1:{port}"
+    )));
+    let wss = tokio::time::timeout(
+        Duration::from_secs(10),
+        async_nats::ConnectOptions::new()
+            .add_root_certificates(pki.ca.clone())
+            .connect(format!("wss://localhost:{port}")),
+    )
+    .await
+    .unwrap()
+    .expect("wss connect");
+    let tcp = connect(&server.url()).await;
+    let mut sub = tcp.subscribe("over.wss").await.unwrap();
+    tern_tests::round_trip(&tcp).await;
+    wss.publish("over.wss", "encrypted".into()).await.unwrap();
+    wss.flush().await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.payload, bytes::Bytes::from("encrypted"));
+    // Plain ws:// on the TLS port gets no upgrade.
+    let plain = tokio::time::timeout(
+        Duration::from_secs(5),
+        async_nats::ConnectOptions::new()
+            .max_reconnects(Some(1))
+            .connect(format!("ws://127.0.0.1:{port}")),
+    )
+    .await;
+    assert!(
+        !matches!(plain, Ok(Ok(_))),
+        "plain ws must not connect to a wss port"
+    );
 }
 
 /// A frame announcing more than a couple of maximal messages is refused from

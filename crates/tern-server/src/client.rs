@@ -577,8 +577,8 @@ pub(crate) async fn serve(server: Arc<ServerShared>, mut stream: TcpStream, addr
     );
     let max_pending = server.opts.max_pending;
 
-    let (shared, reader): (Arc<ClientShared>, Box<dyn AsyncRead + Unpin + Send>) = match &server.tls
-    {
+    let acceptor = server.tls_acceptor();
+    let (shared, reader): (Arc<ClientShared>, Box<dyn AsyncRead + Unpin + Send>) = match &acceptor {
         None => {
             let (reader, writer) = stream.into_split();
             let shared = Arc::new(ClientShared::new(id, addr, max_pending, Arc::new(writer)));

@@ -97,7 +97,7 @@ async fn run(opts: tern_server::ServerOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => { info!("Trapped \"terminated\" signal"); break; }
             _ = sigint.recv() => { info!("Trapped \"interrupt\" signal"); break; }
             _ = sigusr2.recv() => { lame_duck = true; break; }
-            _ = sighup.recv() => warn!("configuration reload is not implemented yet: SIGHUP ignored"),
+            _ = sighup.recv() => server.reload(),
             _ = sigusr1.recv() => warn!("log file reopen is not implemented yet: SIGUSR1 ignored"),
         }
     }

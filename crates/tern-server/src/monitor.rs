@@ -32,7 +32,104 @@ pub(crate) async fn start(
         .await
         .map_err(|e| anyhow::anyhow!("can not listen for monitoring on {host}:{port}: {e}"))?;
     let addr = listener.local_addr()?;
-    let app = Router::new()
+    let app = app(shared);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "monitoring server stopped");
+        }
+    });
+    Ok((addr, task))
+}
+
+/// Binds the HTTPS monitoring listener (`https_port`) and serves it in a
+/// task, with the client TLS certificate (reloaded with it).
+pub(crate) async fn start_https(
+    shared: Shared,
+    port: u16,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let host = shared.opts.http_host.clone();
+    let listener = crate::server::listen(&host, port).await.map_err(|e| {
+        anyhow::anyhow!("can not listen for https monitoring on {host}:{port}: {e}")
+    })?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let handshakes = tokio::spawn(tls_handshakes(shared.clone(), listener, tx));
+    let app = app(shared);
+    let task = tokio::spawn(async move {
+        let listener = TlsListener { rx, addr };
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "https monitoring server stopped");
+        }
+        handshakes.abort();
+    });
+    Ok((addr, task))
+}
+
+/// How long an HTTPS client has for the TLS handshake.
+const HTTPS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Accepts TCP connections and hands those that complete the TLS handshake
+/// to the HTTP server; each handshake runs on its own, bounded in time.
+async fn tls_handshakes(
+    shared: Shared,
+    listener: tokio::net::TcpListener,
+    tx: tokio::sync::mpsc::Sender<(TlsStream, SocketAddr)>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::error!(error = %e, "error accepting https monitoring connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(acceptor) = shared.tls_acceptor() else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(HTTPS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let _ = tx.send((tls, peer)).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "https monitoring handshake failed")
+                }
+                Err(_) => tracing::debug!(%peer, "https monitoring handshake timed out"),
+            }
+        });
+    }
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Connections that finished their TLS handshake, as axum's listener.
+struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<(TlsStream, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(accepted) => accepted,
+            // The handshake task is gone: nothing more will arrive.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
+/// The monitoring endpoints.
+fn app(shared: Shared) -> Router {
+    Router::new()
         .route("/", get(root))
         .route("/healthz", get(healthz))
         .route("/varz", get(varz))
@@ -43,13 +140,7 @@ pub(crate) async fn start(
         .route("/jsz", get(jsz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .with_state(shared);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "monitoring server stopped");
-        }
-    });
-    Ok((addr, task))
+        .with_state(shared)
 }
 
 async fn root() -> impl IntoResponse {
@@ -116,7 +207,7 @@ async fn varz(State(s): State<Shared>) -> Response {
         "http_host": o.http_host,
         "http_port": s.http_addr.lock().map_or(0, |a| a.port()),
         "http_base_path": "",
-        "https_port": 0,
+        "https_port": s.https_addr.lock().map_or(0, |a| a.port()),
         "auth_timeout": o.auth_timeout.as_secs_f64(),
         "max_control_line": o.max_control_line,
         "max_payload": o.max_payload,

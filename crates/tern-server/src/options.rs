@@ -17,6 +17,9 @@ pub struct ServerOptions {
     pub http_host: String,
     /// Monitoring port; `None` disables monitoring, `Some(0)` picks a free port.
     pub http_port: Option<u16>,
+    /// HTTPS monitoring port (`https_port`, `-ms`), served with the `tls`
+    /// certificate; `0` picks a free one.
+    pub https_port: Option<u16>,
     /// Largest payload a client may publish (headers included).
     pub max_payload: usize,
     /// Longest control line a client may send.
@@ -167,6 +170,8 @@ pub struct WebsocketOptions {
     pub host: String,
     /// Port; `0` picks a free one.
     pub port: u16,
+    /// TLS (`wss://`); `None` with `no_tls: true`.
+    pub tls: Option<TlsOptions>,
 }
 
 /// TLS for client connections (`tls {}` or the `--tls*` flags).
@@ -245,6 +250,7 @@ impl Default for ServerOptions {
             port: 4222,
             http_host: "0.0.0.0".into(),
             http_port: None,
+            https_port: None,
             max_payload: 1024 * 1024,
             max_control_line: 4096,
             max_connections: 64 * 1024,

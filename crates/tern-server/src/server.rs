@@ -56,6 +56,7 @@ pub(crate) struct ServerShared {
     pub(crate) server_name: String,
     pub(crate) client_addr: SocketAddr,
     pub(crate) http_addr: Mutex<Option<SocketAddr>>,
+    pub(crate) https_addr: Mutex<Option<SocketAddr>>,
     pub(crate) stats: ServerStats,
     pub(crate) js: JetStreamStats,
     pub(crate) started: Instant,
@@ -64,8 +65,11 @@ pub(crate) struct ServerShared {
     /// Accounts other than the default one.
     accounts: Mutex<HashMap<String, Arc<Account>>>,
     authenticator: tern_auth::Authenticator,
-    /// Set when clients must speak TLS.
-    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Set when clients must speak TLS; replaced when certificates are
+    /// reloaded (SIGHUP), so new connections get the new ones.
+    pub(crate) tls: parking_lot::RwLock<Option<tokio_rustls::TlsAcceptor>>,
+    /// The same for the WebSocket listener.
+    pub(crate) ws_tls: parking_lot::RwLock<Option<tokio_rustls::TlsAcceptor>>,
     clients: Mutex<HashMap<u64, Arc<ClientShared>>>,
     next_cid: AtomicU64,
     shutdown: watch::Sender<bool>,
@@ -97,6 +101,27 @@ impl ServerShared {
             .entry(name.to_owned())
             .or_insert_with(|| Arc::new(Account::new(name, self.interest.clone())))
             .clone()
+    }
+
+    /// The TLS acceptor for new client connections, if TLS is on.
+    pub(crate) fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.tls.read().clone()
+    }
+
+    /// Reads the TLS certificates and keys again (client, WebSocket). A
+    /// set that fails to load leaves the old one in place. Existing
+    /// connections keep the certificates they were made with.
+    pub(crate) fn reload_tls(&self) -> anyhow::Result<bool> {
+        let mut reloaded = false;
+        if let Some(opts) = &self.opts.tls {
+            *self.tls.write() = Some(crate::tls::acceptor(opts)?);
+            reloaded = true;
+        }
+        if let Some(opts) = self.opts.websocket.as_ref().and_then(|w| w.tls.as_ref()) {
+            *self.ws_tls.write() = Some(crate::tls::acceptor(opts)?);
+            reloaded = true;
+        }
+        Ok(reloaded)
     }
 
     /// Every account made so far, the default one first.
@@ -131,7 +156,7 @@ impl ServerShared {
             max_payload: self.opts.max_payload as i64,
             jetstream: self.opts.jetstream.enabled,
             auth_required: self.opts.auth.required(),
-            tls_required: self.tls.is_some(),
+            tls_required: self.opts.tls.is_some(),
             tls_verify: self.opts.tls.as_ref().is_some_and(|t| t.verify),
             client_id,
             client_ip: addr.ip().to_string(),
@@ -216,6 +241,7 @@ pub struct Server {
     shared: Arc<ServerShared>,
     accept_task: JoinHandle<()>,
     monitor_task: Option<JoinHandle<()>>,
+    https_task: Option<JoinHandle<()>>,
     websocket_task: Option<JoinHandle<()>>,
 }
 
@@ -253,6 +279,10 @@ impl Server {
             Some(tls) => Some(crate::tls::acceptor(tls)?),
             None => None,
         };
+        let ws_tls = match opts.websocket.as_ref().and_then(|ws| ws.tls.as_ref()) {
+            Some(tls) => Some(crate::tls::acceptor(tls)?),
+            None => None,
+        };
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(ServerShared {
             opts,
@@ -260,6 +290,7 @@ impl Server {
             server_name,
             client_addr,
             http_addr: Mutex::new(None),
+            https_addr: Mutex::new(None),
             stats: ServerStats::default(),
             js: JetStreamStats::default(),
             started: Instant::now(),
@@ -267,7 +298,8 @@ impl Server {
             account: Arc::new(Account::new(GLOBAL_ACCOUNT, interest.clone())),
             accounts: Mutex::new(HashMap::new()),
             authenticator,
-            tls,
+            tls: parking_lot::RwLock::new(tls),
+            ws_tls: parking_lot::RwLock::new(ws_tls),
             clients: Mutex::new(HashMap::new()),
             next_cid: AtomicU64::new(1),
             shutdown,
@@ -290,6 +322,23 @@ impl Server {
                 *shared.http_addr.lock() = Some(addr);
                 info!(
                     "Starting http monitor on {}:{}",
+                    shared.opts.http_host,
+                    addr.port()
+                );
+                Some(task)
+            }
+            None => None,
+        };
+
+        let https_task = match shared.opts.https_port {
+            Some(port) => {
+                if shared.opts.tls.is_none() {
+                    anyhow::bail!("https_port needs the tls settings (cert_file, key_file)");
+                }
+                let (addr, task) = crate::monitor::start_https(shared.clone(), port).await?;
+                *shared.https_addr.lock() = Some(addr);
+                info!(
+                    "Starting https monitor on {}:{}",
                     shared.opts.http_host,
                     addr.port()
                 );
@@ -322,7 +371,8 @@ impl Server {
                     )
                 })?;
                 let port = listener.local_addr()?.port();
-                info!("Listening for websocket clients on ws://{host}:{port}");
+                let scheme = if ws.tls.is_some() { "wss" } else { "ws" };
+                info!("Listening for websocket clients on {scheme}://{host}:{port}");
                 Some(tokio::spawn(crate::websocket::accept_loop(
                     shared.clone(),
                     listener,
@@ -358,8 +408,19 @@ impl Server {
             shared,
             accept_task,
             monitor_task,
+            https_task,
             websocket_task,
         })
+    }
+
+    /// Reloads what can change without a restart: the TLS certificates
+    /// and keys (read again from the configured files). Logs the outcome.
+    pub fn reload(&self) {
+        match self.shared.reload_tls() {
+            Ok(true) => info!("Reloaded TLS certificates"),
+            Ok(false) => info!("Reload: nothing to reload (only TLS certificates are reloadable; other settings need a restart)"),
+            Err(e) => error!(error = %format!("{e:#}"), "Reloading TLS certificates failed; keeping the old ones"),
+        }
     }
 
     /// The address clients connect to.
@@ -420,6 +481,9 @@ impl Server {
         self.accept_task.abort();
         if let Some(cluster) = self.shared.cluster.get() {
             cluster.shutdown().await;
+        }
+        if let Some(task) = &self.https_task {
+            task.abort();
         }
         if let Some(task) = &self.monitor_task {
             task.abort();

@@ -27,7 +27,15 @@ pub(crate) async fn accept_loop(server: Arc<ServerShared>, listener: TcpListener
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
-                tokio::spawn(serve(server.clone(), stream, addr));
+                let _ = stream.set_nodelay(true);
+                match server.ws_tls.read().clone() {
+                    None => {
+                        tokio::spawn(serve(server.clone(), stream, addr));
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(serve_tls(server.clone(), acceptor, stream, addr));
+                    }
+                }
             }
             Err(e) => {
                 error!(error = %e, "error accepting websocket connection");
@@ -37,8 +45,31 @@ pub(crate) async fn accept_loop(server: Arc<ServerShared>, listener: TcpListener
     }
 }
 
-async fn serve(server: Arc<ServerShared>, stream: TcpStream, addr: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+/// `wss://`: the TLS handshake first (bounded by `tls.timeout`), then the
+/// WebSocket upgrade inside it.
+async fn serve_tls(
+    server: Arc<ServerShared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    addr: SocketAddr,
+) {
+    let timeout = server
+        .opts
+        .websocket
+        .as_ref()
+        .and_then(|w| w.tls.as_ref())
+        .map_or(Duration::from_secs(2), |t| t.timeout);
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve(server, tls, addr).await,
+        Ok(Err(e)) => debug!(%addr, error = %e, "websocket tls handshake failed"),
+        Err(_) => debug!(%addr, "websocket tls handshake timed out"),
+    }
+}
+
+async fn serve<S>(server: Arc<ServerShared>, stream: S, addr: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     // A frame is buffered whole, so its size is capped; clients batch several
     // messages into one frame, so the cap leaves room for a few maximal ones.
     // A bigger frame is refused from its header, before it is buffered.

@@ -33,6 +33,9 @@ pub struct Cli {
     /// Use port for HTTP monitoring; -1 picks a free port.
     #[arg(short = 'm', long = "http_port", value_name = "PORT")]
     pub http_port: Option<i32>,
+    /// Use port for HTTPS monitoring (needs the `tls` settings); -1 picks a free port.
+    #[arg(long = "https_port", visible_alias = "ms", value_name = "PORT")]
+    pub https_port: Option<i32>,
     /// Configuration file: nats-server format, or TOML when it ends in `.toml`.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -116,6 +119,8 @@ const LONG_FLAGS: &[&str] = &[
     "name",
     "server_name",
     "http_port",
+    "https_port",
+    "ms",
     "config",
     "log",
     "log_file",
@@ -188,7 +193,10 @@ mod tests {
             "-DV",
             "-m",
             "8222",
+            "-ms",
+            "8443",
         ]);
+        assert_eq!(cli.https_port, Some(8443));
         assert_eq!(cli.port, Some(-1));
         assert!(cli.jetstream && cli.debug && cli.trace);
         assert_eq!(cli.store_dir, Some(PathBuf::from("/tmp/x")));

@@ -74,7 +74,6 @@ const NOT_YET_IMPLEMENTED: &[&str] = &[
     "reconnect_error_reports",
     "disable_sublist_cache",
     "http_base_path",
-    "https_port",
     "https",
     "no_header_support",
     "server_tags",
@@ -163,6 +162,9 @@ fn apply_flags(mut b: Builder, cli: &Cli) -> Result<Builder, ConfigError> {
     }
     if let Some(v) = cli.http_port {
         b = set(b, "http_port", i64::from(v))?;
+    }
+    if let Some(v) = cli.https_port {
+        b = set(b, "https_port", i64::from(v))?;
     }
     if let Some(v) = &cli.log {
         b = set(b, "log_file", v.to_string_lossy().as_ref())?;
@@ -260,6 +262,7 @@ fn build_options(
             "port" => o.port = port_value(k, int(k, value)?)?,
             "server_name" | "name" => o.server_name = string(k, value)?,
             "http_port" | "monitor_port" => o.http_port = Some(port_value(k, int(k, value)?)?),
+            "https_port" => o.https_port = Some(port_value(k, int(k, value)?)?),
             "http" => {
                 let listen = match &value.kind {
                     ValueKind::I64(p) => format!(":{p}"),
@@ -555,7 +558,7 @@ fn subject_permission(
     }
 }
 
-/// `websocket { host, port, listen, no_tls }`; TLS on it is not implemented.
+/// `websocket { host, port, listen, tls { ... }, no_tls }`.
 fn websocket(value: &Value) -> Result<Option<crate::options::WebsocketOptions>, ConfigError> {
     let mut out = crate::options::WebsocketOptions::default();
     let mut no_tls = false;
@@ -570,10 +573,7 @@ fn websocket(value: &Value) -> Result<Option<crate::options::WebsocketOptions>, 
                 out.port = port;
             }
             "no_tls" => no_tls = boolean(&key, v)?,
-            "tls" => return Err(ConfigError::NotImplemented {
-                key,
-                why: "WebSocket over TLS comes later; use no_tls: true or a TLS-terminating proxy",
-            }),
+            "tls" => out.tls = Some(tls(v)?),
             "compression" | "same_origin" | "allowed_origins" | "handshake_timeout"
             | "authorization" | "no_auth_user" | "jwt_cookie" => {
                 return Err(ConfigError::NotImplemented {
@@ -585,11 +585,14 @@ fn websocket(value: &Value) -> Result<Option<crate::options::WebsocketOptions>, 
             _ => return Err(ConfigError::UnknownKey(key)),
         }
     }
-    if !no_tls {
-        return Err(ConfigError::NotImplemented {
-            key: "websocket.tls".into(),
-            why: "WebSocket over TLS comes later; set no_tls: true (as nats-server requires for plain ws)",
-        });
+    if no_tls {
+        out.tls = None;
+    } else if out.tls.is_none() {
+        // As nats-server: plain ws:// only when asked for.
+        return Err(invalid(
+            "websocket",
+            "needs a tls { cert_file, key_file } block, or no_tls: true for plain ws://",
+        ));
     }
     Ok(Some(out))
 }
