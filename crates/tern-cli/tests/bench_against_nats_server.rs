@@ -80,8 +80,8 @@ fn run_every_scenario_small() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // (5 core + 3 JetStream sized scenarios) × 2 default sizes + idle-conns.
-    assert_eq!(outcomes.len(), 17, "{stdout}");
+    // (5 core + 4 JetStream sized scenarios) × 2 default sizes + idle-conns.
+    assert_eq!(outcomes.len(), 19, "{stdout}");
     for outcome in &outcomes {
         assert_eq!(outcome["errors"].as_array().unwrap().len(), 0, "{outcome}");
         let figures = outcome["figures"].as_array().unwrap();

@@ -568,7 +568,8 @@ fn markdown_table(results: &Results, jetstream: bool) -> String {
              that nats-server's do not. js-pub-sync awaits each ack before the next publish; \
              js-pub-async keeps 256 acks in flight; js-disk runs js-pub-async, then divides the \
              growth of the store directory (sum of file sizes, and of allocated blocks) by the \
-             messages the stream holds.\n",
+             messages the stream holds; js-pull fills a stream, then reads it with a durable pull \
+             consumer, acking each message (explicit acks).\n",
         );
     }
     if !results.errors.is_empty() {

@@ -83,6 +83,8 @@ pub(crate) enum ScenarioArg {
     JsPubAsync,
     /// js-pub-async, then store-dir bytes per stored message (needs --store-dir).
     JsDisk,
+    /// Fill a stream, then consume it with a durable pull consumer and explicit acks (needs JetStream).
+    JsPull,
     /// Cluster: publisher on the first node, subscriber on the second (needs
     /// several --url, or `compare --cluster`). Not part of `all`.
     ClusterPubsub,
@@ -277,6 +279,7 @@ impl WorkloadArgs {
             (ScenarioArg::JsPubSync, ScenarioKind::JsPubSync),
             (ScenarioArg::JsPubAsync, ScenarioKind::JsPubAsync),
             (ScenarioArg::JsDisk, ScenarioKind::JsDisk),
+            (ScenarioArg::JsPull, ScenarioKind::JsPull),
             (ScenarioArg::ClusterPubsub, ScenarioKind::ClusterPubSub),
             (ScenarioArg::ClusterFanout, ScenarioKind::ClusterFanout),
         ];

@@ -1,4 +1,5 @@
-//! JetStream publish scenarios: `js-pub-sync`, `js-pub-async` and `js-disk`.
+//! JetStream scenarios: `js-pub-sync`, `js-pub-async`, `js-disk` and
+//! `js-pull`.
 //!
 //! Each run creates its own file-storage stream `BENCH_<scenario>_<size>`
 //! (subject `bench.js.<scenario>.<size>`, default limits) with
@@ -13,6 +14,10 @@
 //! - `js-disk`: the `js-pub-async` workload, then the growth of the server's
 //!   store directory (file sizes summed recursively, and allocated blocks)
 //!   divided by the messages the stream reports as stored.
+//! - `js-pull`: the `js-pub-async` workload (untimed) fills the stream, then
+//!   a durable pull consumer with explicit acks (`consumer.messages()`, the
+//!   client's continuous pull) reads it all, acking each message; the rate
+//!   is measured from the start of consumption to the last message.
 //!
 //! Every ack is checked: right stream, consecutive sequence, no duplicate.
 //! A short warm-up (stored too, counted in the stream) precedes the timed
@@ -93,6 +98,12 @@ pub(super) async fn run(
             ScenarioKind::JsPubSync => publish_sync(session, spec, &mut run, probe, outcome).await,
             ScenarioKind::JsPubAsync => {
                 publish_async(session, spec, &mut run, probe, outcome).await
+            }
+            ScenarioKind::JsPull => {
+                session
+                    .guard("filling the stream", run.publish_windowed(spec.msgs))
+                    .await?;
+                consume_pull(session, &js, &name, spec, probe, outcome).await
             }
             ScenarioKind::JsDisk => {
                 publish_async(session, spec, &mut run, probe, outcome).await?;
@@ -251,6 +262,74 @@ async fn publish_async(
         });
     }
     probe.finish(outcome.count, "msg")?.append_to(outcome);
+    Ok(())
+}
+
+/// `js-pull`: a durable pull consumer with explicit acks reads the whole
+/// stream; every message is acked and checked to be the next sequence.
+async fn consume_pull(
+    session: &Session,
+    js: &Context,
+    name: &str,
+    spec: &ScenarioSpec,
+    probe: &mut ServerProbe,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+
+    let stream = js.get_stream(name).await.context("getting the stream")?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("bench".to_owned()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .context("creating the pull consumer")?;
+    probe.start()?;
+    let start = Instant::now();
+    let consumed = session
+        .guard("consuming", async {
+            let mut messages = consumer.messages().await.context("starting to pull")?;
+            let mut seen = 0u64;
+            while seen < spec.msgs {
+                let message = tokio::time::timeout(spec.stall_timeout, messages.next())
+                    .await
+                    .with_context(|| {
+                        format!("no message for {:?} after {seen}", spec.stall_timeout)
+                    })?
+                    .context("the pull stream ended")?
+                    .map_err(|e| anyhow::anyhow!("pull: {e}"))?;
+                let info = message
+                    .info()
+                    .map_err(|e| anyhow::anyhow!("ack subject: {e}"))?;
+                if info.stream_sequence != seen + 1 {
+                    bail!(
+                        "expected stream sequence {}, got {}",
+                        seen + 1,
+                        info.stream_sequence
+                    );
+                }
+                message
+                    .ack()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+                seen += 1;
+            }
+            Ok(seen)
+        })
+        .await?;
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    outcome.count = consumed;
+    outcome.figures.push(Figure {
+        key: "consumed_msgs_per_sec",
+        label: "pull consume rate (explicit acks)",
+        unit: "msg/s",
+        value: consumed as f64 / secs,
+        better: Better::Higher,
+    });
+    probe.finish(consumed, "consumed")?.append_to(outcome);
     Ok(())
 }
 

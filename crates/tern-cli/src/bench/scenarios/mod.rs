@@ -53,6 +53,9 @@ pub(crate) enum ScenarioKind {
     JsPubAsync,
     /// `JsPubAsync`, then store-directory bytes per stored message.
     JsDisk,
+    /// Fill a stream, then consume it with a durable pull consumer and
+    /// explicit acks.
+    JsPull,
     /// Cluster: publisher on the first node, 1 subscriber on the second.
     ClusterPubSub,
     /// Cluster: publisher on the first node, 1 subscriber on every node.
@@ -72,6 +75,7 @@ impl ScenarioKind {
             ScenarioKind::JsPubSync => "js-pub-sync",
             ScenarioKind::JsPubAsync => "js-pub-async",
             ScenarioKind::JsDisk => "js-disk",
+            ScenarioKind::JsPull => "js-pull",
             ScenarioKind::ClusterPubSub => "cluster-pubsub",
             ScenarioKind::ClusterFanout => "cluster-fanout",
         }
@@ -81,7 +85,10 @@ impl ScenarioKind {
     pub(crate) fn is_jetstream(self) -> bool {
         matches!(
             self,
-            ScenarioKind::JsPubSync | ScenarioKind::JsPubAsync | ScenarioKind::JsDisk
+            ScenarioKind::JsPubSync
+                | ScenarioKind::JsPubAsync
+                | ScenarioKind::JsDisk
+                | ScenarioKind::JsPull
         )
     }
 
@@ -120,7 +127,9 @@ impl ScenarioKind {
             ScenarioKind::IdleConns => return 0,
             // Tern fsyncs every acked message to file storage: keep it short.
             ScenarioKind::JsPubSync => return 5_000,
-            ScenarioKind::JsPubAsync | ScenarioKind::JsDisk => (100_000, 50_000),
+            ScenarioKind::JsPubAsync | ScenarioKind::JsDisk | ScenarioKind::JsPull => {
+                (100_000, 50_000)
+            }
         };
         if size <= 256 {
             small
@@ -170,7 +179,10 @@ pub(crate) async fn run(
             }
             ScenarioKind::ReqRep => reqrep::request_reply(session, spec, probe, outcome).await,
             ScenarioKind::IdleConns => idle::idle_conns(session, spec, probe, outcome).await,
-            ScenarioKind::JsPubSync | ScenarioKind::JsPubAsync | ScenarioKind::JsDisk => {
+            ScenarioKind::JsPubSync
+            | ScenarioKind::JsPubAsync
+            | ScenarioKind::JsDisk
+            | ScenarioKind::JsPull => {
                 jetstream::run(session, spec, store_dir, probe, outcome).await
             }
             ScenarioKind::ClusterPubSub => {
@@ -240,6 +252,7 @@ impl ServerProbe {
         let (key, label) = match op {
             "conn" => ("server_cpu_ns_per_conn", "server CPU per connection"),
             "req" => ("server_cpu_ns_per_req", "server CPU per request"),
+            "consumed" => ("server_cpu_ns_per_msg", "server CPU per consumed msg"),
             _ => ("server_cpu_ns_per_msg", "server CPU per published msg"),
         };
         out.figures.push(Figure {
