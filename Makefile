@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: all build release run cluster test test-unit verify fmt fmt-check clippy doc bench bench-compare bench-cluster nats-server clean
+.PHONY: all build release run cluster test test-unit verify fmt fmt-check clippy doc bench bench-compare bench-cluster fuzz fuzz-tools nats-server clean
 
 all: build
 
@@ -46,6 +46,20 @@ doc:
 
 ## verify: format, lint, docs and tests in one go
 verify: fmt-check clippy doc test
+
+## fuzz: the cargo-fuzz targets (parser, connect) for FUZZ_SECONDS each; installs nightly and cargo-fuzz if missing
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = parser connect
+fuzz: fuzz-tools
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/corpus/$$t && \
+		cargo +nightly fuzz run -O $$t target/corpus/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 || exit 1; \
+	done
+
+fuzz-tools:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 
 ## nats-server: Debian's nats-server, the reference for bench-compare
 nats-server:
