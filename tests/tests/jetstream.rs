@@ -1133,3 +1133,71 @@ async fn replay_original_keeps_the_original_pace() {
         "replayed {gap:?} apart, stored 600 ms apart"
     );
 }
+
+#[tokio::test]
+async fn each_account_has_its_own_jetstream() {
+    use futures::TryStreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = "accounts {\n  A { users = [ { user: a, password: p } ], jetstream: enabled }\n  B { users = [ { user: b, password: p } ], jetstream: enabled }\n  C { users = [ { user: c, password: p } ] }\n}\n";
+    let start = || {
+        TernServer::launch(Launch::default().config(config).args(&[
+            "-js",
+            "-sd",
+            dir.path().to_str().unwrap(),
+        ]))
+    };
+    let user = |server: &TernServer, name: &str| {
+        let url = server.url();
+        let options = async_nats::ConnectOptions::with_user_and_password(name.into(), "p".into());
+        async move { tern_tests::connect_with(&url, options).await }
+    };
+    let server = start();
+    let ja = jetstream::new(user(&server, "a").await);
+    let jb = jetstream::new(user(&server, "b").await);
+    ja.create_stream(orders()).await.expect("A creates ORDERS");
+    // B does not see A's stream, and may have one of the same name.
+    let names: Vec<String> = jb.stream_names().try_collect().await.unwrap();
+    assert!(names.is_empty(), "B sees {names:?}");
+    assert!(jb.get_stream("ORDERS").await.is_err());
+    jb.create_stream(stream::Config {
+        name: "ORDERS".into(),
+        subjects: vec!["b.orders".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("B creates its own ORDERS");
+    let ack = timeout(WAIT, ja.publish("orders.1", "in A".into()).await.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ack.sequence, 1);
+    let mut a_orders = ja.get_stream("ORDERS").await.unwrap();
+    let mut b_orders = jb.get_stream("ORDERS").await.unwrap();
+    assert_eq!(a_orders.info().await.unwrap().state.messages, 1);
+    assert_eq!(b_orders.info().await.unwrap().state.messages, 0);
+    // An account without JetStream gets no answer from anyone's.
+    let c = user(&server, "c").await;
+    let err = timeout(WAIT, c.request("$JS.API.INFO", Bytes::new()))
+        .await
+        .unwrap()
+        .expect_err("C has no JetStream");
+    assert_eq!(
+        err.kind(),
+        async_nats::client::RequestErrorKind::NoResponders
+    );
+    drop((ja, jb, c, a_orders, b_orders));
+    drop(server);
+
+    // Each account's streams come back from its own store.
+    let server = start();
+    let ja = jetstream::new(user(&server, "a").await);
+    let jb = jetstream::new(user(&server, "b").await);
+    let mut a_orders = ja.get_stream("ORDERS").await.unwrap();
+    assert_eq!(a_orders.info().await.unwrap().state.messages, 1);
+    assert_eq!(a_orders.cached_info().config.subjects, vec!["orders.>"]);
+    let mut b_orders = jb.get_stream("ORDERS").await.unwrap();
+    assert_eq!(
+        b_orders.info().await.unwrap().config.subjects,
+        vec!["b.orders"]
+    );
+}

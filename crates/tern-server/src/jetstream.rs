@@ -72,7 +72,8 @@ struct Stream {
     retired: Vec<u64>,
 }
 
-/// The JetStream service of one server.
+/// The JetStream service of one account (the default account, and every
+/// account configured with `jetstream: enabled`).
 pub(crate) struct JetStream {
     server: Arc<ServerShared>,
     account: Arc<Account>,
@@ -82,6 +83,9 @@ pub(crate) struct JetStream {
     router: Router,
     api_total: u64,
     api_errors: u64,
+    /// The figures this service last added to the server's JetStream
+    /// totals, so several services (one per account) add up.
+    published: [u64; 7],
     /// Nanosecond timestamps handed to appends only grow, even if the clock
     /// steps back.
     last_ts: u64,
@@ -92,14 +96,37 @@ pub(crate) fn data_dir(store_dir: &std::path::Path) -> PathBuf {
     store_dir.join("jetstream")
 }
 
+/// Where the JetStream of account `name` (other than the default one) keeps
+/// its data: a store of its own, so one account's streams are invisible to
+/// every other. Names are used as they are when they are plain, hex-encoded
+/// otherwise.
+pub(crate) fn account_data_dir(store_dir: &std::path::Path, name: &str) -> PathBuf {
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let dir = if plain {
+        name.to_owned()
+    } else {
+        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("hex-{hex}")
+    };
+    store_dir.join("jetstream-accounts").join(dir)
+}
+
 impl JetStream {
     /// Opens the store, reopens every stream and subscribes; the returned
     /// future serves until the server shuts down.
     pub(crate) fn start(
         server: Arc<ServerShared>,
         store_dir: PathBuf,
+        account: Arc<Account>,
     ) -> anyhow::Result<impl std::future::Future<Output = ()>> {
-        let dir = data_dir(&store_dir);
+        let dir = if account.name == crate::account::GLOBAL_ACCOUNT {
+            data_dir(&store_dir)
+        } else {
+            account_data_dir(&store_dir, &account.name)
+        };
         std::fs::create_dir_all(&dir).map_err(|e| {
             anyhow::anyhow!("can not create JetStream directory {}: {e}", dir.display())
         })?;
@@ -119,7 +146,6 @@ impl JetStream {
         let storage = tern_storage::Storage::open_with(&dir, options).map_err(|e| {
             anyhow::anyhow!("can not open JetStream store in {}: {e}", dir.display())
         })?;
-        let account = server.global_account();
         let (client, rx) = ClientShared::new_internal(
             server.next_client_id(),
             "$JS",
@@ -143,6 +169,7 @@ impl JetStream {
             streams: BTreeMap::new(),
             api_total: 0,
             api_errors: 0,
+            published: [0; 7],
             last_ts: 0,
         };
         js.restore_streams()?;
@@ -153,7 +180,8 @@ impl JetStream {
         *js.server.js.store_dir.lock() = Some(store_dir.clone());
         js.publish_stats();
         info!("Starting JetStream");
-        info!("  Store Directory: \"{}\"", store_dir.display());
+        info!("  Account:         {}", js.account.name);
+        info!("  Store Directory: \"{}\"", dir.display());
         info!("  Streams restored: {}", js.streams.len());
         Ok(js.run(rx))
     }
@@ -272,7 +300,7 @@ impl JetStream {
     }
 
     /// Updates the figures `/jsz` and `/metrics` show.
-    fn publish_stats(&self) {
+    fn publish_stats(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
         let (mut messages, mut bytes, mut memory, mut storage) = (0, 0, 0, 0);
         for stream in self.streams.values() {
@@ -286,13 +314,30 @@ impl JetStream {
             }
         }
         let js = &self.server.js;
-        js.streams.store(self.streams.len() as u64, Relaxed);
-        js.messages.store(messages, Relaxed);
-        js.bytes.store(bytes, Relaxed);
-        js.memory.store(memory, Relaxed);
-        js.storage.store(storage, Relaxed);
-        js.api_total.store(self.api_total, Relaxed);
-        js.api_errors.store(self.api_errors, Relaxed);
+        let now = [
+            self.streams.len() as u64,
+            messages,
+            bytes,
+            memory,
+            storage,
+            self.api_total,
+            self.api_errors,
+        ];
+        let totals = [
+            &js.streams,
+            &js.messages,
+            &js.bytes,
+            &js.memory,
+            &js.storage,
+            &js.api_total,
+            &js.api_errors,
+        ];
+        // Each account's service adds its change since it last published;
+        // the atomics wrap, so a decrease is a wrapping add.
+        for ((total, now), before) in totals.iter().zip(now).zip(self.published.iter_mut()) {
+            total.fetch_add(now.wrapping_sub(*before), Relaxed);
+            *before = now;
+        }
     }
 
     /// Handles a batch in order; publishes are collected per stream and

@@ -75,6 +75,9 @@ pub struct AuthOptions {
     /// `accounts { NAME { users = [...] } }`: each account is its own subject
     /// space; its users land in it.
     pub accounts: Vec<(String, Vec<UserOptions>)>,
+    /// Accounts of `accounts {}` with `jetstream: enabled`: each gets its own
+    /// JetStream (API, streams, storage) when JetStream is on.
+    pub jetstream_accounts: Vec<String>,
     /// Trusted operator JWTs (decentralized authentication).
     pub operators: Vec<String>,
     /// Account JWTs by account public key (`resolver: MEMORY` with

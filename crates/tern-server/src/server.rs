@@ -354,8 +354,22 @@ impl Server {
                 .store_dir
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("tern"));
-            let service = crate::jetstream::JetStream::start(shared.clone(), store_dir)?;
+            let service = crate::jetstream::JetStream::start(
+                shared.clone(),
+                store_dir.clone(),
+                shared.global_account(),
+            )?;
             tokio::spawn(service);
+            // Accounts configured with `jetstream: enabled` each get their
+            // own service and store.
+            for name in &shared.opts.auth.jetstream_accounts {
+                let service = crate::jetstream::JetStream::start(
+                    shared.clone(),
+                    store_dir.clone(),
+                    shared.account(name),
+                )?;
+                tokio::spawn(service);
+            }
         }
         let websocket_task = match &shared.opts.websocket {
             Some(ws) => {

@@ -677,12 +677,29 @@ fn accounts(
             let field = format!("{key}.{k}");
             match k.as_str() {
                 "users" => users = self::users(&field, v)?,
-                "exports"
-                | "imports"
-                | "jetstream"
-                | "mappings"
-                | "limits"
-                | "default_permissions" => {
+                "jetstream" => {
+                    let enabled = match &v.kind {
+                        ValueKind::Boolean(b) => *b,
+                        ValueKind::String(text) => match text.to_ascii_lowercase().as_str() {
+                            "enabled" | "enable" | "true" | "on" | "yes" => true,
+                            "disabled" | "disable" | "false" | "off" | "no" => false,
+                            _ => return Err(invalid(&field, "expected enabled or disabled")),
+                        },
+                        // A block of per-account limits: enabled (the limits
+                        // themselves are not enforced yet).
+                        ValueKind::Table(_) => {
+                            warnings.push(format!(
+                                "per-account JetStream limits in \"{field}\" are not enforced yet"
+                            ));
+                            true
+                        }
+                        _ => return Err(invalid(&field, "expected enabled, disabled or a block")),
+                    };
+                    if enabled {
+                        o.auth.jetstream_accounts.push(name.clone());
+                    }
+                }
+                "exports" | "imports" | "mappings" | "limits" | "default_permissions" => {
                     warnings.push(format!(
                         "configuration key \"{field}\" is not implemented yet and is ignored"
                     ));
