@@ -3,6 +3,7 @@
 //! required, and with `verify` a client certificate signed by the
 //! configured CA is required.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -252,4 +253,141 @@ fn https_port_needs_tls() {
         .err()
         .expect("refused without tls");
     assert!(err.contains("https_port needs the tls settings"), "{err}");
+}
+
+/// A CA, a server certificate for localhost and client certificates for
+/// `alice` (SAN e-mail) and `bob` (subject DN only) and `mallory` (a DNS
+/// name nobody maps), as PEM files: (ca, server cert, server key, clients).
+fn mapped_pki(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf, Vec<(PathBuf, PathBuf)>) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+        SanType,
+    };
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let mut clients = Vec::new();
+    for (name, san, cn) in [
+        (
+            "alice",
+            Some(SanType::Rfc822Name("alice@example.com".try_into().unwrap())),
+            "alice",
+        ),
+        ("bob", None, "bob"),
+        (
+            "mallory",
+            Some(SanType::DnsName("mallory.example".try_into().unwrap())),
+            "mallory",
+        ),
+    ] {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = san.into_iter().collect();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Acme");
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        clients.push((
+            write(&format!("{name}.pem"), cert.pem()),
+            write(&format!("{name}-key.pem"), key.serialize_pem()),
+        ));
+    }
+    (
+        write("ca.pem", ca.pem()),
+        write("server.pem", server.pem()),
+        write("server-key.pem", server_key.serialize_pem()),
+        clients,
+    )
+}
+
+#[tokio::test]
+async fn verify_and_map_picks_the_user_from_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key, clients) = mapped_pki(dir.path());
+    let config = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify_and_map: true\n}}\n\
+         authorization {{\n  users = [\n    {{ user: \"alice@example.com\", permissions: {{ publish: \"alice.>\", subscribe: \">\" }} }}\n    {{ user: \"CN=bob, O=Acme\" }}\n  ]\n}}\n",
+        cert.display(),
+        key.display(),
+        ca.display()
+    );
+    let server = TernServer::launch(Launch::default().config(&config));
+    let as_client = |i: usize| {
+        let (cert, key) = clients[i].clone();
+        let url = tls_url(&server);
+        let ca = ca.clone();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                async_nats::ConnectOptions::new()
+                    .require_tls(true)
+                    .add_root_certificates(ca)
+                    .add_client_certificate(cert, key)
+                    .max_reconnects(Some(1))
+                    .connect(url),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // alice by her SAN e-mail, with her permissions.
+    let alice = as_client(0).await.expect("alice is mapped by e-mail");
+    // (Her permissions allow no inbox requests: subscribe, then publish on
+    // the same connection, which the server handles in order.)
+    let mut own = alice.subscribe("alice.ok").await.unwrap();
+    alice.publish("alice.ok", "yes".into()).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(10), own.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.payload, bytes::Bytes::from("yes"));
+    // bob by his subject DN (attribute order and spacing do not matter).
+    let bob = as_client(1).await.expect("bob is mapped by DN");
+    let mut bobs = bob.subscribe("bob.x").await.unwrap();
+    tern_tests::round_trip(&bob).await;
+    // alice's permissions are hers: her publish to bob.x is refused.
+    alice.publish("bob.x", "denied".into()).await.unwrap();
+    alice.publish("alice.ok", "after".into()).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(10), own.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.payload, bytes::Bytes::from("after"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), bobs.next())
+            .await
+            .is_err(),
+        "a publish outside alice's permissions must not be delivered"
+    );
+    // A verified certificate that names no user is refused.
+    assert!(as_client(2).await.is_err(), "mallory maps to no user");
+}
+
+#[test]
+fn verify_and_map_needs_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let config = format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify_and_map: true }}\n",
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display()
+    );
+    let err = TernServer::try_launch(Launch::default().config(&config))
+        .err()
+        .expect("refused without users");
+    assert!(err.contains("verify_and_map needs users"), "{err}");
 }

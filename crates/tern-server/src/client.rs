@@ -541,6 +541,8 @@ struct Session {
     router: Router,
     /// The nonce this connection's `INFO` asked it to sign, if any.
     nonce: String,
+    /// Identities of the verified TLS client certificate (verify_and_map).
+    tls_identities: Vec<String>,
     /// What the authenticated user may do; `None` allows everything.
     permissions: Option<Arc<tern_auth::Permissions>>,
     /// When the user's credentials expire (unix seconds), until the read
@@ -578,6 +580,7 @@ pub(crate) async fn serve(server: Arc<ServerShared>, mut stream: TcpStream, addr
     let max_pending = server.opts.max_pending;
 
     let acceptor = server.tls_acceptor();
+    let mut tls_identities = Vec::new();
     let (shared, reader): (Arc<ClientShared>, Box<dyn AsyncRead + Unpin + Send>) = match &acceptor {
         None => {
             let (reader, writer) = stream.into_split();
@@ -598,6 +601,11 @@ pub(crate) async fn serve(server: Arc<ServerShared>, mut stream: TcpStream, addr
             };
             match tokio::time::timeout(timeout, handshake).await {
                 Ok(Ok(tls)) => {
+                    // The verified client certificate, for verify_and_map.
+                    if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+                    {
+                        tls_identities = crate::tls::certificate_identities(cert);
+                    }
                     let (reader, writer) = tokio::io::split(tls);
                     (
                         Arc::new(ClientShared::new_stream(
@@ -621,7 +629,7 @@ pub(crate) async fn serve(server: Arc<ServerShared>, mut stream: TcpStream, addr
         }
     };
 
-    serve_session(server, shared, reader, nonce).await;
+    serve_session(server, shared, reader, nonce, tls_identities).await;
 }
 
 /// Serves a client over any byte stream (a WebSocket, bridged to bytes).
@@ -645,7 +653,7 @@ pub(crate) async fn serve_stream(
         writer,
     ));
     shared.enqueue_raw(&info);
-    serve_session(server, shared, reader, nonce).await;
+    serve_session(server, shared, reader, nonce, Vec::new()).await;
 }
 
 /// Registers a connection and runs its reader and writer until it ends.
@@ -654,6 +662,7 @@ async fn serve_session(
     shared: Arc<ClientShared>,
     reader: StreamReader,
     nonce: String,
+    tls_identities: Vec<String>,
 ) {
     let id = shared.id;
     let addr = shared.addr;
@@ -676,6 +685,7 @@ async fn serve_session(
         router: Router::new(server.clone(), account.clone()),
         account,
         nonce,
+        tls_identities,
         permissions: None,
         expires_at: None,
         connected: false,
@@ -1010,7 +1020,10 @@ impl Session {
                 return false;
             }
         };
-        match self.server.authenticate(&info, &self.nonce) {
+        match self
+            .server
+            .authenticate(&info, &self.nonce, &self.tls_identities)
+        {
             Ok(authenticated) => {
                 if authenticated.account != self.account.name {
                     // The user's account is its subject space from now on.

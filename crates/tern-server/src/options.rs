@@ -188,6 +188,9 @@ pub struct TlsOptions {
     pub ca_file: Option<PathBuf>,
     /// Require and verify client certificates.
     pub verify: bool,
+    /// Verify client certificates and choose the user from them (by SAN
+    /// e-mail, DNS name, URI or subject DN) instead of from `CONNECT`.
+    pub verify_and_map: bool,
     /// Time the TLS handshake may take.
     pub timeout: std::time::Duration,
 }

@@ -157,7 +157,11 @@ impl ServerShared {
             jetstream: self.opts.jetstream.enabled,
             auth_required: self.opts.auth.required(),
             tls_required: self.opts.tls.is_some(),
-            tls_verify: self.opts.tls.as_ref().is_some_and(|t| t.verify),
+            tls_verify: self
+                .opts
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.verify || t.verify_and_map),
             client_id,
             client_ip: addr.ip().to_string(),
             nonce,
@@ -201,6 +205,7 @@ impl ServerShared {
         &self,
         info: &ConnectInfo,
         nonce: &str,
+        tls_identities: &[String],
     ) -> Result<tern_auth::Authenticated, tern_auth::AuthError> {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -208,7 +213,7 @@ impl ServerShared {
         self.authenticator.authenticate(
             &tern_auth::Credentials::from(info),
             nonce.as_bytes(),
-            &[],
+            tls_identities,
             now,
         )
     }
@@ -273,7 +278,18 @@ impl Server {
         } else {
             opts.server_name.clone()
         };
-        let authenticator = tern_auth::Authenticator::new(opts.auth.auth_config())
+        let mut auth_config = opts.auth.auth_config();
+        if opts.tls.as_ref().is_some_and(|t| t.verify_and_map) {
+            match &mut auth_config {
+                tern_auth::AuthConfig::Users(users) if !users.users.is_empty() => {
+                    users.tls_map = true;
+                }
+                _ => anyhow::bail!(
+                    "tls.verify_and_map needs users (authorization.users or accounts) named after certificate identities"
+                ),
+            }
+        }
+        let authenticator = tern_auth::Authenticator::new(auth_config)
             .map_err(|e| anyhow::anyhow!("invalid authorization configuration: {e}"))?;
         let tls = match &opts.tls {
             Some(tls) => Some(crate::tls::acceptor(tls)?),

@@ -35,7 +35,7 @@ pub(crate) fn acceptor(opts: &TlsOptions) -> anyhow::Result<TlsAcceptor> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
-    let builder = if opts.verify {
+    let builder = if opts.verify || opts.verify_and_map {
         let ca_file = opts
             .ca_file
             .as_ref()
@@ -60,4 +60,56 @@ pub(crate) fn acceptor(opts: &TlsOptions) -> anyhow::Result<TlsAcceptor> {
         .with_single_cert(certs, key)
         .context("the TLS certificate and key do not match")?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The identities of a client certificate, in the order nats-server tries
+/// them for `verify_and_map`: SAN e-mail addresses, SAN DNS names, SAN URIs,
+/// then the subject DN (RFC 2253: most specific attribute first). Empty if
+/// the certificate does not parse.
+pub(crate) fn certificate_identities(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut emails = Vec::new();
+    let mut dns = Vec::new();
+    let mut uris = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::RFC822Name(e) => emails.push((*e).to_owned()),
+                GeneralName::DNSName(d) => dns.push((*d).to_owned()),
+                GeneralName::URI(u) => uris.push((*u).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    let mut out = emails;
+    out.extend(dns);
+    out.extend(uris);
+    // RFC 2253 lists the RDNs last-to-first of their order in the
+    // certificate.
+    let rdns: Vec<String> = cert
+        .subject()
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|attr| {
+                    let kind = x509_parser::objects::oid2abbrev(
+                        attr.attr_type(),
+                        x509_parser::objects::oid_registry(),
+                    )
+                    .map(str::to_owned)
+                    .unwrap_or_else(|_| attr.attr_type().to_id_string());
+                    let value = attr.as_str().unwrap_or_default();
+                    format!("{kind}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    if !rdns.is_empty() {
+        out.push(rdns.into_iter().rev().collect::<Vec<_>>().join(","));
+    }
+    out
 }

@@ -610,8 +610,9 @@ fn tls(value: &Value) -> Result<crate::options::TlsOptions, ConfigError> {
             "key_file" => out.key_file = PathBuf::from(string(&key, v)?),
             "ca_file" => out.ca_file = Some(PathBuf::from(string(&key, v)?)),
             "verify" => out.verify = boolean(&key, v)?,
+            "verify_and_map" => out.verify_and_map = boolean(&key, v)?,
             "timeout" => out.timeout = duration(&key, v)?,
-            "verify_and_map" | "handshake_first" | "pinned_certs" | "cipher_suites" | "curve_preferences"
+            "handshake_first" | "pinned_certs" | "cipher_suites" | "curve_preferences"
             | "insecure" | "verify_cert_and_check_known_urls" | "ocsp_peer" | "cert_store" | "cert_match" => {
                 return Err(ConfigError::NotImplemented {
                     key,
@@ -623,6 +624,9 @@ fn tls(value: &Value) -> Result<crate::options::TlsOptions, ConfigError> {
     }
     if out.cert_file.as_os_str().is_empty() || out.key_file.as_os_str().is_empty() {
         return Err(invalid("tls", "cert_file and key_file are required"));
+    }
+    if out.verify_and_map {
+        out.verify = true;
     }
     if out.verify && out.ca_file.is_none() {
         return Err(invalid(
