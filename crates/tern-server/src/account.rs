@@ -38,6 +38,8 @@ pub(crate) struct Account {
     /// Entries in `remote`, so an account without remote interest skips the
     /// second match entirely.
     remote_entries: AtomicUsize,
+    /// Exports and imports linking this account to others.
+    pub(crate) links: crate::imports::Links,
 }
 
 impl Account {
@@ -50,6 +52,7 @@ impl Account {
             remote: RwLock::new(Sublist::new()),
             remote_generation: AtomicU64::new(0),
             remote_entries: AtomicUsize::new(0),
+            links: crate::imports::Links::default(),
         }
     }
 

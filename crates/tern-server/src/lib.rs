@@ -12,6 +12,7 @@ mod client;
 mod cluster;
 pub mod config;
 mod consumer;
+mod imports;
 mod jetstream;
 pub mod logging;
 mod monitor;

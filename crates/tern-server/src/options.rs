@@ -78,6 +78,10 @@ pub struct AuthOptions {
     /// Accounts of `accounts {}` with `jetstream: enabled`: each gets its own
     /// JetStream (API, streams, storage) when JetStream is on.
     pub jetstream_accounts: Vec<String>,
+    /// `accounts { NAME { exports = [...] } }`, by exporting account.
+    pub exports: Vec<(String, ExportOptions)>,
+    /// `accounts { NAME { imports = [...] } }`, by importing account.
+    pub imports: Vec<(String, ImportOptions)>,
     /// Trusted operator JWTs (decentralized authentication).
     pub operators: Vec<String>,
     /// Account JWTs by account public key (`resolver: MEMORY` with
@@ -175,6 +179,48 @@ pub struct WebsocketOptions {
     pub port: u16,
     /// TLS (`wss://`); `None` with `no_tls: true`.
     pub tls: Option<TlsOptions>,
+}
+
+/// Whether an export or import is of a stream or of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportKind {
+    /// Messages published in the exporting account are also delivered in
+    /// the importing one.
+    Stream,
+    /// Requests published in the importing account are delivered in the
+    /// exporting one, and the replies come back.
+    Service,
+}
+
+/// One entry of an account's `exports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Stream or service.
+    pub kind: ExportKind,
+    /// The subject (wildcards allowed), in the exporting account.
+    pub subject: String,
+    /// Accounts allowed to import it; empty means every account.
+    pub accounts: Vec<String>,
+    /// Services: whether more than one reply may come back per request
+    /// (`response_type: stream` or `chunked`) or just one (`singleton`).
+    pub multiple_responses: bool,
+}
+
+/// One entry of an account's `imports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Stream or service.
+    pub kind: ExportKind,
+    /// The exporting account.
+    pub account: String,
+    /// The subject in the exporting account (within an export).
+    pub subject: String,
+    /// The subject in the importing account, if it differs (`to`: the same
+    /// wildcards in the same places).
+    pub to: Option<String>,
+    /// Streams: put `PREFIX.` in front of the subject in the importing
+    /// account.
+    pub prefix: Option<String>,
 }
 
 /// TLS for client connections (`tls {}` or the `--tls*` flags).

@@ -130,6 +130,12 @@ pub(crate) struct Router {
     served_queues: Vec<Arc<str>>,
     /// Where the message being routed goes among peers.
     forwards: Vec<Forward>,
+    /// Routers into the accounts this one's exports and imports lead to,
+    /// made on first use.
+    others: std::collections::HashMap<String, Box<Router>>,
+    /// Set on those: a message that arrived through a link is not passed
+    /// on through further links.
+    imported: bool,
     flusher: Flusher,
     /// Receivers past their stall threshold after the last batch.
     stalls: Vec<Arc<ClientShared>>,
@@ -146,6 +152,8 @@ impl Router {
             remote_cache: MatchCache::new(1024),
             served_queues: Vec::new(),
             forwards: Vec::new(),
+            others: std::collections::HashMap::new(),
+            imported: false,
             flusher: Flusher::default(),
             stalls: Vec::new(),
             batch_out_msgs: 0,
@@ -178,6 +186,14 @@ impl Router {
         headers: Option<&[u8]>,
         payload: &[u8],
     ) -> bool {
+        if self.account.links.has_responses() && deliver.starts_with(crate::imports::REPLY_PREFIX) {
+            if let Some((importer, original)) = self.account.links.take_response(deliver) {
+                return self
+                    .other(&importer)
+                    .route_to(None, &original, &original, reply, headers, payload);
+            }
+        }
+        let linked = !self.imported && self.account.links.any();
         let Some(result) = self.lookup(deliver) else {
             return false;
         };
@@ -204,6 +220,70 @@ impl Router {
         let mut interest = !result.is_empty();
         if clustered {
             interest |= self.forward(deliver, subject, reply, headers, payload);
+        }
+        if linked {
+            interest |= self.follow_links(deliver, reply, headers, payload);
+        }
+        interest
+    }
+
+    /// The router into `account`, for messages crossing a link.
+    fn other(&mut self, account: &Arc<Account>) -> &mut Router {
+        let server = &self.server;
+        self.others.entry(account.name.clone()).or_insert_with(|| {
+            let mut router = Router::new(server.clone(), account.clone());
+            router.imported = true;
+            Box::new(router)
+        })
+    }
+
+    /// Delivers a message published in this account to the accounts that
+    /// import it: stream importers get a copy under their subject; a
+    /// request matching an imported service goes to the exporting account
+    /// with a reply subject that leads back here. True if anyone there has
+    /// interest.
+    fn follow_links(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let mut interest = false;
+        let streams = self.account.links.streams_out.read().clone();
+        for link in streams.iter().filter(|l| l.matches(subject)) {
+            let local = link.local_subject(subject);
+            interest |= self
+                .other(&link.importer)
+                .route_to(None, &local, &local, reply, headers, payload);
+        }
+        let services = self.account.links.services_in.read().clone();
+        for link in services.iter().filter(|l| l.matches(subject)) {
+            let remote = link.remote_subject(subject);
+            let routed_reply = match reply {
+                Some(reply) => {
+                    match link.exporter.links.open_response(
+                        &self.server.reply_token,
+                        &self.account,
+                        reply,
+                        link.multiple(),
+                    ) {
+                        Some(r) => Some(r),
+                        // The reply table is full: the reply could not
+                        // come back, so the request is not sent.
+                        None => continue,
+                    }
+                }
+                None => None,
+            };
+            interest |= self.other(&link.exporter).route_to(
+                None,
+                &remote,
+                &remote,
+                routed_reply.as_deref(),
+                headers,
+                payload,
+            );
         }
         interest
     }
@@ -266,6 +346,22 @@ impl Router {
     /// the peer says so, and to one local member of each queue group it
     /// picked this node for. Never forwarded again.
     pub(crate) fn deliver_routed(&mut self, message: &Received<'_>) {
+        // A reply to a service request this node sent across accounts.
+        if self.account.links.has_responses()
+            && message.subject.starts_with(crate::imports::REPLY_PREFIX)
+        {
+            if let Some((importer, original)) = self.account.links.take_response(message.subject) {
+                self.other(&importer).route_to(
+                    None,
+                    &original,
+                    &original,
+                    message.reply,
+                    message.headers,
+                    message.payload,
+                );
+                return;
+            }
+        }
         let Some(result) = self.lookup(message.subject) else {
             return;
         };
@@ -404,12 +500,18 @@ impl Router {
 
     /// Wakes every writer owed a wake-up now.
     pub(crate) fn flush(&mut self) {
+        for other in self.others.values_mut() {
+            other.flush();
+        }
         self.flusher.flush_all();
     }
 
     /// Ends a batch: wakes writers, notes receivers to wait for, and adds the
     /// batch's delivery counters to the server's.
     pub(crate) fn finish_batch(&mut self) {
+        for other in self.others.values_mut() {
+            other.finish_batch();
+        }
         self.flusher.flush_all_and_check(&mut self.stalls);
         if self.batch_out_msgs > 0 {
             let stats = &self.server.stats;

@@ -79,6 +79,8 @@ pub(crate) struct ServerShared {
     pub(crate) cluster: std::sync::OnceLock<Arc<tern_cluster::Cluster>>,
     /// Client URLs of the cluster's live nodes, for `INFO.connect_urls`.
     pub(crate) connect_urls: Mutex<Vec<String>>,
+    /// Tells this server's service-import reply subjects apart.
+    pub(crate) reply_token: String,
 }
 
 impl ServerShared {
@@ -322,7 +324,13 @@ impl Server {
             interest,
             cluster: std::sync::OnceLock::new(),
             connect_urls: Mutex::new(Vec::new()),
+            reply_token: crate::imports::server_token(),
         });
+        crate::imports::install(
+            &shared,
+            &shared.opts.auth.exports,
+            &shared.opts.auth.imports,
+        )?;
 
         info!("Starting tern-server");
         info!("  Version:  {VERSION} (NATS protocol {NATS_COMPAT_VERSION})");

@@ -703,7 +703,17 @@ fn accounts(
                         o.auth.jetstream_accounts.push(name.clone());
                     }
                 }
-                "exports" | "imports" | "mappings" | "limits" | "default_permissions" => {
+                "exports" => {
+                    for export in exports(&field, v)? {
+                        o.auth.exports.push((name.clone(), export));
+                    }
+                }
+                "imports" => {
+                    for import in imports(&field, v)? {
+                        o.auth.imports.push((name.clone(), import));
+                    }
+                }
+                "mappings" | "limits" | "default_permissions" => {
                     warnings.push(format!(
                         "configuration key \"{field}\" is not implemented yet and is ignored"
                     ));
@@ -715,6 +725,152 @@ fn accounts(
         o.auth.accounts.push((name.clone(), users));
     }
     Ok(())
+}
+
+/// The entries of a list (or a single block) as tables.
+fn entries<'a>(key: &str, value: &'a Value) -> Result<Vec<&'a Map<String, Value>>, ConfigError> {
+    match &value.kind {
+        ValueKind::Array(items) => items.iter().map(|i| table(key, i)).collect(),
+        ValueKind::Table(t) => Ok(vec![t]),
+        _ => Err(invalid(key, "expected a list of blocks")),
+    }
+}
+
+fn subject_value(key: &str, value: &Value) -> Result<String, ConfigError> {
+    let subject = string(key, value)?;
+    if !tern_protocol::subject::is_valid_subscription_subject(subject.as_bytes()) {
+        return Err(invalid(key, &format!("invalid subject {subject:?}")));
+    }
+    Ok(subject)
+}
+
+/// `exports = [ { stream: SUBJECT }, { service: SUBJECT, accounts: [..],
+/// response_type: singleton|stream|chunked } ]`.
+fn exports(key: &str, value: &Value) -> Result<Vec<crate::options::ExportOptions>, ConfigError> {
+    use crate::options::{ExportKind, ExportOptions};
+    let mut out = Vec::new();
+    for entry in entries(key, value)? {
+        let mut export = ExportOptions {
+            kind: ExportKind::Stream,
+            subject: String::new(),
+            accounts: Vec::new(),
+            multiple_responses: false,
+        };
+        for (k, v) in entry {
+            let field = format!("{key}.{k}");
+            match k.as_str() {
+                "stream" => {
+                    export.kind = ExportKind::Stream;
+                    export.subject = subject_value(&field, v)?;
+                }
+                "service" => {
+                    export.kind = ExportKind::Service;
+                    export.subject = subject_value(&field, v)?;
+                }
+                "accounts" => {
+                    export.accounts = match &v.kind {
+                        ValueKind::Array(items) => items
+                            .iter()
+                            .map(|i| string(&field, i))
+                            .collect::<Result<_, _>>()?,
+                        _ => vec![string(&field, v)?],
+                    }
+                }
+                "response_type" | "response" => {
+                    export.multiple_responses =
+                        match string(&field, v)?.to_ascii_lowercase().as_str() {
+                            "singleton" | "single" => false,
+                            "stream" | "chunked" => true,
+                            _ => {
+                                return Err(invalid(
+                                    &field,
+                                    "expected singleton, stream or chunked",
+                                ))
+                            }
+                        }
+                }
+                "response_threshold" | "latency" | "account_token_position" | "advertise" => {
+                    return Err(ConfigError::NotImplemented {
+                        key: field,
+                        why: "this export option is not implemented yet; refusing to start without it",
+                    })
+                }
+                _ => return Err(ConfigError::UnknownKey(field)),
+            }
+        }
+        if export.subject.is_empty() {
+            return Err(invalid(key, "an export needs stream or service"));
+        }
+        out.push(export);
+    }
+    Ok(out)
+}
+
+/// `imports = [ { stream: { account: A, subject: S }, prefix: P },
+/// { service: { account: A, subject: S }, to: T } ]`.
+fn imports(key: &str, value: &Value) -> Result<Vec<crate::options::ImportOptions>, ConfigError> {
+    use crate::options::{ExportKind, ImportOptions};
+    let mut out = Vec::new();
+    for entry in entries(key, value)? {
+        let mut import = ImportOptions {
+            kind: ExportKind::Stream,
+            account: String::new(),
+            subject: String::new(),
+            to: None,
+            prefix: None,
+        };
+        let mut prefix = None;
+        for (k, v) in entry {
+            let field = format!("{key}.{k}");
+            match k.as_str() {
+                "stream" | "service" => {
+                    import.kind = if k == "stream" {
+                        ExportKind::Stream
+                    } else {
+                        ExportKind::Service
+                    };
+                    for (ik, iv) in table(&field, v)? {
+                        let ifield = format!("{field}.{ik}");
+                        match ik.as_str() {
+                            "account" => import.account = string(&ifield, iv)?,
+                            "subject" => import.subject = subject_value(&ifield, iv)?,
+                            _ => return Err(ConfigError::UnknownKey(ifield)),
+                        }
+                    }
+                }
+                "to" | "local_subject" => import.to = Some(subject_value(&field, v)?),
+                "prefix" => prefix = Some(string(&field, v)?),
+                "share" | "allow_trace" => {}
+                _ => return Err(ConfigError::UnknownKey(field)),
+            }
+        }
+        if import.account.is_empty() || import.subject.is_empty() {
+            return Err(invalid(key, "an import needs { account, subject }"));
+        }
+        if let Some(prefix) = prefix {
+            if import.kind == ExportKind::Service {
+                return Err(invalid(key, "a service import takes to, not prefix"));
+            }
+            let prefix = prefix.trim_end_matches('.');
+            if !tern_protocol::subject::is_valid_publish_subject(prefix.as_bytes()) {
+                return Err(invalid(key, &format!("invalid prefix {prefix:?}")));
+            }
+            import.prefix = Some(prefix.to_owned());
+        }
+        if let Some(to) = &import.to {
+            if !crate::imports::same_shape(&import.subject, to) {
+                return Err(invalid(
+                    key,
+                    &format!(
+                        "{to:?} must have the wildcards of {:?} in the same places",
+                        import.subject
+                    ),
+                ));
+            }
+        }
+        out.push(import);
+    }
+    Ok(out)
 }
 
 fn jetstream(
