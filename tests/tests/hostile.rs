@@ -83,3 +83,91 @@ fn connection_floods_and_garbage_leave_memory_bounded() {
         "{seen:?}"
     );
 }
+
+/// Garbage, half-finished handshakes and idle sockets on `addr`, `n` times.
+fn flood(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut idle = Vec::new();
+    for i in 0..n {
+        assert!(Instant::now() < deadline, "flood took too long at {i}");
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            continue;
+        };
+        let _ = match i % 4 {
+            0 => s.write_all(b"\x00\x01\x02garbage\r\n\r\n"),
+            // A WebSocket upgrade or HTTP request that never finishes.
+            1 => s.write_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Key: ",
+            ),
+            // An HTTP/2 preface followed by junk frames.
+            2 => s.write_all(
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\x04\x00\x00\x00\x00\x00junk",
+            ),
+            _ => s.write_all(&[b'A'; 16384]),
+        };
+        if i % 10 == 0 {
+            idle.push(s);
+        }
+    }
+    idle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_monitoring_and_cluster_ports_survive_garbage() {
+    use futures::StreamExt;
+    // Every node gets a WebSocket port of its own (-1: a free one).
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ws.conf");
+    std::fs::write(&conf, "websocket {\n  port: -1\n  no_tls: true\n}\n").unwrap();
+    let cluster =
+        tern_tests::cluster::TernCluster::start_with("hostile", 2, &["-c", conf.to_str().unwrap()]);
+    let node = cluster.node(0);
+    let ws_port: u16 = node
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.split("Listening for websocket clients on ws://")
+                .nth(1)
+                .map(str::to_owned)
+        })
+        .and_then(|a| a.trim().rsplit(':').next().and_then(|p| p.parse().ok()))
+        .expect("websocket port in the log");
+    let before = rss_mib(node);
+    let ws_addr = std::net::SocketAddr::from(([127, 0, 0, 1], ws_port));
+    let mut held = flood(ws_addr, 400);
+    held.extend(flood(node.http.unwrap(), 400));
+    held.extend(flood(cluster.cluster_addr(0), 400));
+
+    // Every listener still does its job.
+    let ws = tokio::time::timeout(
+        Duration::from_secs(10),
+        async_nats::connect(format!("ws://127.0.0.1:{ws_port}")),
+    )
+    .await
+    .unwrap()
+    .expect("websocket client after the flood");
+    let far = tern_tests::connect(&cluster.url(1)).await;
+    let mut sub = far.subscribe("after.flood").await.unwrap();
+    tern_tests::round_trip(&far).await;
+    cluster.wait_interest(0, "after.flood", 1);
+    ws.publish("after.flood", "still here".into())
+        .await
+        .unwrap();
+    ws.flush().await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.payload, bytes::Bytes::from("still here"));
+    assert_eq!(node.http_json("/varz")["server_name"], "n1");
+    assert!(cluster.meshed(0) && cluster.meshed(1));
+
+    drop(held);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_mib(node);
+    println!("node RSS: {before:.1} MiB before, {after:.1} MiB after the floods");
+    assert!(
+        after < before + 64.0,
+        "RSS grew from {before:.1} to {after:.1} MiB"
+    );
+}
