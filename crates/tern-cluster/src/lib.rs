@@ -98,13 +98,23 @@ impl std::fmt::Debug for ClusterTls {
     }
 }
 
-/// Shared-secret credentials routes present to each other.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Shared-secret credentials routes present to each other. `Debug` hides
+/// the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RouteAuth {
     /// User name.
     pub user: String,
     /// Password.
     pub password: String,
+}
+
+impl std::fmt::Debug for RouteAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteAuth")
+            .field("user", &self.user)
+            .field("password", &"[redacted]")
+            .finish()
+    }
 }
 
 /// How one node takes part in a cluster.
