@@ -604,3 +604,49 @@ async fn a_seed_given_by_dns_name_is_resolved() {
             && second.http_json("/routez")["routes"][0]["connected"] == true
     }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_is_marked_down_and_comes_back() {
+    let cluster = TernCluster::start(3);
+    let a = connect(&cluster.url(0)).await;
+    let c = connect(&cluster.url(2)).await;
+    let mut on_c = c.subscribe("paused.test").await.unwrap();
+    round_trip(&c).await;
+    cluster.wait_interest(0, "paused.test", 1);
+
+    // SIGSTOP: the process is alive but silent, as a hung or partitioned node.
+    cluster.node(1).signal("STOP");
+    let state_of_n2 = || {
+        cluster.routez(0)["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["remote_name"] == "n2")
+            .map(|r| r["state"].as_str().unwrap_or("").to_owned())
+    };
+    let stopped = std::time::Instant::now();
+    assert!(eventually(Duration::from_secs(10), || state_of_n2()
+        .as_deref()
+        == Some("down")));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "down after {:?}",
+        stopped.elapsed()
+    );
+    // The others carry on meanwhile.
+    a.publish("paused.test", "during".into()).await.unwrap();
+    assert_eq!(next(&mut on_c).await.payload, Bytes::from("during"));
+
+    cluster.node(1).signal("CONT");
+    assert!(eventually(Duration::from_secs(10), || state_of_n2()
+        .as_deref()
+        == Some("up")));
+    cluster.wait_mesh();
+    let b = connect(&cluster.url(1)).await;
+    let mut on_b = b.subscribe("paused.test").await.unwrap();
+    round_trip(&b).await;
+    cluster.wait_interest(0, "paused.test", 2);
+    a.publish("paused.test", "after".into()).await.unwrap();
+    assert_eq!(next(&mut on_b).await.payload, Bytes::from("after"));
+    assert_eq!(next(&mut on_c).await.payload, Bytes::from("after"));
+}
