@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use crate::pb::{Member, MemberState};
 use crate::FastMap;
 
+/// Members a table holds at most: gossip naming more is not believed.
+pub(crate) const MAX_MEMBERS: usize = 1024;
+
 /// How long a departed member is remembered, so stale gossip about it does
 /// not bring it back.
 const LEFT_TOMBSTONE: Duration = Duration::from_secs(60);
@@ -167,7 +170,7 @@ impl Membership {
             let left = member.state == MemberState::Left as i32;
             match self.members.get_mut(&member.node_id) {
                 None => {
-                    if left {
+                    if left || self.members.len() >= MAX_MEMBERS {
                         continue;
                     }
                     changes.up.push(member.node_id.clone());
@@ -383,6 +386,16 @@ mod tests {
         let changes = table.merge(vec![member("b", 2, 0)], None);
         assert_eq!(changes.gone, vec!["b".to_owned()]);
         assert_eq!(changes.up, vec!["b".to_owned()]);
+    }
+
+    #[test]
+    fn gossip_cannot_grow_the_table_without_bound() {
+        let mut table = Membership::new(member("me", 1, 0), Duration::from_secs(3));
+        let flood: Vec<Member> = (0..3 * MAX_MEMBERS)
+            .map(|i| member(&format!("n{i}"), 1, 1))
+            .collect();
+        table.merge(flood, None);
+        assert_eq!(table.views().len(), MAX_MEMBERS);
     }
 
     #[test]

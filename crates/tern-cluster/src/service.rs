@@ -14,6 +14,9 @@ use crate::pb::{
 };
 use crate::{LinkStats, NodeShared, MAX_GRPC_MESSAGE};
 
+/// How long a dialing node has to send its hello.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct Service {
     node: Arc<NodeShared>,
 }
@@ -125,6 +128,11 @@ impl Cluster for Service {
         self.check(&request, &cluster_name)?;
         let ip = request.remote_addr().map(|a| a.ip());
         let message = request.into_inner();
+        if message.members.len() > crate::membership::MAX_MEMBERS {
+            return Err(Status::invalid_argument(
+                "too many members in one gossip message",
+            ));
+        }
         let (changes, reply) = {
             let mut table = self.node.membership.lock();
             let changes = if message.from_node_id == self.node.config.node_id {
@@ -169,7 +177,12 @@ impl Cluster for Service {
             Request::from_parts(request.metadata().clone(), Default::default(), ());
         let remote = request.remote_addr();
         let mut frames = request.into_inner();
-        let hello = match frames.message().await? {
+        // A peer that opens a route and says nothing does not get to hold
+        // the stream.
+        let first = tokio::time::timeout(HELLO_TIMEOUT, frames.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello on the route stream"))??;
+        let hello = match first {
             Some(RouteFrame {
                 kind: Some(route_frame::Kind::Hello(hello)),
             }) => hello,
