@@ -47,7 +47,7 @@ doc:
 ## verify: format, lint, docs and tests in one go
 verify: fmt-check clippy doc test
 
-## fuzz: the cargo-fuzz targets (parser, connect) for FUZZ_SECONDS each; installs nightly and cargo-fuzz if missing
+## fuzz: the cargo-fuzz targets (parser, connect) for FUZZ_SECONDS each; installs g++ (for libFuzzer), nightly and cargo-fuzz if missing
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = parser connect
 fuzz: fuzz-tools
@@ -58,6 +58,7 @@ fuzz: fuzz-tools
 	done
 
 fuzz-tools:
+	@command -v c++ >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq g++)
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 
