@@ -18,6 +18,10 @@ const MAX_LISTENER_BACKLOG: usize = 1_000_000;
 
 type Key = (Arc<str>, Arc<str>, Option<Arc<str>>);
 
+/// Interest entries per frame, so a frame stays far below the gRPC message
+/// limit however much interest a node has.
+pub(crate) const FRAME_ITEMS: usize = 10_000;
+
 /// Counts local subscriptions and tells route links about changes.
 #[derive(Default)]
 pub struct InterestRegistry {
@@ -55,9 +59,14 @@ impl InterestListener {
                     return None;
                 }
                 if !state.items.is_empty() {
+                    // At most one frame's worth at a time, so no frame gets
+                    // near the gRPC message limit.
+                    let take = state.items.len().min(FRAME_ITEMS);
+                    let rest = state.items.split_off(take);
+                    let items = std::mem::replace(&mut state.items, rest);
                     return Some(InterestBatch {
                         snapshot: false,
-                        items: std::mem::take(&mut state.items),
+                        items,
                     });
                 }
             }
@@ -81,7 +90,10 @@ impl InterestListener {
     }
 
     pub(crate) fn close(&self) {
-        self.pending.lock().closed = true;
+        let mut state = self.pending.lock();
+        state.closed = true;
+        state.items = Vec::new();
+        drop(state);
         self.ready.notify_one();
     }
 }
@@ -134,7 +146,7 @@ impl InterestRegistry {
 
     /// Everything this node is interested in, and a listener that gets every
     /// change made after it, with no gap and no overlap.
-    pub(crate) fn subscribe(&self) -> (InterestBatch, Arc<InterestListener>) {
+    pub(crate) fn subscribe(&self) -> (Vec<InterestBatch>, Arc<InterestListener>) {
         let mut inner = self.inner.lock();
         let items = inner
             .counts
@@ -151,13 +163,22 @@ impl InterestRegistry {
             ready: Notify::new(),
         });
         inner.listeners.push(listener.clone());
-        (
-            InterestBatch {
-                snapshot: true,
+        // The snapshot in frames of FRAME_ITEMS; the first one says it
+        // replaces what the peer knew (and is sent even when empty).
+        let mut items: Vec<Interest> = items;
+        let mut frames = Vec::new();
+        loop {
+            let rest = items.split_off(items.len().min(FRAME_ITEMS));
+            frames.push(InterestBatch {
+                snapshot: frames.is_empty(),
                 items,
-            },
-            listener,
-        )
+            });
+            if rest.is_empty() {
+                break;
+            }
+            items = rest;
+        }
+        (frames, listener)
     }
 
     /// Stops feeding `listener`.
@@ -189,8 +210,9 @@ mod tests {
         let registry = InterestRegistry::default();
         registry.add("$G", "a", None);
         let (snapshot, listener) = registry.subscribe();
-        assert!(snapshot.snapshot);
-        assert_eq!(snapshot.items.len(), 1);
+        assert_eq!(snapshot.len(), 1);
+        assert!(snapshot[0].snapshot);
+        assert_eq!(snapshot[0].items.len(), 1);
         registry.add("$G", "a", None);
         registry.add("$G", "b", Some("q"));
         registry.remove("$G", "a", None);
@@ -206,6 +228,28 @@ mod tests {
         assert_eq!(registry.len(), 1);
         registry.unsubscribe(&listener);
         assert!(listener.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn big_snapshots_and_backlogs_go_in_frames() {
+        let registry = InterestRegistry::default();
+        for i in 0..(FRAME_ITEMS * 2 + 5) {
+            registry.add("$G", &format!("s.{i}"), None);
+        }
+        let (snapshot, listener) = registry.subscribe();
+        let sizes: Vec<_> = snapshot
+            .iter()
+            .map(|b| (b.snapshot, b.items.len()))
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![(true, FRAME_ITEMS), (false, FRAME_ITEMS), (false, 5)]
+        );
+        for i in 0..(FRAME_ITEMS + 1) {
+            registry.add("$G", &format!("t.{i}"), None);
+        }
+        assert_eq!(listener.next().await.unwrap().items.len(), FRAME_ITEMS);
+        assert_eq!(listener.next().await.unwrap().items.len(), 1);
     }
 
     #[tokio::test]

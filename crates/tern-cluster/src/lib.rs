@@ -484,6 +484,17 @@ impl NodeShared {
         }
     }
 
+    /// True the first time `key` is seen: for logging a refusal once. The
+    /// set is bounded; when full it starts over (a warning may repeat).
+    pub(crate) fn warn_once(&self, key: String) -> bool {
+        const MAX_WARNED: usize = 256;
+        let mut warned = self.warned.lock();
+        if warned.len() >= MAX_WARNED {
+            warned.clear();
+        }
+        warned.insert(key)
+    }
+
     /// Where `node_id` listens for cluster connections, if it is known and
     /// has not left.
     pub(crate) fn cluster_addr_of(&self, node_id: &str) -> Option<String> {
@@ -503,14 +514,18 @@ impl NodeShared {
             if let Some(view) = views.iter().find(|v| &v.member.node_id == id) {
                 match view.liveness {
                     Liveness::Left => {
-                        info!(peer = %id, name = %view.member.name, "member left the cluster");
-                        if let Some(link) = self.links.lock().remove(id) {
-                            let _ = link.stop.send(true);
-                        }
+                        info!(peer = %id, name = %view.member.name, "member left the cluster")
                     }
                     Liveness::Up => info!(peer = %id, name = %view.member.name, "member restarted"),
                     Liveness::Down => warn!(peer = %id, name = %view.member.name, "member is down"),
                 }
+            }
+            // Whatever the reason, the link goes: a member that is down may
+            // still hold an open connection for a while, and must not be
+            // picked for queue groups or sent messages it cannot take. A
+            // member that comes back gets a new link.
+            if let Some(link) = self.links.lock().remove(id) {
+                let _ = link.stop.send(true);
             }
         }
         for id in &changes.up {
@@ -575,7 +590,17 @@ async fn gossip_loop(node: Arc<NodeShared>) {
         };
         let mut addrs: Vec<String> = targets;
         if round % 4 == 0 {
-            addrs.extend(seed_addrs(&node).await);
+            // Seeds are resolved on their own task: a slow DNS answer must
+            // not hold up this node's heartbeat.
+            let node = node.clone();
+            let message = message.clone();
+            tokio::spawn(async move {
+                for addr in seed_addrs(&node).await {
+                    let node = node.clone();
+                    let message = message.clone();
+                    tokio::spawn(async move { gossip_with(&node, &addr, message).await });
+                }
+            });
         }
         addrs.sort();
         addrs.dedup();
@@ -597,7 +622,16 @@ async fn gossip_loop(node: Arc<NodeShared>) {
 async fn seed_addrs(node: &NodeShared) -> Vec<String> {
     let mut out = Vec::new();
     for seed in &node.config.seeds {
-        match tokio::net::lookup_host(seed.as_str()).await {
+        let lookup =
+            tokio::time::timeout(GOSSIP_TIMEOUT * 2, tokio::net::lookup_host(seed.as_str()));
+        let resolved = match lookup.await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "name lookup timed out",
+            )),
+        };
+        match resolved {
             Ok(addrs) => {
                 for addr in addrs {
                     if node.self_addrs.lock().contains(&addr) {
@@ -607,7 +641,7 @@ async fn seed_addrs(node: &NodeShared) -> Vec<String> {
                 }
             }
             Err(e) => {
-                if node.warned.lock().insert(format!("resolve {seed}")) {
+                if node.warn_once(format!("resolve {seed}")) {
                     warn!(seed = %seed, error = %e, "can not resolve seed route");
                 }
             }
@@ -627,10 +661,7 @@ async fn gossip_with(node: &Arc<NodeShared>, addr: &str, message: pb::GossipMess
             if matches!(
                 status.code(),
                 tonic::Code::FailedPrecondition | tonic::Code::Unauthenticated
-            ) && node
-                .warned
-                .lock()
-                .insert(format!("{addr} {}", status.message()))
+            ) && node.warn_once(format!("{addr} {}", status.message()))
             {
                 warn!(%addr, reason = status.message(), "peer refused this node");
             }

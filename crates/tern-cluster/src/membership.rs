@@ -212,7 +212,7 @@ impl Membership {
                     }
                     view.liveness = if left { Liveness::Left } else { Liveness::Up };
                     match (was, view.liveness) {
-                        (Liveness::Up, Liveness::Left) => {
+                        (Liveness::Up | Liveness::Down, Liveness::Left) => {
                             changes.gone.push(view.member.node_id.clone())
                         }
                         (Liveness::Down | Liveness::Left, Liveness::Up) => {
@@ -239,9 +239,7 @@ impl Membership {
         }
         if let Some(view) = self.members.get_mut(node_id) {
             if view.member.incarnation == incarnation && view.liveness != Liveness::Left {
-                if view.liveness == Liveness::Up {
-                    changes.gone.push(node_id.to_owned());
-                }
+                changes.gone.push(node_id.to_owned());
                 view.liveness = Liveness::Left;
                 view.member.state = MemberState::Left as i32;
                 view.last_seen = Instant::now();

@@ -109,6 +109,11 @@ impl Peer {
         }
         let size = message.encoded_len();
         let mut queue = self.queue.lock();
+        // Checked again under the lock: a link that went down meanwhile has
+        // cleared the queue, and nothing may slip into the next connection.
+        if !self.is_connected() {
+            return false;
+        }
         if queue.bytes + size > MAX_PEER_PENDING && queue.bytes > 0 {
             drop(queue);
             self.stats.dropped_msgs.fetch_add(1, Ordering::Relaxed);

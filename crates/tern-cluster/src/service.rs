@@ -44,9 +44,29 @@ pub(crate) fn serve(
             .tls_config(config)
             .map_err(|e| crate::ClusterError::Tls(e.to_string()))?;
     }
+    let guard = node.clone();
     let service = ClusterServer::new(Service { node })
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    // Credentials are checked from the headers, before any request body is
+    // read: a caller without them cannot make this node decode anything.
+    let service = tonic::service::interceptor::InterceptedService::new(
+        service,
+        move |request: Request<()>| -> Result<Request<()>, Status> {
+            match &guard.config.auth {
+                Some(auth) if !credentials_match(&request, auth) => {
+                    let peer = request
+                        .remote_addr()
+                        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+                    if guard.warn_once(format!("auth {peer}")) {
+                        warn!(%peer, "refusing route: authorization violation");
+                    }
+                    Err(Status::unauthenticated("route authorization violation"))
+                }
+                _ => Ok(request),
+            }
+        },
+    );
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     Ok(tokio::spawn(async move {
         let result = builder
@@ -65,13 +85,8 @@ impl Service {
         if cluster_name != self.node.config.name {
             let peer = request
                 .remote_addr()
-                .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-            if self
-                .node
-                .warned
-                .lock()
-                .insert(format!("name {peer} {cluster_name}"))
-            {
+                .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+            if self.node.warn_once(format!("name {peer}")) {
                 warn!(
                     %peer,
                     ours = %self.node.config.name,
@@ -85,20 +100,11 @@ impl Service {
             )));
         }
         if let Some(auth) = &self.node.config.auth {
-            let metadata = request.metadata();
-            let user = metadata
-                .get("tern-route-user")
-                .and_then(|v| v.to_str().ok());
-            let password = metadata
-                .get("tern-route-password")
-                .and_then(|v| v.to_str().ok());
-            let ok = user.is_some_and(|u| constant_time_eq(u, &auth.user))
-                & password.is_some_and(|p| constant_time_eq(p, &auth.password));
-            if !ok {
+            if !credentials_match(request, auth) {
                 let peer = request
                     .remote_addr()
-                    .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-                if self.node.warned.lock().insert(format!("auth {peer}")) {
+                    .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+                if self.node.warn_once(format!("auth {peer}")) {
                     warn!(%peer, "refusing route: authorization violation");
                 }
                 return Err(Status::unauthenticated("route authorization violation"));
@@ -106,6 +112,19 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// Whether a request carries the route credentials.
+fn credentials_match<T>(request: &Request<T>, auth: &crate::RouteAuth) -> bool {
+    let metadata = request.metadata();
+    let user = metadata
+        .get("tern-route-user")
+        .and_then(|v| v.to_str().ok());
+    let password = metadata
+        .get("tern-route-password")
+        .and_then(|v| v.to_str().ok());
+    user.is_some_and(|u| constant_time_eq(u, &auth.user))
+        & password.is_some_and(|p| constant_time_eq(p, &auth.password))
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
@@ -197,13 +216,20 @@ impl Cluster for Service {
             return Err(Status::invalid_argument("a node does not route to itself"));
         }
         debug!(peer = %hello.node_id, "inbound route stream");
-        let stats = self
-            .node
-            .inbound_stats
-            .lock()
-            .entry(hello.node_id.clone())
-            .or_insert_with(|| Arc::new(LinkStats::default()))
-            .clone();
+        let stats = {
+            let mut all = self.node.inbound_stats.lock();
+            match all.get(&hello.node_id) {
+                Some(stats) => stats.clone(),
+                // Bounded like the member table; beyond it, not recorded.
+                None if all.len() >= crate::membership::MAX_MEMBERS => {
+                    Arc::new(LinkStats::default())
+                }
+                None => all
+                    .entry(hello.node_id.clone())
+                    .or_insert_with(|| Arc::new(LinkStats::default()))
+                    .clone(),
+            }
+        };
         let mut sink = self.node.handler.inbound(&hello.node_id);
         let (snapshot, listener) = self.node.interest.subscribe();
         // Forwarded messages are delivered by their own task; when the
@@ -230,9 +256,14 @@ impl Cluster for Service {
             }
             node.interest.unsubscribe(&reader_listener);
         });
-        let first = RouteFrame {
-            kind: Some(route_frame::Kind::Interest(snapshot)),
-        };
+        let snapshot: Vec<Result<RouteFrame, Status>> = snapshot
+            .into_iter()
+            .map(|batch| {
+                Ok(RouteFrame {
+                    kind: Some(route_frame::Kind::Interest(batch)),
+                })
+            })
+            .collect();
         let changes = futures::stream::unfold(listener, |listener| async move {
             let batch = listener.next().await?;
             let frame = RouteFrame {
@@ -240,7 +271,7 @@ impl Cluster for Service {
             };
             Some((Ok(frame), listener))
         });
-        let stream = futures::stream::once(async move { Ok(first) }).chain(changes);
+        let stream = futures::stream::iter(snapshot).chain(changes);
         Ok(Response::new(Box::pin(stream)))
     }
 
