@@ -650,3 +650,40 @@ async fn a_paused_node_is_marked_down_and_comes_back() {
     assert_eq!(next(&mut on_b).await.payload, Bytes::from("after"));
     assert_eq!(next(&mut on_c).await.payload, Bytes::from("after"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_messages_never_reach_another_nodes_jetstream() {
+    // Each node runs its own JetStream. A wildcard subscriber on node 2
+    // makes node 1 forward everything there, JetStream API requests
+    // included; node 2's JetStream must not act on them.
+    let cluster = TernCluster::start_with("tern-test", 2, &["-js"]);
+    let watcher = connect(&cluster.url(1)).await;
+    let mut everything = watcher.subscribe(">").await.unwrap();
+    watcher.flush().await.unwrap();
+    cluster.wait_interest(0, ">", 1);
+    let js = async_nats::jetstream::new(connect(&cluster.url(0)).await);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "ONLY_ON_N1".into(),
+        subjects: vec!["n1.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("one answer, from node 1");
+    // The watcher saw the API request go by…
+    let seen = next(&mut everything).await;
+    assert!(
+        seen.subject.as_str().starts_with("$JS.API."),
+        "{}",
+        seen.subject
+    );
+    // …and node 2 has no stream (its own JetStream answers there).
+    let js2 = async_nats::jetstream::new(connect(&cluster.url(1)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let names: Vec<String> = futures::TryStreamExt::try_collect(js2.stream_names())
+        .await
+        .unwrap();
+    assert!(
+        names.is_empty(),
+        "node 2 acted on node 1's API request: {names:?}"
+    );
+}

@@ -682,7 +682,7 @@ async fn serve_session(
     let mut session = Session {
         server: server.clone(),
         shared: shared.clone(),
-        router: Router::new(server.clone(), account.clone()),
+        router: Router::for_publisher(server.clone(), account.clone()),
         account,
         nonce,
         tls_identities,
@@ -1030,7 +1030,7 @@ impl Session {
                     // Anything subscribed before (possible only without
                     // authentication) stays where it was made.
                     self.account = self.server.account(&authenticated.account);
-                    self.router = Router::new(self.server.clone(), self.account.clone());
+                    self.router = Router::for_publisher(self.server.clone(), self.account.clone());
                 }
                 *self.shared.account_name.lock() = authenticated.account.clone();
                 self.expires_at = authenticated.expires_at;

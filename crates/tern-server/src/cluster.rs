@@ -178,10 +178,8 @@ impl RouteHandler for ClusterGlue {
         queue: Option<&str>,
         add: bool,
     ) {
-        if let Some(server) = self.server() {
-            server
-                .account(account)
-                .remote_interest(peer, subject, queue, add);
+        if let Some(account) = self.server().and_then(|s| s.known_account(account)) {
+            account.remote_interest(peer, subject, queue, add);
         }
     }
 
@@ -230,7 +228,10 @@ impl InboundSink for RouteInbound {
             let router = match self.routers.get_mut(message.account) {
                 Some(router) => router,
                 None => {
-                    let account = server.account(message.account);
+                    // An account this node does not know has no subscribers.
+                    let Some(account) = server.known_account(message.account) else {
+                        continue;
+                    };
                     self.routers
                         .entry(message.account.to_owned())
                         .or_insert_with(|| Router::new(server.clone(), account))

@@ -155,9 +155,17 @@ pub(crate) struct Links {
     /// Services this account imports.
     pub(crate) services_in: RwLock<Vec<Arc<ServiceLink>>>,
     /// Reply routes opened for requests delivered into this account.
-    responses: Mutex<std::collections::HashMap<Vec<u8>, ResponseRoute>>,
+    responses: Mutex<Responses>,
     any: AtomicBool,
     has_responses: AtomicBool,
+}
+
+/// Open reply routes, and the order they expire in (the time to live is
+/// the same for all, so opening order is expiry order).
+#[derive(Default)]
+struct Responses {
+    routes: std::collections::HashMap<Vec<u8>, ResponseRoute>,
+    expiry: std::collections::VecDeque<(Instant, Vec<u8>)>,
 }
 
 /// Makes reply subjects unique per server.
@@ -186,23 +194,39 @@ impl Links {
     ) -> Option<Vec<u8>> {
         let now = Instant::now();
         let mut responses = self.responses.lock();
-        if responses.len() >= MAX_RESPONSES {
-            responses.retain(|_, r| r.expires > now);
-            if responses.len() >= MAX_RESPONSES {
-                return None;
+        let Responses { routes, expiry } = &mut *responses;
+        // Expired routes leave in order, a few per call: no full scans.
+        while let Some((when, _)) = expiry.front() {
+            if *when > now {
+                break;
             }
+            if let Some((_, subject)) = expiry.pop_front() {
+                if routes.get(&subject).is_some_and(|r| r.expires <= now) {
+                    routes.remove(&subject);
+                }
+            }
+        }
+        if routes.len() >= MAX_RESPONSES {
+            return None;
+        }
+        // Routes closed early leave their expiry entry behind; drop those
+        // once they outnumber the open routes (amortized, rare).
+        if expiry.len() > 2 * MAX_RESPONSES.min(routes.len() + 1024) {
+            expiry.retain(|(_, subject)| routes.contains_key(subject));
         }
         let n = NEXT_REPLY.fetch_add(1, Ordering::Relaxed);
         let subject = format!("_R_.{server_token}.{n}").into_bytes();
-        responses.insert(
+        let expires = now + RESPONSE_TTL;
+        routes.insert(
             subject.clone(),
             ResponseRoute {
                 importer: importer.clone(),
                 reply: reply.to_vec(),
-                expires: now + RESPONSE_TTL,
+                expires,
                 multiple,
             },
         );
+        expiry.push_back((expires, subject.clone()));
         Some(subject)
     }
 
@@ -210,16 +234,23 @@ impl Links {
     /// singleton route closes with its first reply.
     pub(crate) fn take_response(&self, subject: &[u8]) -> Option<(Arc<Account>, Vec<u8>)> {
         let mut responses = self.responses.lock();
-        let route = responses.get(subject)?;
+        let routes = &mut responses.routes;
+        let route = routes.get(subject)?;
         if route.expires <= Instant::now() {
-            responses.remove(subject);
+            routes.remove(subject);
             return None;
         }
         if route.multiple {
             return Some((route.importer.clone(), route.reply.clone()));
         }
-        let route = responses.remove(subject)?;
+        let route = routes.remove(subject)?;
         Some((route.importer, route.reply))
+    }
+
+    /// Closes a reply route that will not be used (nobody received the
+    /// request).
+    pub(crate) fn close_response(&self, subject: &[u8]) {
+        self.responses.lock().routes.remove(subject);
     }
 }
 

@@ -137,13 +137,25 @@ pub(crate) struct Router {
     /// on through further links.
     imported: bool,
     flusher: Flusher,
-    /// Receivers past their stall threshold after the last batch.
+    /// Receivers past their stall threshold after the last batch; only
+    /// collected for a publisher that waits for them (`waits`).
     stalls: Vec<Arc<ClientShared>>,
+    /// Whether the owner calls [`Router::wait_for_stalled`] (a client's
+    /// reader); other routers must not collect stalls they never clear.
+    waits: bool,
     batch_out_msgs: u64,
     batch_out_bytes: u64,
 }
 
 impl Router {
+    /// A router for a client's reader, which waits for receivers that fall
+    /// behind after each batch ([`Router::wait_for_stalled`]).
+    pub(crate) fn for_publisher(server: Arc<ServerShared>, account: Arc<Account>) -> Self {
+        let mut router = Self::new(server, account);
+        router.waits = true;
+        router
+    }
+
     pub(crate) fn new(server: Arc<ServerShared>, account: Arc<Account>) -> Self {
         Self {
             server,
@@ -156,6 +168,7 @@ impl Router {
             imported: false,
             flusher: Flusher::default(),
             stalls: Vec::new(),
+            waits: false,
             batch_out_msgs: 0,
             batch_out_bytes: 0,
         }
@@ -276,7 +289,7 @@ impl Router {
                 }
                 None => None,
             };
-            interest |= self.other(&link.exporter).route_to(
+            let answered = self.other(&link.exporter).route_to(
                 None,
                 &remote,
                 &remote,
@@ -284,6 +297,13 @@ impl Router {
                 headers,
                 payload,
             );
+            if !answered {
+                // Nobody got the request: no reply will come.
+                if let Some(reply) = &routed_reply {
+                    link.exporter.links.close_response(reply);
+                }
+            }
+            interest |= answered;
         }
         interest
     }
@@ -366,8 +386,10 @@ impl Router {
             return;
         };
         let shown = message.display_subject;
+        // The server's own subscriptions (JetStream) are never announced to
+        // peers, so nothing a peer forwards is for them.
         if message.plain {
-            for sub in &result.plain {
+            for sub in result.plain.iter().filter(|s| !s.client.is_internal()) {
                 self.deliver(
                     None,
                     sub,
@@ -386,6 +408,9 @@ impl Router {
             let start = fastrand::usize(..n);
             for i in 0..n {
                 let member = &group.members[(start + i) % n];
+                if member.client.is_internal() {
+                    continue;
+                }
                 if self.deliver(
                     None,
                     member,
@@ -509,10 +534,16 @@ impl Router {
     /// Ends a batch: wakes writers, notes receivers to wait for, and adds the
     /// batch's delivery counters to the server's.
     pub(crate) fn finish_batch(&mut self) {
+        // Receivers reached through account links are flushed but not
+        // waited for (those routers do not collect stalls).
         for other in self.others.values_mut() {
             other.finish_batch();
         }
-        self.flusher.flush_all_and_check(&mut self.stalls);
+        if self.waits {
+            self.flusher.flush_all_and_check(&mut self.stalls);
+        } else {
+            self.flusher.flush_all();
+        }
         if self.batch_out_msgs > 0 {
             let stats = &self.server.stats;
             stats

@@ -126,6 +126,23 @@ impl ServerShared {
         Ok(reloaded)
     }
 
+    /// The account called `name` if the configuration knows it (the
+    /// default account, `accounts {}` entries, preloaded JWT accounts) or it
+    /// exists already: what a peer names is never allowed to create
+    /// accounts without bound.
+    pub(crate) fn known_account(&self, name: &str) -> Option<Arc<Account>> {
+        if name == self.account.name {
+            return Some(self.account.clone());
+        }
+        if let Some(account) = self.accounts.lock().get(name) {
+            return Some(account.clone());
+        }
+        let auth = &self.opts.auth;
+        let configured = auth.accounts.iter().any(|(a, _)| a == name)
+            || auth.resolver_preload.iter().any(|(a, _)| a == name);
+        configured.then(|| self.account(name))
+    }
+
     /// Every account made so far, the default one first.
     pub(crate) fn all_accounts(&self) -> Vec<Arc<Account>> {
         let mut all = vec![self.account.clone()];
