@@ -89,6 +89,12 @@ pub(crate) struct JetStream {
     /// Nanosecond timestamps handed to appends only grow, even if the clock
     /// steps back.
     last_ts: u64,
+    /// When consumer positions were last written to the store.
+    last_consumer_save: std::time::Instant,
+    /// An answer in this batch may tell a client about consumer positions
+    /// (an API reply, an ack that asked for confirmation): they are written
+    /// before it leaves.
+    positions_owed: bool,
 }
 
 /// Where JetStream keeps its data under the store directory, as nats-server.
@@ -171,6 +177,8 @@ impl JetStream {
             api_errors: 0,
             published: [0; 7],
             last_ts: 0,
+            last_consumer_save: std::time::Instant::now(),
+            positions_owed: false,
         };
         js.restore_streams()?;
         js.server
@@ -273,7 +281,7 @@ impl JetStream {
                     let now = self.now_ns();
                     self.push_heartbeats_and_cleanup(now);
                     self.router.finish_batch();
-                    self.save_consumers().await;
+                    self.save_consumers(true).await;
                 }
                 first = rx.recv() => {
                     let Some(first) = first else { break };
@@ -288,11 +296,19 @@ impl JetStream {
                     self.serve_all_consumers();
                     // Figures first: whoever gets an ack may ask /jsz next.
                     self.publish_stats();
+                    // Positions a reply speaks of are on disk before it goes.
+                    let owed = std::mem::take(&mut self.positions_owed);
+                    if owed {
+                        self.save_consumers(true).await;
+                    }
                     self.router.finish_batch();
-                    self.save_consumers().await;
+                    if !owed {
+                        self.save_consumers(false).await;
+                    }
                 }
             }
         }
+        self.save_consumers(true).await;
         for stream in self.streams.values() {
             let _ = stream.store.flush();
         }
@@ -346,10 +362,13 @@ impl JetStream {
         let mut appends: Vec<InternalMsg> = Vec::new();
         for msg in batch {
             if msg.sid.as_ref() == ACK_SID {
+                self.positions_owed |= msg.reply.is_some();
                 self.handle_ack(&msg);
             } else if msg.sid.as_ref() == FC_SID {
                 self.handle_flow_control(&msg);
             } else if msg.sid.as_ref() == API_SID {
+                // A pull request's answer is messages, not positions.
+                self.positions_owed |= !msg.subject.windows(10).any(|w| w == b".MSG.NEXT.");
                 if !appends.is_empty() {
                     self.store_messages(std::mem::take(&mut appends)).await;
                 }
@@ -1998,14 +2017,31 @@ impl JetStream {
 
     /// Persists the state of consumers that changed, and deletes messages
     /// retention says are consumed.
-    async fn save_consumers(&mut self) {
+    ///
+    /// Messages retired by acks (workqueue and interest retention) are
+    /// deleted at once. Consumer positions are written at most every
+    /// [`CONSUMER_TICK`] unless `force`: each write is a sync, and a
+    /// position lost in a crash only means redelivery (at least once), so
+    /// acks do not each wait for one.
+    async fn save_consumers(&mut self, force: bool) {
+        let positions = force || self.last_consumer_save.elapsed() >= CONSUMER_TICK;
+        if positions {
+            self.last_consumer_save = std::time::Instant::now();
+        }
         for stream in self.streams.values_mut() {
             let mut ops: Vec<StreamOp> = stream
                 .retired
                 .drain(..)
                 .map(|seq| StreamOp::Delete { seq, erase: false })
                 .collect();
-            for consumer in stream.consumers.values_mut().filter(|c| c.is_durable()) {
+            // A write that happens anyway (retired messages) takes the
+            // positions along.
+            let with_positions = positions || !ops.is_empty();
+            let durable = stream
+                .consumers
+                .values_mut()
+                .filter(|c| c.is_durable() && with_positions);
+            for consumer in durable {
                 if consumer.dirty {
                     consumer.dirty = false;
                     ops.push(StreamOp::SaveConsumerState {
