@@ -234,6 +234,10 @@ async fn clients_learn_every_node_from_connect_urls() {
         );
     }
     assert_eq!(info["cluster"], "tern-test");
+    // /varz counts the routes like nats-server.
+    let varz = cluster.node(0).http_json("/varz");
+    assert_eq!(varz["routes"], 2);
+    assert_eq!(varz["cluster"]["name"], "tern-test");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
