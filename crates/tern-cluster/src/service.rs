@@ -1,5 +1,6 @@
 //! The `Cluster` gRPC service every node serves on its cluster port.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -80,37 +81,25 @@ pub(crate) fn serve(
 }
 
 impl Service {
-    /// Refuses peers of another cluster or without the route credentials.
-    fn check<T>(&self, request: &Request<T>, cluster_name: &str) -> Result<(), Status> {
-        if cluster_name != self.node.config.name {
-            let peer = request
-                .remote_addr()
-                .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
-            if self.node.warn_once(format!("name {peer}")) {
-                warn!(
-                    %peer,
-                    ours = %self.node.config.name,
-                    theirs = %cluster_name,
-                    "refusing route: cluster name mismatch"
-                );
-            }
-            return Err(Status::failed_precondition(format!(
-                "cluster name mismatch: this node is in cluster \"{}\", the peer is in \"{cluster_name}\"",
-                self.node.config.name
-            )));
+    /// Refuses peers of another cluster. (Route credentials are checked by
+    /// the interceptor in [`serve`], before any request body is read.)
+    fn check_name(&self, peer: Option<SocketAddr>, cluster_name: &str) -> Result<(), Status> {
+        if cluster_name == self.node.config.name {
+            return Ok(());
         }
-        if let Some(auth) = &self.node.config.auth {
-            if !credentials_match(request, auth) {
-                let peer = request
-                    .remote_addr()
-                    .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
-                if self.node.warn_once(format!("auth {peer}")) {
-                    warn!(%peer, "refusing route: authorization violation");
-                }
-                return Err(Status::unauthenticated("route authorization violation"));
-            }
+        let peer = peer.map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+        if self.node.warn_once(format!("name {peer}")) {
+            warn!(
+                %peer,
+                ours = %self.node.config.name,
+                theirs = %cluster_name,
+                "refusing route: cluster name mismatch"
+            );
         }
-        Ok(())
+        Err(Status::failed_precondition(format!(
+            "cluster name mismatch: this node is in cluster \"{}\", the peer is in \"{cluster_name}\"",
+            self.node.config.name
+        )))
     }
 }
 
@@ -143,8 +132,7 @@ impl Cluster for Service {
         &self,
         request: Request<GossipMessage>,
     ) -> Result<Response<GossipMessage>, Status> {
-        let cluster_name = request.get_ref().cluster_name.clone();
-        self.check(&request, &cluster_name)?;
+        self.check_name(request.remote_addr(), &request.get_ref().cluster_name)?;
         let ip = request.remote_addr().map(|a| a.ip());
         let message = request.into_inner();
         if message.members.len() > crate::membership::MAX_MEMBERS {
@@ -174,8 +162,7 @@ impl Cluster for Service {
     }
 
     async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveReply>, Status> {
-        let cluster_name = request.get_ref().cluster_name.clone();
-        self.check(&request, &cluster_name)?;
+        self.check_name(request.remote_addr(), &request.get_ref().cluster_name)?;
         let leave = request.into_inner();
         let changes = self
             .node
@@ -192,8 +179,6 @@ impl Cluster for Service {
         &self,
         request: Request<Streaming<RouteFrame>>,
     ) -> Result<Response<FrameStream>, Status> {
-        let metadata_check =
-            Request::from_parts(request.metadata().clone(), Default::default(), ());
         let remote = request.remote_addr();
         let mut frames = request.into_inner();
         // A peer that opens a route and says nothing does not get to hold
@@ -207,11 +192,7 @@ impl Cluster for Service {
             }) => hello,
             _ => return Err(Status::invalid_argument("a route stream starts with hello")),
         };
-        let mut check = metadata_check;
-        if let Some(addr) = remote {
-            check.extensions_mut().insert(addr);
-        }
-        self.check(&check, &hello.cluster_name)?;
+        self.check_name(remote, &hello.cluster_name)?;
         if hello.node_id == self.node.config.node_id {
             return Err(Status::invalid_argument("a node does not route to itself"));
         }
@@ -277,9 +258,8 @@ impl Cluster for Service {
 
     async fn raft(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         // Raft traffic has no cluster name of its own: it is only accepted
-        // from members, which passed the name check in gossip.
-        let cluster_name = self.node.config.name.clone();
-        self.check(&request, &cluster_name)?;
+        // from members, which passed the name check in gossip (and the
+        // interceptor checked the credentials).
         let request = request.into_inner();
         if self
             .node

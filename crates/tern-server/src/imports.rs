@@ -89,6 +89,7 @@ enum Naming {
 }
 
 /// An exporting account's stream, imported by another.
+#[derive(Clone)]
 pub(crate) struct StreamLink {
     /// The import's subject, in the exporting account.
     pattern: String,
@@ -118,6 +119,7 @@ impl StreamLink {
 }
 
 /// A service an importing account reaches in an exporting one.
+#[derive(Clone)]
 pub(crate) struct ServiceLink {
     /// The subject requests are published on, in the importing account.
     local: String,
@@ -136,6 +138,11 @@ impl ServiceLink {
     pub(crate) fn remote_subject(&self, subject: &[u8]) -> Vec<u8> {
         map_subject(subject, &self.local, &self.remote)
     }
+
+    /// Whether more than one reply may come back per request.
+    pub(crate) fn multiple(&self) -> bool {
+        self.multiple
+    }
 }
 
 /// Where a reply published in an exporting account goes.
@@ -151,9 +158,11 @@ pub(crate) struct ResponseRoute {
 #[derive(Default)]
 pub(crate) struct Links {
     /// Importers of this account's streams.
-    pub(crate) streams_out: RwLock<Vec<Arc<StreamLink>>>,
+    /// Set once at start; the router takes the `Arc`, not a copy, per
+    /// message.
+    pub(crate) streams_out: RwLock<Arc<Vec<StreamLink>>>,
     /// Services this account imports.
-    pub(crate) services_in: RwLock<Vec<Arc<ServiceLink>>>,
+    pub(crate) services_in: RwLock<Arc<Vec<ServiceLink>>>,
     /// Reply routes opened for requests delivered into this account.
     responses: Mutex<Responses>,
     any: AtomicBool,
@@ -306,28 +315,20 @@ pub(crate) fn install(
                     (None, Some(to)) => Naming::To(to.clone()),
                     (None, None) => Naming::Same,
                 };
-                exporter
-                    .links
-                    .streams_out
-                    .write()
-                    .push(Arc::new(StreamLink {
-                        pattern: import.subject.clone(),
-                        naming,
-                        importer: importer.clone(),
-                    }));
+                Arc::make_mut(&mut exporter.links.streams_out.write()).push(StreamLink {
+                    pattern: import.subject.clone(),
+                    naming,
+                    importer: importer.clone(),
+                });
                 exporter.links.any.store(true, Ordering::Relaxed);
             }
             ExportKind::Service => {
-                importer
-                    .links
-                    .services_in
-                    .write()
-                    .push(Arc::new(ServiceLink {
-                        local: import.to.clone().unwrap_or_else(|| import.subject.clone()),
-                        remote: import.subject.clone(),
-                        exporter: exporter.clone(),
-                        multiple: export.multiple_responses,
-                    }));
+                Arc::make_mut(&mut importer.links.services_in.write()).push(ServiceLink {
+                    local: import.to.clone().unwrap_or_else(|| import.subject.clone()),
+                    remote: import.subject.clone(),
+                    exporter: exporter.clone(),
+                    multiple: export.multiple_responses,
+                });
                 importer.links.any.store(true, Ordering::Relaxed);
                 exporter.links.has_responses.store(true, Ordering::Relaxed);
                 exporter.links.any.store(true, Ordering::Relaxed);
@@ -344,12 +345,6 @@ pub(crate) fn install(
         }
     }
     Ok(())
-}
-
-impl ServiceLink {
-    pub(crate) fn multiple(&self) -> bool {
-        self.multiple
-    }
 }
 
 #[cfg(test)]

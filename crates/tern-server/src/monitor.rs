@@ -191,6 +191,11 @@ async fn varz(State(s): State<Shared>) -> Response {
     let o = &s.opts;
     let st = &s.stats;
     let subscriptions = s.global_account().with_sublist(|l| l.count());
+    // Connected route links, as nats-server counts routes.
+    let routes = s
+        .cluster
+        .get()
+        .map_or(0, |c| c.peers().iter().filter(|p| p.is_connected()).count());
     json_response(&json!({
         "server_id": s.server_id,
         "server_name": s.server_name,
@@ -252,8 +257,8 @@ async fn varz(State(s): State<Shared>) -> Response {
         "cpu": 0,
         "connections": s.num_clients(),
         "total_connections": st.total_connections.load(Ordering::Relaxed),
-        "routes": s.cluster.get().map_or(0, |c| c.peers().iter().filter(|p| p.is_connected()).count()),
-        "remotes": s.cluster.get().map_or(0, |c| c.peers().iter().filter(|p| p.is_connected()).count()),
+        "routes": routes,
+        "remotes": routes,
         "leafnodes": 0,
         "in_msgs": st.in_msgs.load(Ordering::Relaxed),
         "out_msgs": st.out_msgs.load(Ordering::Relaxed),
