@@ -4,33 +4,45 @@
 //! # Key layout (tree `streams`)
 //!
 //! ```text
+//! 0x00 "format"                          -> storage format (u8)
 //! 0x01 name                              -> stream id (u64 BE, sealed)
 //! 0x02 id kind [consumer name]           -> metadata record (sealed)
 //!        kind: 'l' limits, 's' counters, 'c' config blob,
 //!              'k' consumer config, 'p' consumer state
-//! 0x03 id seq                            -> message record (see codec)
-//! 0x04 id subject 0x00 seq               -> empty (subject index)
+//! 0x03 id base                           -> message block (see block)
+//! 0x04 id subject 0x00 base              -> the subject's sequences in the
+//!                                           block at base (see block)
 //! ```
 //!
 //! Ids and sequences are big-endian so byte order is numeric order: a
-//! stream's messages are one contiguous range, a subject's sequences
-//! another. One tree, not one per stream (sled grows badly with many trees)
-//! and not one per kind: sled's `apply_batch` is atomic within one tree, so
-//! a batch of operations — messages, index entries and the counters record —
-//! commits all or nothing.
+//! stream's blocks are one contiguous range, a subject's lists another. One
+//! tree, not one per stream (sled grows badly with many trees) and not one
+//! per kind: sled's `apply_batch` is atomic within one tree, so a batch of
+//! operations — blocks, subject lists and the counters record — commits all
+//! or nothing.
+//!
+//! The messages one batch appends become blocks of up to 8 KiB, so sled sees
+//! a few keys per batch rather than two per message: that is most of the
+//! write cost, and sled's memory grows with its keys. Blocks never overlap:
+//! a block holds sequences from its base up to below the next block's base.
+//! Removing messages rewrites their block (and subject lists) without them.
 //!
 //! # What stays in memory
 //!
 //! Per stream only the [`StreamCore`]: counters, limits, one count per
 //! subject and the consumer names. Nothing per message: the deleted
 //! sequences are `last - first + 1 - msgs` and listed by a scan on demand.
+//! sled keeps a page per few dozen keys; with blocks that is memory per
+//! hundreds of messages.
 //!
 //! # Purges
 //!
 //! A purge of everything (or a compaction that keeps few messages) commits
 //! only the new `first_seq`; records below it are dead from that moment and
 //! are removed afterwards in chunks, outside the stream's lock. If the
-//! process dies first, opening the stream finishes the job.
+//! process dies first, opening the stream finishes the job. A block that
+//! straddles `first_seq` stays until all of it is below; readers skip its
+//! dead part.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -43,6 +55,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use sled::{Batch, IVec};
 
+use crate::block::{self, Block, BlockBuilder};
 use crate::codec::{self, Counters};
 use crate::core::{Backend, Removed, ScanVisitor, StreamCore, View};
 use crate::error::StorageError;
@@ -55,6 +68,7 @@ use crate::types::{
 
 type Result<T> = std::result::Result<T, StorageError>;
 
+const TAG_FORMAT: u8 = 0x00;
 const TAG_NAME: u8 = 0x01;
 const TAG_META: u8 = 0x02;
 const TAG_MSG: u8 = 0x03;
@@ -66,10 +80,14 @@ const KIND_CONFIG: u8 = b'c';
 const KIND_CONSUMER_CONFIG: u8 = b'k';
 const KIND_CONSUMER_STATE: u8 = b'p';
 
+/// The layout written here: 2 is blocks; 1 (a key per message) had no
+/// marker.
+const FORMAT: u8 = 2;
+
 /// Keys removed per batch by background cleanup and stream deletion.
 const CHUNK: usize = 4096;
 
-fn msg_key(id: u64, seq: u64) -> [u8; 17] {
+fn block_key(id: u64, seq: u64) -> [u8; 17] {
     let mut k = [0u8; 17];
     k[0] = TAG_MSG;
     k[1..9].copy_from_slice(&id.to_be_bytes());
@@ -93,7 +111,7 @@ fn idx_key(id: u64, subject: &[u8], seq: u64) -> Vec<u8> {
     k
 }
 
-/// The sequence in the last eight bytes of a message or index key.
+/// The sequence in the last eight bytes of a block or subject list key.
 fn key_seq(key: &[u8]) -> u64 {
     key.len()
         .checked_sub(8)
@@ -235,6 +253,7 @@ impl Storage {
         }
         let db = open_retrying(&config)?;
         let tree = db.open_tree("streams")?;
+        check_format(&tree)?;
         let storage = Storage {
             db: Arc::new(Db {
                 db,
@@ -411,7 +430,6 @@ fn open_retrying(config: &sled::Config) -> Result<sled::Db> {
     }
 }
 
-/// Removes every key of a stream, in chunks.
 /// The records of a deleted stream, still to be removed; see
 /// [`Storage::begin_delete_stream`].
 #[must_use = "a wipe does nothing until finish() runs"]
@@ -433,41 +451,26 @@ impl StreamWipe {
     }
 }
 
+/// Removes every key of a stream, in chunks.
 fn wipe_stream(t: &sled::Tree, id: u64) -> Result<()> {
     for tag in [TAG_MSG, TAG_SUBJ, TAG_META] {
-        remove_range(t, &stream_prefix(tag, id), |_| true)?;
+        remove_range(t, &stream_prefix(tag, id))?;
     }
     Ok(())
 }
 
-/// Removes the keys under `prefix` that `dead` selects, `CHUNK` per batch.
-fn remove_range(t: &sled::Tree, prefix: &[u8], dead: impl Fn(&[u8]) -> bool) -> Result<u64> {
-    let end = prefix_end(prefix);
-    let mut from = prefix.to_vec();
-    let mut removed = 0;
+/// Removes the keys under `prefix`, `CHUNK` per batch.
+fn remove_range(t: &sled::Tree, prefix: &[u8]) -> Result<()> {
     loop {
         let mut batch = Batch::default();
         let mut seen = 0;
-        let mut last = None;
-        for item in t.range(from.clone()..end.clone()) {
-            let (k, _) = item?;
-            if dead(&k) {
-                batch.remove(k.clone());
-                removed += 1;
-            }
+        for item in t.scan_prefix(prefix).take(CHUNK) {
+            batch.remove(item?.0);
             seen += 1;
-            last = Some(k);
-            if seen == CHUNK {
-                break;
-            }
         }
         t.apply_batch(batch)?;
-        match last {
-            Some(k) if seen == CHUNK => {
-                from = k.to_vec();
-                from.push(0);
-            }
-            _ => return Ok(removed),
+        if seen < CHUNK {
+            return Ok(());
         }
     }
 }
@@ -498,30 +501,40 @@ fn load_core(db: &Db, id: u64, name: &str) -> Result<StreamCore> {
                 .insert(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
         }
     }
+    let first = counters.first_seq;
     let prefix = stream_prefix(TAG_SUBJ, id);
     let mut dead = false;
     for item in t.scan_prefix(prefix) {
-        let (k, _) = item?;
-        let seq = key_seq(&k);
-        if seq < counters.first_seq {
-            dead = true;
+        let (k, v) = item?;
+        let base = key_seq(&k);
+        let subject = &k[prefix.len()..k.len().saturating_sub(9)];
+        let Some(seqs) = block::decode_list(base, &v) else {
+            if base < first {
+                dead = true;
+            } else {
+                tracing::warn!(stream = name, base, "damaged subject list");
+            }
+            continue;
+        };
+        let live = seqs.iter().filter(|s| **s >= first).count() as u64;
+        dead |= live < seqs.len() as u64;
+        if live == 0 {
             continue;
         }
-        let subject = &k[prefix.len()..k.len().saturating_sub(9)];
         match core.subjects.get_mut(subject) {
-            Some(n) => *n += 1,
+            Some(n) => *n += live,
             None => {
-                core.subjects.insert(Bytes::copy_from_slice(subject), 1);
+                core.subjects.insert(Bytes::copy_from_slice(subject), live);
             }
         }
     }
     let below_first = t
-        .range(msg_key(id, 0)..msg_key(id, counters.first_seq))
+        .range(block_key(id, 0)..block_key(id, first))
         .next()
         .transpose()?
         .is_some();
     if dead || below_first {
-        cleanup_below(t, id, counters.first_seq)?;
+        cleanup_below(t, id, first)?;
     }
     let indexed: u64 = core.subjects.values().sum();
     if indexed != counters.msgs {
@@ -535,12 +548,73 @@ fn load_core(db: &Db, id: u64, name: &str) -> Result<StreamCore> {
     Ok(core)
 }
 
-/// Removes the records and index entries below `fence`.
+/// Removes the blocks and subject lists wholly below `fence`; a block that
+/// straddles it stays (readers skip its dead part).
 fn cleanup_below(t: &sled::Tree, id: u64, fence: u64) -> Result<()> {
-    let msgs = stream_prefix(TAG_MSG, id);
-    remove_range(t, &msgs, |k| key_seq(k) < fence)?;
-    remove_range(t, &stream_prefix(TAG_SUBJ, id), |k| key_seq(k) < fence)?;
+    let mut batch = Batch::default();
+    let mut pending = 0;
+    let flush = |batch: &mut Batch, pending: &mut usize| -> Result<()> {
+        *pending += 1;
+        if *pending >= CHUNK {
+            t.apply_batch(std::mem::take(batch))?;
+            *pending = 0;
+        }
+        Ok(())
+    };
+    // A block is dead when the next one starts at or below the fence.
+    let mut prev: Option<(IVec, IVec)> = None;
+    for item in t.range(block_key(id, 0)..=block_key(id, fence)) {
+        let (k, v) = item?;
+        if let Some((dead, _)) = prev.replace((k, v)) {
+            batch.remove(dead);
+            flush(&mut batch, &mut pending)?;
+        }
+    }
+    if let Some((k, v)) = prev {
+        let base = key_seq(&k);
+        let below = Block::parse(base, Bytes::from_owner(v))
+            .and_then(|b| b.last_seq())
+            .is_some_and(|last| last < fence);
+        if base < fence && below {
+            batch.remove(k);
+        }
+    }
+    for item in t.scan_prefix(stream_prefix(TAG_SUBJ, id)) {
+        let (k, v) = item?;
+        let base = key_seq(&k);
+        if base >= fence {
+            continue;
+        }
+        let live = block::decode_list(base, &v)
+            .and_then(|seqs| seqs.last().copied())
+            .is_some_and(|last| last >= fence);
+        if !live {
+            batch.remove(k);
+            flush(&mut batch, &mut pending)?;
+        }
+    }
+    t.apply_batch(batch)?;
     Ok(())
+}
+
+/// Refuses a data directory written in another layout, and marks a new one.
+fn check_format(t: &sled::Tree) -> Result<()> {
+    match t.get([TAG_FORMAT])? {
+        Some(v) if v.as_ref() == [FORMAT] => Ok(()),
+        Some(v) => Err(StorageError::Backend(format!(
+            "the data directory is in storage format {}; this version reads format {FORMAT} only",
+            v.first().copied().unwrap_or(0)
+        ))),
+        None if t.scan_prefix([TAG_NAME]).next().is_some() => Err(StorageError::Backend(format!(
+            "the data directory holds streams in storage format 1 (a key per message); \
+             this version reads format {FORMAT} only: back the streams up with a client \
+             and restore them into a new directory"
+        ))),
+        None => {
+            t.insert([TAG_FORMAT], &[FORMAT])?;
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -575,6 +649,10 @@ pub struct SledStore {
     slot: RwLock<Slot>,
     /// Serializes cleanup below the fence with restore and deletion.
     maintenance: Mutex<()>,
+    /// The block read last: a consumer reads a block's messages one call
+    /// at a time, and this saves a seek and a header check for each.
+    /// Cleared whenever stored blocks are rewritten or removed.
+    last_block: Mutex<Option<Block>>,
 }
 
 impl fmt::Debug for SledStore {
@@ -597,6 +675,7 @@ impl SledStore {
                 status: Status::Live,
             }),
             maintenance: Mutex::new(()),
+            last_block: Mutex::new(None),
         }
     }
 
@@ -608,8 +687,9 @@ impl SledStore {
             msgs: BTreeMap::new(),
             idx: HashMap::new(),
             meta: BTreeMap::new(),
-            erase: Vec::new(),
+            dropped: BTreeMap::new(),
             drop_fence: None,
+            last_block: &self.last_block,
         }
     }
 
@@ -630,7 +710,9 @@ impl SledStore {
             // A restore since may have put live records below the old fence.
             fence.min(slot.core.c.first_seq)
         };
-        cleanup_below(&self.db.tree, self.id, fence)
+        let done = cleanup_below(&self.db.tree, self.id, fence);
+        *self.last_block.lock() = None;
+        done
     }
 
     fn meta_blob(&self, kind: u8, name: &str, what: &'static str) -> Result<Option<Bytes>> {
@@ -710,6 +792,7 @@ impl StreamStore for SledStore {
         let (fence, ticket) = match committed {
             Ok(fence) => (fence, self.db.ticket()),
             Err(e) => {
+                *self.last_block.lock() = None;
                 // The in-memory figures ran ahead of the disk: reload them.
                 slot.status = match load_core(&self.db, self.id, &self.name) {
                     Ok(core) => {
@@ -787,7 +870,7 @@ impl StreamStore for SledStore {
 
     fn snapshot_to(&self, out: &mut dyn Write) -> Result<()> {
         // The read lock keeps mutations out until the snapshot is written.
-        self.read(|core, _| {
+        self.read(|core, txn| {
             let mut w = SnapshotWriter::start(out, &core.limits, &core.c)?;
             if let Some(config) = self.meta_blob(KIND_CONFIG, "", "config")? {
                 w.config(&config)?;
@@ -795,14 +878,12 @@ impl StreamStore for SledStore {
             for (name, consumer) in &self.consumers_unlocked()? {
                 w.consumer(name, consumer)?;
             }
-            let range = msg_key(self.id, core.c.first_seq)..=msg_key(self.id, u64::MAX);
-            for item in self.db.tree.range(range) {
-                let (k, raw) = item?;
-                let seq = key_seq(&k);
-                if codec::decode_msg(seq, Bytes::from_owner(raw.clone())).is_none() {
+            for item in txn.disk_entries(core.c.first_seq, false)? {
+                let (seq, record) = item?;
+                if codec::decode_msg(seq, record.clone()).is_none() {
                     return Err(core.corrupt(seq));
                 }
-                w.message_record(seq, &raw)?;
+                w.message_record(seq, &record)?;
             }
             w.finish()
         })
@@ -818,9 +899,11 @@ impl StreamStore for SledStore {
         // Counters first: a crash mid-restore leaves a stream that refuses to
         // open (corrupt state) rather than one that looks whole.
         t.remove(meta_key(id, KIND_COUNTERS, ""))?;
+        *self.last_block.lock() = None;
         wipe_stream(t, id)?;
         let mut core = snapshot::core_from(&self.name, header);
         let mut batch = Batch::default();
+        let mut blocks = Blocks::new(id);
         let mut pending = 0;
         batch.insert(
             meta_key(id, KIND_LIMITS, ""),
@@ -843,8 +926,7 @@ impl StreamStore for SledStore {
                     core.consumers.insert(name);
                 }
                 Frame::Message(msg, record) => {
-                    batch.insert(&msg_key(id, msg.seq)[..], record);
-                    batch.insert(idx_key(id, &msg.subject, msg.seq), &[][..]);
+                    blocks.push(&mut batch, msg.seq, &msg.subject, record);
                     pending += 1;
                 }
             }
@@ -854,6 +936,7 @@ impl StreamStore for SledStore {
             }
             Ok(())
         })?;
+        blocks.finish(&mut batch);
         batch.insert(
             meta_key(id, KIND_COUNTERS, ""),
             codec::encode_counters(&core.c),
@@ -882,6 +965,184 @@ fn abort(results: Vec<Result<OpResult>>, err: &StorageError) -> Vec<Result<OpRes
         .collect()
 }
 
+/// Packs appended records into blocks and their subject lists, and puts
+/// them in a batch as each block closes.
+struct Blocks {
+    id: u64,
+    open: Option<BlockBuilder>,
+    lists: HashMap<Bytes, Vec<u64>>,
+}
+
+impl Blocks {
+    fn new(id: u64) -> Self {
+        Blocks {
+            id,
+            open: None,
+            lists: HashMap::new(),
+        }
+    }
+
+    /// Adds the record of `seq`; sequences come in ascending order.
+    fn push(&mut self, batch: &mut Batch, seq: u64, subject: &Bytes, record: &[u8]) {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|b| !b.fits(seq, record.len()))
+        {
+            self.finish(batch);
+        }
+        let open = self.open.get_or_insert_with(|| BlockBuilder::new(seq));
+        open.push(seq, record);
+        match self.lists.get_mut(subject) {
+            Some(seqs) => seqs.push(seq),
+            None => {
+                self.lists.insert(subject.clone(), vec![seq]);
+            }
+        }
+    }
+
+    /// Closes the open block, if any.
+    fn finish(&mut self, batch: &mut Batch) {
+        let Some(b) = self.open.take() else {
+            return;
+        };
+        let base = b.base();
+        batch.insert(&block_key(self.id, base)[..], b.finish());
+        for (subject, seqs) in self.lists.drain() {
+            batch.insert(
+                idx_key(self.id, &subject, base),
+                block::encode_list(base, &seqs),
+            );
+        }
+    }
+}
+
+/// The stored messages of a stream in sequence order, forward from a
+/// sequence or backward from one, block by block.
+struct DiskEntries<'a> {
+    stream: &'a str,
+    blocks: sled::Iter,
+    rev: bool,
+    /// Forward: the first sequence wanted; backward: the last.
+    bound: u64,
+    cur: Option<Block>,
+    /// Forward: the next entry; backward: one past it.
+    pos: usize,
+    done: bool,
+    /// Where blocks read forward are remembered.
+    cache: Option<&'a Mutex<Option<Block>>>,
+}
+
+impl Iterator for DiskEntries<'_> {
+    type Item = Result<(u64, Bytes)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(b) = &self.cur {
+                if !self.rev && self.pos < b.len() {
+                    self.pos += 1;
+                    return Some(Ok((b.seq(self.pos - 1), b.record(self.pos - 1))));
+                }
+                if self.rev && self.pos > 0 {
+                    self.pos -= 1;
+                    return Some(Ok((b.seq(self.pos), b.record(self.pos))));
+                }
+                self.cur = None;
+            }
+            let item = if self.rev {
+                self.blocks.next_back()
+            } else {
+                self.blocks.next()
+            };
+            let (k, raw) = match item? {
+                Ok(kv) => kv,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e.into()));
+                }
+            };
+            let base = key_seq(&k);
+            let Some(b) = Block::parse(base, Bytes::from_owner(raw)) else {
+                self.done = true;
+                return Some(Err(StorageError::Corrupt {
+                    stream: self.stream.to_owned(),
+                    seq: if self.rev { base } else { base.max(self.bound) },
+                }));
+            };
+            self.pos = if self.rev {
+                b.lower_bound(self.bound.saturating_add(1))
+            } else {
+                b.lower_bound(self.bound)
+            };
+            if let Some(cache) = self.cache {
+                *cache.lock() = Some(b.clone());
+            }
+            self.cur = Some(b);
+        }
+    }
+}
+
+/// One subject's stored sequences in order, forward from a sequence or
+/// backward from the end, list by list.
+struct SubjectSeqs<'a> {
+    stream: &'a str,
+    lists: sled::Iter,
+    rev: bool,
+    from: u64,
+    cur: Vec<u64>,
+    pos: usize,
+    done: bool,
+}
+
+impl Iterator for SubjectSeqs<'_> {
+    type Item = Result<(u64, ())>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if !self.rev && self.pos < self.cur.len() {
+                self.pos += 1;
+                return Some(Ok((self.cur[self.pos - 1], ())));
+            }
+            if self.rev && self.pos > 0 {
+                self.pos -= 1;
+                return Some(Ok((self.cur[self.pos], ())));
+            }
+            let item = if self.rev {
+                self.lists.next_back()
+            } else {
+                self.lists.next()
+            };
+            let (k, raw) = match item? {
+                Ok(kv) => kv,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e.into()));
+                }
+            };
+            let base = key_seq(&k);
+            let Some(seqs) = block::decode_list(base, &raw) else {
+                self.done = true;
+                return Some(Err(StorageError::Corrupt {
+                    stream: self.stream.to_owned(),
+                    seq: base,
+                }));
+            };
+            self.cur = seqs;
+            self.pos = if self.rev {
+                self.cur.len()
+            } else {
+                self.cur.partition_point(|s| *s < self.from)
+            };
+        }
+    }
+}
+
 /// The operations of one batch on top of the committed tree: reads see both,
 /// writes stay here until [`SledTxn::commit`].
 struct SledTxn<'a> {
@@ -893,10 +1154,13 @@ struct SledTxn<'a> {
     /// Subject → sequence → present.
     idx: HashMap<Bytes, BTreeMap<u64, bool>>,
     meta: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Removed records that are on disk and must be overwritten first.
-    erase: Vec<u64>,
+    /// Stored messages removed in this batch: sequence → (base of their
+    /// block, subject if known).
+    dropped: BTreeMap<u64, (u64, Option<Bytes>)>,
     /// Records below this are dead; clean them up after the commit.
     drop_fence: Option<u64>,
+    /// The store's cache of the block read last.
+    last_block: &'a Mutex<Option<Block>>,
 }
 
 enum Src<D, P> {
@@ -908,7 +1172,7 @@ enum Src<D, P> {
 /// when `rev`), the pending entry winning on equal keys; `None` pending
 /// values hide the disk entry.
 fn merge<D, P>(
-    mut disk: impl Iterator<Item = sled::Result<(u64, D)>>,
+    mut disk: impl Iterator<Item = Result<(u64, D)>>,
     mut pending: impl Iterator<Item = (u64, Option<P>)>,
     rev: bool,
     mut visit: impl FnMut(u64, Src<D, P>) -> ControlFlow<()>,
@@ -965,28 +1229,98 @@ impl SledTxn<'_> {
         }
     }
 
-    fn decode(&self, seq: u64, raw: IVec) -> Result<StoredMessage> {
-        codec::decode_msg(seq, Bytes::from_owner(raw)).ok_or_else(|| self.corrupt(seq))
+    /// The stored block that would hold `seq` (the one with the greatest
+    /// base `<= seq`), if any; it holds `seq` only if [`Block::find`] says so.
+    fn block_for(&self, seq: u64) -> Result<Option<Block>> {
+        if let Some(b) = self.cached(seq) {
+            return Ok(Some(b));
+        }
+        let found = self
+            .tree
+            .range(block_key(self.id, 0)..=block_key(self.id, seq))
+            .next_back()
+            .transpose()?;
+        let Some((k, raw)) = found else {
+            return Ok(None);
+        };
+        let b =
+            Block::parse(key_seq(&k), Bytes::from_owner(raw)).ok_or_else(|| self.corrupt(seq))?;
+        *self.last_block.lock() = Some(b.clone());
+        Ok(Some(b))
     }
 
-    fn disk_msgs(
-        &self,
-        lo: u64,
-        hi_inclusive: u64,
-    ) -> impl DoubleEndedIterator<Item = sled::Result<(u64, IVec)>> {
-        self.tree
-            .range(msg_key(self.id, lo)..=msg_key(self.id, hi_inclusive))
-            .map(|item| item.map(|(k, v)| (key_seq(&k), v)))
+    /// The cached block, if it spans `seq`.
+    fn cached(&self, seq: u64) -> Option<Block> {
+        let cached = self.last_block.lock();
+        let b = cached.as_ref()?;
+        (b.base() <= seq && b.last_seq().is_some_and(|last| seq <= last)).then(|| b.clone())
     }
 
-    fn disk_subject(
-        &self,
-        subject: &[u8],
-        lo: u64,
-    ) -> impl DoubleEndedIterator<Item = sled::Result<(u64, ())>> {
-        self.tree
-            .range(idx_key(self.id, subject, lo)..=idx_key(self.id, subject, u64::MAX))
-            .map(|item| item.map(|(k, _)| (key_seq(&k), ())))
+    /// The record of a stored `seq` with its block's base.
+    fn stored(&self, seq: u64) -> Result<Option<(u64, Bytes)>> {
+        Ok(self
+            .block_for(seq)?
+            .and_then(|b| b.find(seq).map(|i| (b.base(), b.record(i)))))
+    }
+
+    /// Stored messages from `bound` on (or, `rev`, up to `bound`).
+    fn disk_entries(&self, bound: u64, rev: bool) -> Result<DiskEntries<'_>> {
+        let mut cur = None;
+        let blocks = if rev {
+            self.tree
+                .range(block_key(self.id, 0)..=block_key(self.id, bound))
+        } else if let Some(b) = self.cached(bound) {
+            let after = b.base() + 1;
+            cur = Some(b);
+            self.tree
+                .range(block_key(self.id, after)..=block_key(self.id, u64::MAX))
+        } else {
+            // Start at the block that may hold `bound`.
+            let start = self
+                .tree
+                .range(block_key(self.id, 0)..=block_key(self.id, bound))
+                .next_back()
+                .transpose()?
+                .map_or(bound, |(k, _)| key_seq(&k));
+            self.tree
+                .range(block_key(self.id, start)..=block_key(self.id, u64::MAX))
+        };
+        let pos = cur.as_ref().map_or(0, |b| b.lower_bound(bound));
+        Ok(DiskEntries {
+            stream: self.stream,
+            blocks,
+            rev,
+            bound,
+            cur,
+            pos,
+            done: false,
+            cache: (!rev).then_some(self.last_block),
+        })
+    }
+
+    /// The stored sequences of `subject` from `from` on, or all of them
+    /// backward (`rev`).
+    fn disk_subject(&self, subject: &[u8], from: u64, rev: bool) -> Result<SubjectSeqs<'_>> {
+        let start = if rev {
+            0
+        } else {
+            self.tree
+                .range(idx_key(self.id, subject, 0)..=idx_key(self.id, subject, from))
+                .next_back()
+                .transpose()?
+                .map_or(from, |(k, _)| key_seq(&k))
+        };
+        Ok(SubjectSeqs {
+            stream: self.stream,
+            lists: self
+                .tree
+                .range(idx_key(self.id, subject, start)..=idx_key(self.id, subject, u64::MAX)),
+            rev,
+            from,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        })
     }
 
     fn pending_subject(&self, subject: &[u8]) -> Option<&BTreeMap<u64, bool>> {
@@ -994,12 +1328,15 @@ impl SledTxn<'_> {
     }
 
     /// The subject of a record whose own bytes cannot be trusted, from the
-    /// index (a scan of the stream's index: only for corrupt records).
+    /// subject lists (a scan of them all: only for corrupt records).
     fn subject_of(&self, seq: u64) -> Result<Option<Bytes>> {
         let prefix = stream_prefix(TAG_SUBJ, self.id);
         for item in self.tree.scan_prefix(prefix) {
-            let (k, _) = item?;
-            if key_seq(&k) == seq {
+            let (k, v) = item?;
+            let base = key_seq(&k);
+            if base <= seq
+                && block::decode_list(base, &v).is_some_and(|seqs| seqs.binary_search(&seq).is_ok())
+            {
                 let subject = &k[prefix.len()..k.len() - 9];
                 return Ok(Some(Bytes::copy_from_slice(subject)));
             }
@@ -1011,32 +1348,55 @@ impl SledTxn<'_> {
     /// Returns the fence below which records are to be cleaned up.
     fn commit(self, counters: &Counters) -> Result<Option<u64>> {
         let t = self.tree;
-        for seq in &self.erase {
-            let key = msg_key(self.id, *seq);
-            if let Some(raw) = t.get(key)? {
-                // sled is log-structured: this hides the old bytes from every
-                // reader, but its segments keep them until sled rewrites them.
-                t.insert(key, vec![0u8; raw.len()])?;
-            }
-        }
         let mut batch = Batch::default();
-        for (seq, msg) in &self.msgs {
-            let key = &msg_key(self.id, *seq)[..];
-            match msg {
-                Some(m) => batch.insert(key, codec::encode_msg(m)),
-                None => batch.remove(key),
+        // Removed messages: rewrite each block once, and each subject list.
+        let mut by_block: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let mut by_list: HashMap<(Bytes, u64), Vec<u64>> = HashMap::new();
+        for (seq, (base, subject)) in &self.dropped {
+            by_block.entry(*base).or_default().push(*seq);
+            if let Some(subject) = subject {
+                by_list
+                    .entry((subject.clone(), *base))
+                    .or_default()
+                    .push(*seq);
             }
         }
-        for (subject, seqs) in &self.idx {
-            for (seq, present) in seqs {
-                let key = idx_key(self.id, subject, *seq);
-                if *present {
-                    batch.insert(key, &[][..]);
-                } else {
-                    batch.remove(key);
+        for (base, seqs) in &by_block {
+            let key = block_key(self.id, *base);
+            let cached = self.last_block.lock().take();
+            let b = match cached.filter(|b| b.base() == *base) {
+                Some(b) => b,
+                None => {
+                    let raw = t.get(key)?.ok_or_else(|| self.corrupt(seqs[0]))?;
+                    Block::parse(*base, Bytes::from_owner(raw))
+                        .ok_or_else(|| self.corrupt(seqs[0]))?
                 }
+            };
+            match b.without(|s| seqs.binary_search(&s).is_ok()) {
+                Some(rest) => batch.insert(&key[..], rest),
+                None => batch.remove(&key[..]),
             }
         }
+        for ((subject, base), seqs) in &by_list {
+            let key = idx_key(self.id, subject, *base);
+            let Some(raw) = t.get(&key)? else { continue };
+            let Some(mut list) = block::decode_list(*base, &raw) else {
+                tracing::warn!(stream = self.stream, base, "damaged subject list");
+                continue;
+            };
+            list.retain(|s| seqs.binary_search(s).is_err());
+            if list.is_empty() {
+                batch.remove(key);
+            } else {
+                batch.insert(key, block::encode_list(*base, &list));
+            }
+        }
+        // Appended messages, packed into new blocks.
+        let mut blocks = Blocks::new(self.id);
+        for m in self.msgs.values().flatten() {
+            blocks.push(&mut batch, m.seq, &m.subject, &codec::encode_msg(m));
+        }
+        blocks.finish(&mut batch);
         for (key, value) in self.meta {
             match value {
                 Some(v) => batch.insert(key, v),
@@ -1057,8 +1417,10 @@ impl View for SledTxn<'_> {
         if let Some(pending) = self.msgs.get(&seq) {
             return Ok(pending.clone());
         }
-        match self.tree.get(msg_key(self.id, seq))? {
-            Some(raw) => self.decode(seq, raw).map(Some),
+        match self.stored(seq)? {
+            Some((_, record)) => codec::decode_msg(seq, record)
+                .map(Some)
+                .ok_or_else(|| self.corrupt(seq)),
             None => Ok(None),
         }
     }
@@ -1066,7 +1428,7 @@ impl View for SledTxn<'_> {
     fn next_seq(&self, from: u64) -> Result<Option<u64>> {
         let mut found = None;
         merge(
-            self.disk_msgs(from, u64::MAX),
+            self.disk_entries(from, false)?,
             self.msgs.range(from..).map(|(s, m)| (*s, m.as_ref())),
             false,
             |seq, _| {
@@ -1083,7 +1445,7 @@ impl View for SledTxn<'_> {
         }
         let mut found = None;
         merge(
-            self.disk_msgs(0, before - 1).rev(),
+            self.disk_entries(before - 1, true)?,
             self.msgs
                 .range(..before)
                 .rev()
@@ -1099,7 +1461,7 @@ impl View for SledTxn<'_> {
 
     fn scan(&self, from: u64, visit: &mut ScanVisitor<'_>) -> Result<()> {
         merge(
-            self.disk_msgs(from, u64::MAX),
+            self.disk_entries(from, false)?,
             self.msgs.range(from..).map(|(s, m)| (*s, m.as_ref())),
             false,
             |seq, src| match src {
@@ -1121,7 +1483,7 @@ impl View for SledTxn<'_> {
             .flat_map(|m| m.range(from..))
             .map(|(s, present)| (*s, present.then_some(())));
         merge(
-            self.disk_subject(subject, from),
+            self.disk_subject(subject, from, false)?,
             pending,
             false,
             |seq, _| visit(seq),
@@ -1136,7 +1498,7 @@ impl View for SledTxn<'_> {
             .map(|(s, present)| (*s, present.then_some(())));
         let mut found = None;
         merge(
-            self.disk_subject(subject, 0).rev(),
+            self.disk_subject(subject, 0, true)?,
             pending,
             true,
             |seq, _| {
@@ -1158,27 +1520,32 @@ impl Backend for SledTxn<'_> {
         Ok(())
     }
 
-    fn remove(&mut self, seq: u64, erase: bool) -> Result<Option<Removed>> {
-        let (subject, size, on_disk) = match self.msgs.get(&seq) {
+    /// `erase` needs nothing more here: the block is rewritten without the
+    /// record. (sled's log keeps the old bytes until it rewrites the
+    /// segment, as with any overwrite.)
+    fn remove(&mut self, seq: u64, _erase: bool) -> Result<Option<Removed>> {
+        let (subject, size) = match self.msgs.get(&seq) {
             Some(None) => return Ok(None),
-            Some(Some(m)) => (Some(m.subject.clone()), m.stored_size(), false),
+            Some(Some(m)) => (Some(m.subject.clone()), m.stored_size()),
             None => {
-                let Some(raw) = self.tree.get(msg_key(self.id, seq))? else {
+                let Some((base, record)) = self.stored(seq)? else {
                     return Ok(None);
                 };
                 // Size estimate for a record that fails its checksum: exact
                 // for records without headers and subjects under 128 bytes.
-                let len = raw.len() as u64 + 2;
-                match codec::decode_msg(seq, Bytes::from_owner(raw)) {
-                    Some(m) => (Some(m.subject.clone()), m.stored_size(), true),
+                let len = record.len() as u64 + 2;
+                let (subject, size) = match codec::decode_msg(seq, record) {
+                    Some(m) => (Some(m.subject.clone()), m.stored_size()),
                     None => {
                         // Removing a corrupt record is what a limit or purge
                         // asks for anyway; its subject comes from the index
                         // and its size is estimated from the record.
                         tracing::warn!(stream = self.stream, seq, "removing a corrupt record");
-                        (self.subject_of(seq)?, len, true)
+                        (self.subject_of(seq)?, len)
                     }
-                }
+                };
+                self.dropped.insert(seq, (base, subject.clone()));
+                (subject, size)
             }
         };
         self.msgs.insert(seq, None);
@@ -1187,9 +1554,6 @@ impl Backend for SledTxn<'_> {
                 .entry(subject.clone())
                 .or_default()
                 .insert(seq, false);
-        }
-        if erase && on_disk {
-            self.erase.push(seq);
         }
         Ok(Some(Removed { subject, size }))
     }
@@ -1205,6 +1569,8 @@ impl Backend for SledTxn<'_> {
             seqs.retain(|_, present| !*present);
             seqs.extend(kept);
         }
+        // Blocks below the fence go whole; no need to rewrite them first.
+        self.dropped = self.dropped.split_off(&fence);
         self.drop_fence = Some(self.drop_fence.map_or(fence, |f| f.max(fence)));
         Ok(())
     }
@@ -1254,15 +1620,15 @@ mod tests {
         assert_eq!(prefix_end(&[1, 0xff]), vec![2]);
         assert_eq!(prefix_end(&[0xff, 0xff]), vec![0xff, 0xff, 0xff]);
         let p = stream_prefix(TAG_MSG, 7);
-        assert!(msg_key(7, u64::MAX).as_slice() < prefix_end(&p).as_slice());
-        assert!(msg_key(8, 0).as_slice() >= prefix_end(&p).as_slice());
+        assert!(block_key(7, u64::MAX).as_slice() < prefix_end(&p).as_slice());
+        assert!(block_key(8, 0).as_slice() >= prefix_end(&p).as_slice());
     }
 
     #[test]
     fn keys_sort_numerically_and_subjects_do_not_overlap() {
-        assert!(msg_key(1, 255) < msg_key(1, 256));
-        assert!(msg_key(1, u64::MAX) < msg_key(2, 0));
-        assert_eq!(key_seq(&msg_key(3, 99)), 99);
+        assert!(block_key(1, 255) < block_key(1, 256));
+        assert!(block_key(1, u64::MAX) < block_key(2, 0));
+        assert_eq!(key_seq(&block_key(3, 99)), 99);
         assert_eq!(key_seq(&idx_key(3, b"a.b", 42)), 42);
         // Every key of subject "a" sorts before those of "a.b" and "a0".
         let a_max = idx_key(1, b"a", u64::MAX);
@@ -1273,7 +1639,7 @@ mod tests {
 
     fn collect(disk: &[u64], pending: &[(u64, Option<char>)], rev: bool) -> Vec<(u64, char)> {
         let mut out = Vec::new();
-        let d: Vec<sled::Result<(u64, char)>> = disk.iter().map(|s| Ok((*s, 'd'))).collect();
+        let d: Vec<Result<(u64, char)>> = disk.iter().map(|s| Ok((*s, 'd'))).collect();
         merge(d.into_iter(), pending.iter().copied(), rev, |seq, src| {
             out.push((
                 seq,

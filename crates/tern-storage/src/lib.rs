@@ -61,6 +61,7 @@
 //! disk; async callers use `spawn_blocking` or a dedicated thread. sled stays
 //! inside this crate: no sled type appears in the public API.
 
+mod block;
 mod codec;
 mod core;
 mod error;

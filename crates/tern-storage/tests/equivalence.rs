@@ -191,7 +191,7 @@ fn observe(s: &dyn StreamStore) -> String {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 40,
+        cases: 60,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -199,8 +199,8 @@ proptest! {
     #[test]
     fn memory_and_file_stores_agree(
         initial in limits(),
-        gens in proptest::collection::vec(gen_op(), 1..90),
-        cuts in proptest::collection::vec(1usize..6, 1..70),
+        gens in proptest::collection::vec(gen_op(), 1..120),
+        cuts in proptest::collection::vec(1usize..12, 1..70),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let mem = MemoryStore::new("S", initial.clone());
@@ -219,6 +219,13 @@ proptest! {
                 let a = mem.apply_batch(batch.to_vec());
                 let b = file.apply_batch(batch.to_vec());
                 prop_assert_eq!(a, b, "batch {:?}", batch);
+                // Reads between batches, so caches outlive mutations.
+                let st = mem.state().unwrap();
+                let mid = st.first_seq + st.last_seq.saturating_sub(st.first_seq) / 2;
+                for seq in [st.first_seq, mid, st.last_seq] {
+                    prop_assert_eq!(mem.get(seq), file.get(seq));
+                    prop_assert_eq!(mem.next_matching(seq, b">"), file.next_matching(seq, b">"));
+                }
             }
             let expected = observe(&mem);
             prop_assert_eq!(&observe(&*file), &expected);

@@ -265,7 +265,8 @@ fn interrupted_deletion_is_finished_on_open() {
     let storage = Storage::open(dir.path()).unwrap();
     assert!(storage.list_streams().unwrap().is_empty());
     drop(storage);
-    raw(dir.path(), |tree| assert_eq!(tree.len(), 0));
+    // Only the storage format marker is left.
+    raw(dir.path(), |tree| assert_eq!(tree.len(), 1));
 }
 
 #[test]
@@ -398,4 +399,162 @@ fn concurrent_appends_get_distinct_sequences() {
     assert_eq!(got, (1..=150).collect::<Vec<u64>>());
     assert_eq!(seqs(&s), got);
     assert_eq!(other.state().unwrap().messages, 150);
+}
+
+/// Appends `n` messages in one batch: subjects `b.0`..`b.3`, payload
+/// `payload-<seq>` (unique, so a test can find its bytes on disk).
+fn append_batch(s: &Arc<dyn StreamStore>, n: u64) {
+    let first = s.state().unwrap().last_seq + 1;
+    let ops = (first..first + n)
+        .map(|seq| {
+            tern_storage::StreamOp::Append(tern_storage::Append::new(
+                Bytes::from(format!("b.{}", seq % 4)),
+                Bytes::from(format!("payload-{seq:06}")),
+                seq,
+            ))
+        })
+        .collect();
+    assert!(s.apply_batch(ops).iter().all(Result::is_ok));
+}
+
+/// The key and value of the block holding the bytes `needle`.
+fn block_with(tree: &sled::Tree, needle: &[u8]) -> (sled::IVec, Vec<u8>, usize) {
+    tree.scan_prefix([TAG_MSG])
+        .map(|item| item.expect("scan"))
+        .find_map(|(k, v)| {
+            let at = v.windows(needle.len()).position(|w| w == needle)?;
+            Some((k, v.to_vec(), at))
+        })
+        .expect("a block with these bytes")
+}
+
+#[test]
+fn a_batch_is_packed_into_few_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+        append_batch(&s, 3000);
+        // Removals in the middle of blocks rewrite them.
+        for seq in [1, 2, 500, 1500, 2998] {
+            s.delete_msg(seq, seq % 2 == 0).unwrap();
+        }
+        s.purge(PurgeRequest {
+            filter: Some("b.1".into()),
+            ..PurgeRequest::default()
+        })
+        .unwrap();
+    }
+    raw(dir.path(), |tree| {
+        let blocks = count_tag(tree, TAG_MSG);
+        let lists = count_tag(tree, TAG_SUBJ);
+        // ~35-byte records in 8 KiB blocks: a key per ~200 messages.
+        assert!((10..=40).contains(&blocks), "{blocks} blocks");
+        assert!(lists <= blocks * 3, "{lists} subject lists");
+    });
+    let storage = Storage::open(dir.path()).unwrap();
+    let s = storage.open_stream("S").unwrap();
+    let st = s.state().unwrap();
+    let expect: Vec<u64> = (1..=3000)
+        .filter(|q| q % 4 != 1 && ![2, 500, 1500, 2998].contains(q))
+        .collect();
+    assert_eq!(seqs(&s), expect);
+    assert_eq!((st.messages, st.first_seq, st.last_seq), (2246, 3, 3000));
+    assert_eq!(
+        subjects(&s, ">"),
+        vec![
+            ("b.0".into(), 748),
+            ("b.2".into(), 748),
+            ("b.3".into(), 750)
+        ]
+    );
+    assert_eq!(&s.get(1499).unwrap().payload[..], b"payload-001499");
+    assert_eq!(s.last_by_subject(b"b.3").unwrap().unwrap().seq, 2999);
+    assert_eq!(s.next_matching(1500, b"b.2").unwrap().unwrap().seq, 1502);
+}
+
+#[test]
+fn a_corrupt_record_in_a_block_spoils_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+        append_batch(&s, 10);
+    }
+    raw(dir.path(), |tree| {
+        let (key, mut value, at) = block_with(tree, b"payload-000005");
+        value[at + 3] ^= 0x01;
+        tree.insert(key, value).unwrap();
+    });
+    let storage = Storage::open(dir.path()).unwrap();
+    let s = storage.open_stream("S").unwrap();
+    let corrupt = StorageError::Corrupt {
+        stream: "S".into(),
+        seq: 5,
+    };
+    assert_eq!(s.get(5), Err(corrupt.clone()));
+    for seq in [1, 4, 6, 10] {
+        assert_eq!(
+            s.get(seq).unwrap().payload,
+            Bytes::from(format!("payload-{seq:06}"))
+        );
+    }
+    assert_eq!(s.next_matching(5, b">").err(), Some(corrupt.clone()));
+    assert_eq!(s.next_matching(6, b">").unwrap().unwrap().seq, 6);
+    assert_eq!(s.snapshot().err(), Some(corrupt));
+    s.delete_msg(5, false).unwrap();
+    assert_eq!(s.state().unwrap().messages, 9);
+    assert_eq!(subjects(&s, "b.1"), vec![("b.1".into(), 2)]);
+    assert!(s.snapshot().is_ok());
+}
+
+#[test]
+fn a_damaged_block_header_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+        append_batch(&s, 20); // block 1..=20
+        append_batch(&s, 5); // block 21..=25
+    }
+    raw(dir.path(), |tree| {
+        let (key, mut value, _) = block_with(tree, b"payload-000002");
+        value[1] ^= 0x01; // the entry count
+        tree.insert(key, value).unwrap();
+    });
+    let storage = Storage::open(dir.path()).unwrap();
+    let s = storage.open_stream("S").unwrap();
+    assert!(matches!(s.get(3), Err(StorageError::Corrupt { .. })));
+    assert!(s.snapshot().is_err());
+    assert_eq!(&s.get(22).unwrap().payload[..], b"payload-000022");
+    assert_eq!(s.next_matching(21, b">").unwrap().unwrap().seq, 21);
+    // Single messages of it cannot be removed; a purge of everything below
+    // the next block removes it unread.
+    assert!(s.delete_msg(3, false).is_err());
+    s.purge(PurgeRequest {
+        up_to_seq: Some(21),
+        ..PurgeRequest::default()
+    })
+    .unwrap();
+    assert_eq!(seqs(&s), (21..=25).collect::<Vec<_>>());
+    assert_eq!(s.state().unwrap().messages, 5);
+    assert!(s.snapshot().is_ok());
+}
+
+#[test]
+fn an_older_storage_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        storage.create_stream("S", StreamLimits::default()).unwrap();
+    }
+    raw(dir.path(), |tree| {
+        tree.remove([0x00]).unwrap();
+    });
+    let err = Storage::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("storage format 1"), "{err}");
+    // An empty directory is simply new.
+    let empty = tempfile::tempdir().unwrap();
+    Storage::open(empty.path()).unwrap();
+    Storage::open(empty.path()).unwrap();
 }
