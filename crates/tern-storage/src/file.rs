@@ -1270,7 +1270,7 @@ impl SledTxn<'_> {
             self.tree
                 .range(block_key(self.id, 0)..=block_key(self.id, bound))
         } else if let Some(b) = self.cached(bound) {
-            let after = b.base() + 1;
+            let after = b.base().saturating_add(1);
             cur = Some(b);
             self.tree
                 .range(block_key(self.id, after)..=block_key(self.id, u64::MAX))
