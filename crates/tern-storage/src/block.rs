@@ -4,7 +4,7 @@
 //! A sled insert costs the same few microseconds whether it carries 40 bytes
 //! or 4 KiB, and every key costs sled memory for as long as it exists. So the
 //! messages a batch appends are written as blocks of consecutive sequences,
-//! and the subject index holds one list per (subject, block) instead of one
+//! and the subject index holds one list per (subject, batch) instead of one
 //! key per message.
 //!
 //! A block, stored under its *base* (the first sequence it was written with):
@@ -24,7 +24,9 @@
 //! rewrites the block without them (its base stays); a block left empty is
 //! removed.
 //!
-//! A subject list, stored under (subject, base of the block):
+//! A subject list holds the sequences of one subject that one batch wrote
+//! (or, in a restore, one chunk), stored under (subject, its first
+//! sequence, the list's *base*). A subject's lists never overlap.
 //!
 //! ```text
 //! count varint, count × delta varint (seq - previous seq, the first from base)
@@ -85,8 +87,13 @@ impl BlockBuilder {
     /// Adds a record; the caller checked [`BlockBuilder::fits`] (or the
     /// block is empty and the record is alone however big).
     pub(crate) fn push(&mut self, seq: u64, record: &[u8]) {
+        self.push_with(seq, |data| data.extend_from_slice(record));
+    }
+
+    /// Adds the record that `write` appends to the block's data.
+    pub(crate) fn push_with(&mut self, seq: u64, write: impl FnOnce(&mut Vec<u8>)) {
         debug_assert!(seq >= self.base);
-        self.data.extend_from_slice(record);
+        write(&mut self.data);
         self.entries
             .push(((seq - self.base) as u32, self.data.len() as u32));
     }
@@ -215,7 +222,7 @@ impl Block {
     }
 }
 
-/// Encodes the sequences (ascending) of one subject in the block at `base`.
+/// Encodes the sequences (ascending, none below `base`) of one subject.
 pub(crate) fn encode_list(base: u64, seqs: &[u64]) -> Vec<u8> {
     let mut w = Writer::with_capacity(2 + seqs.len() * 2 + 4);
     w.var(seqs.len() as u64);

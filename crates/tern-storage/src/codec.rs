@@ -165,15 +165,29 @@ pub(crate) fn unseal(raw: &[u8], salt: u64) -> Option<&[u8]> {
 
 /// Encodes a message record for sequence `seq`.
 pub(crate) fn encode_msg(msg: &StoredMessage) -> Vec<u8> {
-    let headers = msg.headers.as_deref();
-    let cap = 1
-        + 8
+    let mut out = Vec::with_capacity(encoded_msg_len(msg));
+    encode_msg_into(&mut out, msg);
+    out
+}
+
+/// An upper bound of the length of `msg`'s record.
+pub(crate) fn encoded_msg_len(msg: &StoredMessage) -> usize {
+    1 + 8
         + 10
         + msg.subject.len()
-        + headers.map_or(0, |h| h.len() + 10)
+        + msg.headers.as_ref().map_or(0, |h| h.len() + 10)
         + msg.payload.len()
-        + 4;
-    let mut w = Writer::with_capacity(cap);
+        + 4
+}
+
+/// Appends the record of `msg` to `out`.
+pub(crate) fn encode_msg_into(out: &mut Vec<u8>, msg: &StoredMessage) {
+    let start = out.len();
+    let headers = msg.headers.as_deref();
+    let mut w = Writer {
+        buf: std::mem::take(out),
+    };
+    w.buf.reserve(encoded_msg_len(msg));
     w.u8(MSG_VERSION << 4 | u8::from(headers.is_some()));
     w.u64(msg.timestamp_ns);
     w.bytes(&msg.subject);
@@ -181,7 +195,9 @@ pub(crate) fn encode_msg(msg: &StoredMessage) -> Vec<u8> {
         w.bytes(h);
     }
     w.buf.extend_from_slice(&msg.payload);
-    w.seal(msg.seq)
+    let crc = checksum(msg.seq, &w.buf[start..]);
+    w.buf.extend_from_slice(&crc.to_le_bytes());
+    *out = w.buf;
 }
 
 /// Decodes a message record stored under `seq`; `None` if the checksum or

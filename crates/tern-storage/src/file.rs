@@ -10,8 +10,9 @@
 //!        kind: 'l' limits, 's' counters, 'c' config blob,
 //!              'k' consumer config, 'p' consumer state
 //! 0x03 id base                           -> message block (see block)
-//! 0x04 id subject 0x00 base              -> the subject's sequences in the
-//!                                           block at base (see block)
+//! 0x04 id subject 0x00 base              -> sequences of the subject that
+//!                                           one batch wrote, base the first
+//!                                           (see block)
 //! ```
 //!
 //! Ids and sequences are big-endian so byte order is numeric order: a
@@ -926,17 +927,18 @@ impl StreamStore for SledStore {
                     core.consumers.insert(name);
                 }
                 Frame::Message(msg, record) => {
-                    blocks.push(&mut batch, msg.seq, &msg.subject, record);
+                    blocks.push_record(&mut batch, msg.seq, &msg.subject, record);
                     pending += 1;
                 }
             }
             if pending >= CHUNK {
+                blocks.finish_all(&mut batch);
                 t.apply_batch(std::mem::take(&mut batch))?;
                 pending = 0;
             }
             Ok(())
         })?;
-        blocks.finish(&mut batch);
+        blocks.finish_all(&mut batch);
         batch.insert(
             meta_key(id, KIND_COUNTERS, ""),
             codec::encode_counters(&core.c),
@@ -965,8 +967,8 @@ fn abort(results: Vec<Result<OpResult>>, err: &StorageError) -> Vec<Result<OpRes
         .collect()
 }
 
-/// Packs appended records into blocks and their subject lists, and puts
-/// them in a batch as each block closes.
+/// Packs appended messages into blocks and subject lists, and puts them in
+/// a batch: each block as it closes, the lists when told to.
 struct Blocks {
     id: u64,
     open: Option<BlockBuilder>,
@@ -982,17 +984,37 @@ impl Blocks {
         }
     }
 
-    /// Adds the record of `seq`; sequences come in ascending order.
-    fn push(&mut self, batch: &mut Batch, seq: u64, subject: &Bytes, record: &[u8]) {
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|b| !b.fits(seq, record.len()))
-        {
-            self.finish(batch);
+    /// Adds a message; sequences come in ascending order.
+    fn push(&mut self, batch: &mut Batch, m: &StoredMessage) {
+        self.push_with(
+            batch,
+            m.seq,
+            &m.subject,
+            codec::encoded_msg_len(m),
+            |data| codec::encode_msg_into(data, m),
+        );
+    }
+
+    /// Adds an encoded record (from a snapshot).
+    fn push_record(&mut self, batch: &mut Batch, seq: u64, subject: &Bytes, record: &[u8]) {
+        self.push_with(batch, seq, subject, record.len(), |data| {
+            data.extend_from_slice(record)
+        });
+    }
+
+    fn push_with(
+        &mut self,
+        batch: &mut Batch,
+        seq: u64,
+        subject: &Bytes,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        if self.open.as_ref().is_some_and(|b| !b.fits(seq, len)) {
+            self.finish_block(batch);
         }
         let open = self.open.get_or_insert_with(|| BlockBuilder::new(seq));
-        open.push(seq, record);
+        open.push_with(seq, write);
         match self.lists.get_mut(subject) {
             Some(seqs) => seqs.push(seq),
             None => {
@@ -1002,13 +1024,18 @@ impl Blocks {
     }
 
     /// Closes the open block, if any.
-    fn finish(&mut self, batch: &mut Batch) {
-        let Some(b) = self.open.take() else {
-            return;
-        };
-        let base = b.base();
-        batch.insert(&block_key(self.id, base)[..], b.finish());
+    fn finish_block(&mut self, batch: &mut Batch) {
+        if let Some(b) = self.open.take() {
+            batch.insert(&block_key(self.id, b.base())[..], b.finish());
+        }
+    }
+
+    /// Closes the open block and writes the subject lists gathered so far,
+    /// each under its first sequence.
+    fn finish_all(&mut self, batch: &mut Batch) {
+        self.finish_block(batch);
         for (subject, seqs) in self.lists.drain() {
+            let base = seqs[0];
             batch.insert(
                 idx_key(self.id, &subject, base),
                 block::encode_list(base, &seqs),
@@ -1344,6 +1371,64 @@ impl SledTxn<'_> {
         Ok(None)
     }
 
+    /// Removes `seqs` (ascending) from the lists of `subject` that hold
+    /// them: one lookup per list, one rewrite per list.
+    fn drop_from_lists(&self, batch: &mut Batch, subject: &[u8], seqs: &[u64]) -> Result<()> {
+        struct List {
+            base: u64,
+            seqs: Vec<u64>,
+            last: u64,
+            gone: Vec<u64>,
+        }
+        let write = |batch: &mut Batch, mut l: List| {
+            if l.gone.is_empty() {
+                return;
+            }
+            let key = idx_key(self.id, subject, l.base);
+            l.seqs.retain(|s| l.gone.binary_search(s).is_err());
+            if l.seqs.is_empty() {
+                batch.remove(key);
+            } else {
+                batch.insert(key, block::encode_list(l.base, &l.seqs));
+            }
+        };
+        let mut cur: Option<List> = None;
+        for &seq in seqs {
+            if cur.as_ref().is_none_or(|l| seq > l.last) {
+                if let Some(l) = cur.take() {
+                    write(batch, l);
+                }
+                let found = self
+                    .tree
+                    .range(idx_key(self.id, subject, 0)..=idx_key(self.id, subject, seq))
+                    .next_back()
+                    .transpose()?;
+                let Some((k, v)) = found else { continue };
+                let base = key_seq(&k);
+                let Some(list) = block::decode_list(base, &v) else {
+                    tracing::warn!(stream = self.stream, base, "damaged subject list");
+                    continue;
+                };
+                let last = list.last().copied().unwrap_or(base);
+                cur = Some(List {
+                    base,
+                    seqs: list,
+                    last,
+                    gone: Vec::new(),
+                });
+            }
+            if let Some(l) = cur.as_mut() {
+                if l.seqs.binary_search(&seq).is_ok() {
+                    l.gone.push(seq);
+                }
+            }
+        }
+        if let Some(l) = cur {
+            write(batch, l);
+        }
+        Ok(())
+    }
+
     /// Writes the batch (and the counters) in one atomic `apply_batch`.
     /// Returns the fence below which records are to be cleaned up.
     fn commit(self, counters: &Counters) -> Result<Option<u64>> {
@@ -1351,14 +1436,11 @@ impl SledTxn<'_> {
         let mut batch = Batch::default();
         // Removed messages: rewrite each block once, and each subject list.
         let mut by_block: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-        let mut by_list: HashMap<(Bytes, u64), Vec<u64>> = HashMap::new();
+        let mut by_subject: HashMap<Bytes, Vec<u64>> = HashMap::new();
         for (seq, (base, subject)) in &self.dropped {
             by_block.entry(*base).or_default().push(*seq);
             if let Some(subject) = subject {
-                by_list
-                    .entry((subject.clone(), *base))
-                    .or_default()
-                    .push(*seq);
+                by_subject.entry(subject.clone()).or_default().push(*seq);
             }
         }
         for (base, seqs) in &by_block {
@@ -1377,26 +1459,16 @@ impl SledTxn<'_> {
                 None => batch.remove(&key[..]),
             }
         }
-        for ((subject, base), seqs) in &by_list {
-            let key = idx_key(self.id, subject, *base);
-            let Some(raw) = t.get(&key)? else { continue };
-            let Some(mut list) = block::decode_list(*base, &raw) else {
-                tracing::warn!(stream = self.stream, base, "damaged subject list");
-                continue;
-            };
-            list.retain(|s| seqs.binary_search(s).is_err());
-            if list.is_empty() {
-                batch.remove(key);
-            } else {
-                batch.insert(key, block::encode_list(*base, &list));
-            }
+        for (subject, seqs) in &by_subject {
+            self.drop_from_lists(&mut batch, subject, seqs)?;
         }
-        // Appended messages, packed into new blocks.
+        // Appended messages, packed into new blocks, one subject list per
+        // subject for the whole batch.
         let mut blocks = Blocks::new(self.id);
         for m in self.msgs.values().flatten() {
-            blocks.push(&mut batch, m.seq, &m.subject, &codec::encode_msg(m));
+            blocks.push(&mut batch, m);
         }
-        blocks.finish(&mut batch);
+        blocks.finish_all(&mut batch);
         for (key, value) in self.meta {
             match value {
                 Some(v) => batch.insert(key, v),
