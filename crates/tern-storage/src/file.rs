@@ -586,9 +586,28 @@ fn cleanup_below(t: &sled::Tree, id: u64, fence: u64) -> Result<()> {
         if base >= fence {
             continue;
         }
-        let live = block::decode_list(base, &v)
-            .and_then(|seqs| seqs.last().copied())
-            .is_some_and(|last| last >= fence);
+        let live = match block::decode_list(base, &v) {
+            Some(seqs) => seqs.last().is_some_and(|last| *last >= fence),
+            // A damaged list may still name live messages: those of its
+            // subject from the fence up to where its next list starts.
+            None => {
+                let mut next = k.to_vec();
+                next.push(0);
+                let mut end = k[..k.len() - 8].to_vec();
+                end.extend_from_slice(&u64::MAX.to_be_bytes());
+                let until = t
+                    .range(next..=end)
+                    .next()
+                    .transpose()?
+                    .map_or(u64::MAX, |(n, _)| key_seq(&n));
+                let subject = &k[9..k.len() - 9];
+                let live = until > fence && has_subject_between(t, id, subject, fence, until)?;
+                if live {
+                    tracing::warn!(base, "damaged subject list kept: it names live messages");
+                }
+                live
+            }
+        };
         if !live {
             batch.remove(k);
             flush(&mut batch, &mut pending)?;
@@ -596,6 +615,37 @@ fn cleanup_below(t: &sled::Tree, id: u64, fence: u64) -> Result<()> {
     }
     t.apply_batch(batch)?;
     Ok(())
+}
+
+/// Whether a stored message in `from..until` has `subject` (or a subject
+/// that cannot be read, which might be it).
+fn has_subject_between(
+    t: &sled::Tree,
+    id: u64,
+    subject: &[u8],
+    from: u64,
+    until: u64,
+) -> Result<bool> {
+    let start = t
+        .range(block_key(id, 0)..=block_key(id, from))
+        .next_back()
+        .transpose()?
+        .map_or(from, |(k, _)| key_seq(&k));
+    for item in t.range(block_key(id, start)..block_key(id, until)) {
+        let (k, v) = item?;
+        let Some(b) = Block::parse(key_seq(&k), Bytes::from_owner(v)) else {
+            return Ok(true);
+        };
+        for i in b.lower_bound(from)..b.len() {
+            if b.seq(i) >= until {
+                break;
+            }
+            if codec::peek_subject(&b.record(i)).is_none_or(|s| s == subject) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Refuses a data directory written in another layout, and marks a new one.
@@ -777,7 +827,7 @@ impl StreamStore for SledStore {
             }
             let r = slot.core.apply(&mut txn, op);
             if let Err(e) = &r {
-                if e.is_backend() {
+                if aborts_batch(e) {
                     failed = Some(e.clone());
                 }
             }
@@ -955,13 +1005,26 @@ impl StreamStore for SledStore {
     }
 }
 
+/// Errors after which a batch is not committed: the disk failed, or a
+/// stored record that an operation had to read was unreadable. Such an
+/// operation may have changed the batch halfway (an append inserts before
+/// it enforces limits), so nothing of the batch is kept and the in-memory
+/// figures are reloaded.
+fn aborts_batch(e: &StorageError) -> bool {
+    e.is_backend()
+        || matches!(
+            e,
+            StorageError::Corrupt { .. } | StorageError::CorruptMeta { .. }
+        )
+}
+
 /// Every result of a batch that did not reach the disk becomes an error.
 fn abort(results: Vec<Result<OpResult>>, err: &StorageError) -> Vec<Result<OpResult>> {
     results
         .into_iter()
         .map(|r| match r {
             Ok(_) => Err(err.clone()),
-            Err(e) if e.is_backend() => Err(e),
+            Err(e) if aborts_batch(&e) => Err(e),
             Err(_) => Err(StorageError::BatchAborted),
         })
         .collect()

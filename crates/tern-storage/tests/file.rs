@@ -559,3 +559,82 @@ fn an_older_storage_format_is_refused() {
     Storage::open(empty.path()).unwrap();
     Storage::open(empty.path()).unwrap();
 }
+
+#[test]
+fn a_write_that_meets_a_damaged_block_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = StreamLimits {
+        max_msgs: Some(5),
+        ..StreamLimits::default()
+    };
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", limits).unwrap();
+        append_batch(&s, 5); // one block, 1..=5
+    }
+    raw(dir.path(), |tree| {
+        let (key, mut value, _) = block_with(tree, b"payload-000002");
+        value[1] ^= 0x01;
+        tree.insert(key, value).unwrap();
+    });
+    for _ in 0..2 {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.open_stream("S").unwrap();
+        // Each append must drop message 1 to stay within max_msgs, cannot
+        // read it, and so stores nothing.
+        for _ in 0..3 {
+            assert!(matches!(
+                s.append(common::msg("b.x", "new", 1)),
+                Err(StorageError::Corrupt { .. })
+            ));
+        }
+        assert_eq!(s.get(6), Err(StorageError::NotFound));
+        assert!(matches!(
+            s.delete_msg(1, false),
+            Err(StorageError::Corrupt { .. })
+        ));
+    }
+    // A purge of everything needs no read; then the stream works again.
+    let storage = Storage::open(dir.path()).unwrap();
+    let s = storage.open_stream("S").unwrap();
+    assert_eq!(s.purge(PurgeRequest::default()).unwrap(), 5);
+    assert_eq!(s.append(common::msg("b.x", "new", 1)).unwrap().0, 6);
+    assert_eq!(seqs(&s), vec![6]);
+}
+
+#[test]
+fn cleanup_keeps_a_damaged_subject_list_that_may_be_live() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+        append_batch(&s, 20); // one list per subject, b.1's is 1, 5, ... 17
+    }
+    raw(dir.path(), |tree| {
+        let key = tree
+            .scan_prefix([TAG_SUBJ])
+            .map(|item| item.unwrap().0)
+            .find(|k| k.windows(4).any(|w| w == b"b.1\0"))
+            .expect("list of b.1");
+        tree.insert(key, &b"damaged"[..]).unwrap();
+    });
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.open_stream("S").unwrap();
+        // Keeps few, so only the fence moves and cleanup removes what is
+        // below it; b.1's list straddles the fence (17 is live).
+        s.purge(PurgeRequest {
+            up_to_seq: Some(16),
+            ..PurgeRequest::default()
+        })
+        .unwrap();
+        assert_eq!(seqs(&s), vec![16, 17, 18, 19, 20]);
+    }
+    raw(dir.path(), |tree| {
+        assert!(tree.scan_prefix([TAG_SUBJ]).any(|item| item
+            .unwrap()
+            .0
+            .windows(4)
+            .any(|w| w == b"b.1\0")));
+    });
+}
