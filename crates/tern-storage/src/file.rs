@@ -617,6 +617,22 @@ fn cleanup_below(t: &sled::Tree, id: u64, fence: u64) -> Result<()> {
     Ok(())
 }
 
+/// The sequence in the key of the last entry in `lo..=hi` (a block or a
+/// subject list starting at or before `hi`'s sequence), else `hi`'s: where a
+/// forward walk from `hi`'s sequence must start, since that entry may hold it.
+fn walk_start(t: &sled::Tree, lo: &[u8], hi: &[u8]) -> Result<u64> {
+    Ok(t.range(lo..=hi)
+        .next_back()
+        .transpose()?
+        .map_or(key_seq(hi), |(k, _)| key_seq(&k)))
+}
+
+/// The next entry of `iter`, from the back when `rev`.
+fn step(iter: &mut sled::Iter, rev: bool) -> Option<Result<(IVec, IVec)>> {
+    let item = if rev { iter.next_back() } else { iter.next() };
+    item.map(|r| r.map_err(StorageError::from))
+}
+
 /// Whether a stored message in `from..until` has `subject` (or a subject
 /// that cannot be read, which might be it).
 fn has_subject_between(
@@ -626,11 +642,7 @@ fn has_subject_between(
     from: u64,
     until: u64,
 ) -> Result<bool> {
-    let start = t
-        .range(block_key(id, 0)..=block_key(id, from))
-        .next_back()
-        .transpose()?
-        .map_or(from, |(k, _)| key_seq(&k));
+    let start = walk_start(t, &block_key(id, 0), &block_key(id, from))?;
     for item in t.range(block_key(id, start)..block_key(id, until)) {
         let (k, v) = item?;
         let Some(b) = Block::parse(key_seq(&k), Bytes::from_owner(v)) else {
@@ -1142,16 +1154,11 @@ impl Iterator for DiskEntries<'_> {
                 }
                 self.cur = None;
             }
-            let item = if self.rev {
-                self.blocks.next_back()
-            } else {
-                self.blocks.next()
-            };
-            let (k, raw) = match item? {
+            let (k, raw) = match step(&mut self.blocks, self.rev)? {
                 Ok(kv) => kv,
                 Err(e) => {
                     self.done = true;
-                    return Some(Err(e.into()));
+                    return Some(Err(e));
                 }
             };
             let base = key_seq(&k);
@@ -1203,16 +1210,11 @@ impl Iterator for SubjectSeqs<'_> {
                 self.pos -= 1;
                 return Some(Ok((self.cur[self.pos], ())));
             }
-            let item = if self.rev {
-                self.lists.next_back()
-            } else {
-                self.lists.next()
-            };
-            let (k, raw) = match item? {
+            let (k, raw) = match step(&mut self.lists, self.rev)? {
                 Ok(kv) => kv,
                 Err(e) => {
                     self.done = true;
-                    return Some(Err(e.into()));
+                    return Some(Err(e));
                 }
             };
             let base = key_seq(&k);
@@ -1366,12 +1368,11 @@ impl SledTxn<'_> {
                 .range(block_key(self.id, after)..=block_key(self.id, u64::MAX))
         } else {
             // Start at the block that may hold `bound`.
-            let start = self
-                .tree
-                .range(block_key(self.id, 0)..=block_key(self.id, bound))
-                .next_back()
-                .transpose()?
-                .map_or(bound, |(k, _)| key_seq(&k));
+            let start = walk_start(
+                self.tree,
+                &block_key(self.id, 0),
+                &block_key(self.id, bound),
+            )?;
             self.tree
                 .range(block_key(self.id, start)..=block_key(self.id, u64::MAX))
         };
@@ -1394,11 +1395,11 @@ impl SledTxn<'_> {
         let start = if rev {
             0
         } else {
-            self.tree
-                .range(idx_key(self.id, subject, 0)..=idx_key(self.id, subject, from))
-                .next_back()
-                .transpose()?
-                .map_or(from, |(k, _)| key_seq(&k))
+            walk_start(
+                self.tree,
+                &idx_key(self.id, subject, 0),
+                &idx_key(self.id, subject, from),
+            )?
         };
         Ok(SubjectSeqs {
             stream: self.stream,
