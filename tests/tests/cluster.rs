@@ -691,3 +691,35 @@ async fn forwarded_messages_never_reach_another_nodes_jetstream() {
         "node 2 acted on node 1's API request: {names:?}"
     );
 }
+
+/// A client's first request subscribes its reply inbox and publishes at
+/// once; the responder's node must know that subscription by the time the
+/// reply comes (interest and messages travel on different streams, so a
+/// forwarded batch waits for the interest its sender announced before it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_clients_first_request_across_nodes_gets_its_reply() {
+    let cluster = TernCluster::start(2);
+    let responder = connect(&cluster.url(1)).await;
+    let mut service = responder.subscribe("svc.first").await.unwrap();
+    round_trip(&responder).await;
+    cluster.wait_interest(0, "svc.first", 1);
+    let handle = tokio::spawn(async move {
+        for _ in 0..20 {
+            let Some(msg) = service.next().await else {
+                break;
+            };
+            let reply = msg.reply.clone().expect("a request has a reply subject");
+            responder.publish(reply, msg.payload.clone()).await.unwrap();
+            responder.flush().await.unwrap();
+        }
+    });
+    for i in 0..20 {
+        let requester = connect(&cluster.url(0)).await;
+        let answer = timeout(WAIT, requester.request("svc.first", format!("{i}").into()))
+            .await
+            .expect("request timed out")
+            .expect("first request of a new client");
+        assert_eq!(answer.payload, Bytes::from(format!("{i}")));
+    }
+    handle.await.unwrap();
+}

@@ -4,6 +4,7 @@
 //! Peers only need to know *whether* this node has interest, so only the
 //! first subscription and the last unsubscription of a key are announced.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -26,6 +27,8 @@ pub(crate) const FRAME_ITEMS: usize = 10_000;
 #[derive(Default)]
 pub struct InterestRegistry {
     inner: Mutex<Registry>,
+    /// Changes announced so far; raised under `inner`'s lock.
+    version: AtomicU64,
 }
 
 #[derive(Default)]
@@ -43,6 +46,8 @@ pub(crate) struct InterestListener {
 #[derive(Default)]
 struct ListenerState {
     items: Vec<Interest>,
+    /// The registry version once `items` are applied.
+    version: u64,
     /// Set when the listener fell too far behind or was removed.
     closed: bool,
 }
@@ -63,10 +68,12 @@ impl InterestListener {
                     // near the gRPC message limit.
                     let take = state.items.len().min(FRAME_ITEMS);
                     let rest = state.items.split_off(take);
+                    let version = if rest.is_empty() { state.version } else { 0 };
                     let items = std::mem::replace(&mut state.items, rest);
                     return Some(InterestBatch {
                         snapshot: false,
                         items,
+                        version,
                     });
                 }
             }
@@ -74,12 +81,13 @@ impl InterestListener {
         }
     }
 
-    fn push(&self, item: Interest) {
+    fn push(&self, item: Interest, version: u64) {
         let mut state = self.pending.lock();
         if state.items.len() >= MAX_LISTENER_BACKLOG {
             state.closed = true;
         } else {
             state.items.push(item);
+            state.version = version;
         }
         drop(state);
         self.ready.notify_one();
@@ -129,7 +137,11 @@ impl InterestRegistry {
                 None => false,
             }
         };
-        if !announce || inner.listeners.is_empty() {
+        if !announce {
+            return;
+        }
+        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        if inner.listeners.is_empty() {
             return;
         }
         let item = Interest {
@@ -139,7 +151,7 @@ impl InterestRegistry {
             add,
         };
         for listener in &inner.listeners {
-            listener.push(item.clone());
+            listener.push(item.clone(), version);
         }
         inner.listeners.retain(|l| !l.is_closed());
     }
@@ -165,6 +177,7 @@ impl InterestRegistry {
         inner.listeners.push(listener.clone());
         // The snapshot in frames of FRAME_ITEMS; the first one says it
         // replaces what the peer knew (and is sent even when empty).
+        let version = self.version.load(Ordering::Acquire);
         let mut items: Vec<Interest> = items;
         let mut frames = Vec::new();
         loop {
@@ -172,6 +185,7 @@ impl InterestRegistry {
             frames.push(InterestBatch {
                 snapshot: frames.is_empty(),
                 items,
+                version: if rest.is_empty() { version } else { 0 },
             });
             if rest.is_empty() {
                 break;
@@ -188,6 +202,12 @@ impl InterestRegistry {
             .lock()
             .listeners
             .retain(|l| !Arc::ptr_eq(l, listener));
+    }
+
+    /// Interest changes announced so far: a message forwarded after a
+    /// change carries at least this.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// How many distinct (account, subject, queue) keys have local interest.
@@ -213,6 +233,7 @@ mod tests {
         assert_eq!(snapshot.len(), 1);
         assert!(snapshot[0].snapshot);
         assert_eq!(snapshot[0].items.len(), 1);
+        assert_eq!(snapshot[0].version, 1);
         registry.add("$G", "a", None);
         registry.add("$G", "b", Some("q"));
         registry.remove("$G", "a", None);
@@ -225,6 +246,9 @@ mod tests {
             .map(|i| (i.subject.as_str(), i.queue.as_str(), i.add))
             .collect();
         assert_eq!(seen, vec![("b", "q", true), ("a", "", false)]);
+        // Two more announced changes; repeats of a key announce nothing.
+        assert_eq!(batch.version, 3);
+        assert_eq!(registry.version(), 3);
         assert_eq!(registry.len(), 1);
         registry.unsubscribe(&listener);
         assert!(listener.next().await.is_none());
@@ -248,8 +272,11 @@ mod tests {
         for i in 0..(FRAME_ITEMS + 1) {
             registry.add("$G", &format!("t.{i}"), None);
         }
-        assert_eq!(listener.next().await.unwrap().items.len(), FRAME_ITEMS);
-        assert_eq!(listener.next().await.unwrap().items.len(), 1);
+        let first = listener.next().await.unwrap();
+        assert_eq!((first.items.len(), first.version), (FRAME_ITEMS, 0));
+        let last = listener.next().await.unwrap();
+        assert_eq!(last.items.len(), 1);
+        assert_eq!(last.version, registry.version());
     }
 
     #[tokio::test]

@@ -209,6 +209,13 @@ pub(crate) struct NodeShared {
     incarnation: u64,
 }
 
+impl NodeShared {
+    /// The peer with an outbound link, by node id.
+    pub(crate) fn peer(&self, node_id: &str) -> Option<Arc<Peer>> {
+        self.links.lock().get(node_id).map(|l| l.peer.clone())
+    }
+}
+
 struct PeerLink {
     peer: Arc<Peer>,
     stop: watch::Sender<bool>,

@@ -56,6 +56,9 @@ pub struct Peer {
     queue: Mutex<PeerQueue>,
     ready: Notify,
     connected: AtomicBool,
+    /// The peer's interest version applied here (see `InterestBatch`).
+    interest_version: AtomicU64,
+    interest_applied: Notify,
     /// Counters, shared with monitoring.
     pub stats: LinkStats,
 }
@@ -86,6 +89,8 @@ impl Peer {
             queue: Mutex::new(PeerQueue::default()),
             ready: Notify::new(),
             connected: AtomicBool::new(false),
+            interest_version: AtomicU64::new(0),
+            interest_applied: Notify::new(),
             stats: LinkStats::default(),
         }
     }
@@ -155,10 +160,34 @@ impl Peer {
                 };
                 if let Some((packed, count)) = batch {
                     queue.bytes -= packed.len();
-                    return MessageBatch { packed, count };
+                    return MessageBatch {
+                        packed,
+                        count,
+                        interest_version: 0,
+                    };
                 }
             }
             ready.await;
+        }
+    }
+
+    /// Waits until this peer's interest is applied up to `version`, or
+    /// `limit` passed, or the link that brings it is down (then there is
+    /// nothing to wait for).
+    pub(crate) async fn await_interest(&self, version: u64, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let applied = self.interest_applied.notified();
+            if self.interest_version.load(Ordering::Acquire) >= version || !self.is_connected() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, applied).await.is_err() {
+                debug!(
+                    peer = self.node_id(),
+                    version, "delivering before the peer's interest caught up"
+                );
+                return;
+            }
         }
     }
 
@@ -239,7 +268,10 @@ async fn link_once(
     info!(peer = peer.node_id(), %addr, "route link established");
     let sender = async {
         loop {
-            let batch = peer.next_batch().await;
+            let mut batch = peer.next_batch().await;
+            // Read after the batch's messages were queued: it covers every
+            // interest change made before them.
+            batch.interest_version = node.interest.version();
             let frame = crate::pb::RouteFrame {
                 kind: Some(route_frame::Kind::Messages(batch)),
             };
@@ -274,6 +306,14 @@ fn apply_frame(node: &crate::NodeShared, peer: &Arc<Peer>, frame: crate::pb::Rou
                 node.handler
                     .interest(peer, &item.account, &item.subject, queue, item.add);
             }
+            if batch.snapshot {
+                peer.interest_version
+                    .store(batch.version, Ordering::Release);
+            } else if batch.version > 0 {
+                peer.interest_version
+                    .fetch_max(batch.version, Ordering::AcqRel);
+            }
+            peer.interest_applied.notify_waiters();
         }
         other => {
             warn!(peer = peer.node_id(), frame = ?other.map(|_| "non-interest"), "unexpected frame on route answer stream")

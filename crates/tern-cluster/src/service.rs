@@ -17,6 +17,9 @@ use crate::{LinkStats, NodeShared, MAX_GRPC_MESSAGE};
 
 /// How long a dialing node has to send its hello.
 const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest a forwarded batch waits for the sender's interest to arrive on
+/// the other stream before it is delivered anyway.
+const INTEREST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Service {
     node: Arc<NodeShared>,
@@ -217,6 +220,7 @@ impl Cluster for Service {
         // dialing node goes away, its interest listener goes too.
         let node = self.node.clone();
         let reader_listener = listener.clone();
+        let peer_id = hello.node_id.clone();
         tokio::spawn(async move {
             loop {
                 match frames.message().await {
@@ -229,6 +233,12 @@ impl Cluster for Service {
                         stats
                             .in_bytes
                             .fetch_add(batch.packed.len() as u64, Ordering::Relaxed);
+                        // Interest comes on the other stream: hold the batch
+                        // until what the sender announced before it is here.
+                        if let Some(peer) = node.peer(&peer_id) {
+                            peer.await_interest(batch.interest_version, INTEREST_WAIT)
+                                .await;
+                        }
                         sink.deliver(batch);
                     }
                     Ok(Some(_)) => {}
