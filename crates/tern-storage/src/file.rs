@@ -9,10 +9,13 @@
 //! 0x02 id kind [consumer name]           -> metadata record (sealed)
 //!        kind: 'l' limits, 's' counters, 'c' config blob,
 //!              'k' consumer config, 'p' consumer state
-//! 0x03 id base                           -> message block (see block)
+//! 0x03 id base                           -> message block (see block), or a
+//!                                           pointer to it in the log
+//!                                           (see log)
 //! 0x04 id subject 0x00 base              -> sequences of the subject that
 //!                                           one batch wrote, base the first
 //!                                           (see block)
+//! 0x05                                   -> the log's applied position
 //! ```
 //!
 //! Ids and sequences are big-endian so byte order is numeric order: a
@@ -24,7 +27,10 @@
 //!
 //! The messages one batch appends become blocks of up to 8 KiB, so sled sees
 //! a few keys per batch rather than two per message: that is most of the
-//! write cost, and sled's memory grows with its keys. Blocks never overlap:
+//! write cost, and sled's memory grows with its keys. Under
+//! `SyncPolicy::Always` the blocks themselves go to the message log and sled
+//! holds 17-byte pointers to them (see the `log` module for why, and for how
+//! the log doubles as the write-ahead log of the batch). Blocks never overlap:
 //! a block holds sequences from its base up to below the next block's base.
 //! Removing messages rewrites their block (and subject lists) without them.
 //!
@@ -53,13 +59,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use parking_lot::{Mutex, RwLock};
 use sled::{Batch, IVec};
 
 use crate::block::{self, Block, BlockBuilder};
 use crate::codec::{self, Counters};
 use crate::core::{Backend, Removed, ScanVisitor, StreamCore, View};
 use crate::error::StorageError;
+use crate::log::{Log, Ops, Ptr};
 use crate::snapshot::{self, Frame, SnapshotWriter};
 use crate::store::StreamStore;
 use crate::types::{
@@ -81,9 +88,10 @@ const KIND_CONFIG: u8 = b'c';
 const KIND_CONSUMER_CONFIG: u8 = b'k';
 const KIND_CONSUMER_STATE: u8 = b'p';
 
-/// The layout written here: 2 is blocks; 1 (a key per message) had no
-/// marker.
-const FORMAT: u8 = 2;
+/// The layout written here: 3 is blocks in the message log or inline;
+/// 2 (blocks inline only) is read and upgraded in place; 1 (a key per
+/// message) had no marker.
+const FORMAT: u8 = 3;
 
 /// Keys removed per batch by background cleanup and stream deletion.
 const CHUNK: usize = 4096;
@@ -170,53 +178,44 @@ struct Db {
     db: sled::Db,
     tree: sled::Tree,
     sync: SyncPolicy,
-    group: GroupCommit,
-}
-
-/// Shares fsyncs between concurrent batches: a batch that needs one waits
-/// for a flush that started after its commit, or starts one itself. While one
-/// flush runs, every batch committed meanwhile is covered by the next one.
-#[derive(Default)]
-struct GroupCommit {
-    state: Mutex<CommitState>,
-    flushed: Condvar,
-}
-
-#[derive(Default)]
-struct CommitState {
-    /// Tickets handed out to committed batches.
-    committed: u64,
-    /// Every ticket up to this one is on disk.
-    durable: u64,
-    flushing: bool,
+    /// Where blocks go under [`SyncPolicy::Always`]; see [`crate::log`].
+    log: Log,
 }
 
 impl Db {
-    /// A ticket for a batch just committed to sled.
-    fn ticket(&self) -> u64 {
-        let mut s = self.group.state.lock();
-        s.committed += 1;
-        s.committed
+    /// A stored block from its sled value (inline, or a pointer into the
+    /// log); `None` if it is missing or damaged.
+    fn block(&self, base: u64, raw: IVec) -> Result<Option<Block>> {
+        let bytes = match Ptr::decode(&raw) {
+            Some(ptr) => match self.log.read(ptr)? {
+                Some(b) => b,
+                None => return Ok(None),
+            },
+            None => Bytes::from_owner(raw),
+        };
+        Ok(Block::parse(base, bytes))
     }
 
-    /// Returns once the batch holding `ticket` is fsynced.
-    fn sync_to(&self, ticket: u64) -> Result<()> {
-        let mut s = self.group.state.lock();
-        loop {
-            if s.durable >= ticket {
-                return Ok(());
-            }
-            if s.flushing {
-                self.group.flushed.wait(&mut s);
-                continue;
-            }
-            s.flushing = true;
-            let target = s.committed;
-            let flushed = MutexGuard::unlocked(&mut s, || self.tree.flush());
-            s.flushing = false;
-            self.group.flushed.notify_all();
-            flushed?;
-            s.durable = s.durable.max(target);
+    /// Writes a batch. Under [`SyncPolicy::Always`] it goes through the log
+    /// and is on disk when this returns; otherwise it is applied to sled
+    /// directly and sled's background flusher makes it durable.
+    fn write(&self, ops: Ops) -> Result<()> {
+        if self.sync == SyncPolicy::Always {
+            let ticket = self.log.append(ops)?;
+            self.log.sync_to(ticket, &self.tree)?;
+        } else {
+            let (batch, released) = ops.into_inline();
+            self.tree.apply_batch(batch)?;
+            self.log.release(&released);
+        }
+        self.collect();
+        Ok(())
+    }
+
+    /// Deletes log segments nothing points into any more.
+    fn collect(&self) {
+        if let Err(e) = self.log.collect(&self.tree) {
+            tracing::warn!(error = %e, "removing unused message log segments failed");
         }
     }
 }
@@ -252,15 +251,26 @@ impl Storage {
             let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
             config = config.flush_every_ms(Some(ms));
         }
+        #[cfg(test)]
+        if tests::NO_BACKGROUND_FLUSH.load(std::sync::atomic::Ordering::SeqCst) {
+            config = config.flush_every_ms(None);
+        }
         let db = open_retrying(&config)?;
         let tree = db.open_tree("streams")?;
         check_format(&tree)?;
+        let log = Log::open(dir.as_ref(), &tree, || {
+            let mut values = Vec::new();
+            for item in tree.scan_prefix([TAG_MSG]) {
+                values.push(item?.1);
+            }
+            Ok(values)
+        })?;
         let storage = Storage {
             db: Arc::new(Db {
                 db,
                 tree,
                 sync: options.sync,
-                group: GroupCommit::default(),
+                log,
             }),
             streams: Arc::new(Mutex::new(HashMap::new())),
         };
@@ -334,7 +344,7 @@ impl Storage {
         self.db.tree.remove(name_key(name))?;
         self.db.tree.flush()?;
         Ok(StreamWipe {
-            tree: self.db.tree.clone(),
+            db: self.db.clone(),
             id,
         })
     }
@@ -355,9 +365,9 @@ impl Storage {
         Ok(())
     }
 
-    /// Bytes the database takes on disk.
+    /// Bytes the database and the message log take on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.db.size_on_disk()?)
+        Ok(self.db.db.size_on_disk()? + self.db.log.size_on_disk()?)
     }
 
     /// The sync policy the storage was opened with.
@@ -407,8 +417,9 @@ impl Storage {
         }
         for id in orphans {
             tracing::warn!(stream_id = id, "removing data of a deleted stream");
-            wipe_stream(t, id)?;
+            wipe_stream(&self.db, id)?;
         }
+        self.db.collect();
         Ok(())
     }
 }
@@ -435,7 +446,7 @@ fn open_retrying(config: &sled::Config) -> Result<sled::Db> {
 /// [`Storage::begin_delete_stream`].
 #[must_use = "a wipe does nothing until finish() runs"]
 pub struct StreamWipe {
-    tree: sled::Tree,
+    db: Arc<Db>,
     id: u64,
 }
 
@@ -448,28 +459,36 @@ impl fmt::Debug for StreamWipe {
 impl StreamWipe {
     /// Removes the records, in chunks; may take a while for a big stream.
     pub fn finish(self) -> Result<()> {
-        wipe_stream(&self.tree, self.id)
+        wipe_stream(&self.db, self.id)?;
+        self.db.collect();
+        Ok(())
     }
 }
 
 /// Removes every key of a stream, in chunks.
-fn wipe_stream(t: &sled::Tree, id: u64) -> Result<()> {
+fn wipe_stream(db: &Db, id: u64) -> Result<()> {
     for tag in [TAG_MSG, TAG_SUBJ, TAG_META] {
-        remove_range(t, &stream_prefix(tag, id))?;
+        remove_range(db, &stream_prefix(tag, id))?;
     }
     Ok(())
 }
 
 /// Removes the keys under `prefix`, `CHUNK` per batch.
-fn remove_range(t: &sled::Tree, prefix: &[u8]) -> Result<()> {
+fn remove_range(db: &Db, prefix: &[u8]) -> Result<()> {
     loop {
         let mut batch = Batch::default();
+        let mut released = Vec::new();
         let mut seen = 0;
-        for item in t.scan_prefix(prefix).take(CHUNK) {
-            batch.remove(item?.0);
+        for item in db.tree.scan_prefix(prefix).take(CHUNK) {
+            let (k, v) = item?;
+            if k.first() == Some(&TAG_MSG) && Ptr::decode(&v).is_some() {
+                released.push(v);
+            }
+            batch.remove(k);
             seen += 1;
         }
-        t.apply_batch(batch)?;
+        db.tree.apply_batch(batch)?;
+        db.log.release(&released);
         if seen < CHUNK {
             return Ok(());
         }
@@ -535,7 +554,7 @@ fn load_core(db: &Db, id: u64, name: &str) -> Result<StreamCore> {
         .transpose()?
         .is_some();
     if dead || below_first {
-        cleanup_below(t, id, first)?;
+        cleanup_below(db, id, first)?;
     }
     let indexed: u64 = core.subjects.values().sum();
     if indexed != counters.msgs {
@@ -551,13 +570,16 @@ fn load_core(db: &Db, id: u64, name: &str) -> Result<StreamCore> {
 
 /// Removes the blocks and subject lists wholly below `fence`; a block that
 /// straddles it stays (readers skip its dead part).
-fn cleanup_below(t: &sled::Tree, id: u64, fence: u64) -> Result<()> {
+fn cleanup_below(db: &Db, id: u64, fence: u64) -> Result<()> {
+    let t = &db.tree;
     let mut batch = Batch::default();
+    let mut released = Vec::new();
     let mut pending = 0;
-    let flush = |batch: &mut Batch, pending: &mut usize| -> Result<()> {
+    let flush = |batch: &mut Batch, released: &mut Vec<IVec>, pending: &mut usize| -> Result<()> {
         *pending += 1;
         if *pending >= CHUNK {
             t.apply_batch(std::mem::take(batch))?;
+            db.log.release(&std::mem::take(released));
             *pending = 0;
         }
         Ok(())
@@ -566,18 +588,21 @@ fn cleanup_below(t: &sled::Tree, id: u64, fence: u64) -> Result<()> {
     let mut prev: Option<(IVec, IVec)> = None;
     for item in t.range(block_key(id, 0)..=block_key(id, fence)) {
         let (k, v) = item?;
-        if let Some((dead, _)) = prev.replace((k, v)) {
+        if let Some((dead, value)) = prev.replace((k, v)) {
             batch.remove(dead);
-            flush(&mut batch, &mut pending)?;
+            released.push(value);
+            flush(&mut batch, &mut released, &mut pending)?;
         }
     }
     if let Some((k, v)) = prev {
         let base = key_seq(&k);
-        let below = Block::parse(base, Bytes::from_owner(v))
+        let below = db
+            .block(base, v.clone())?
             .and_then(|b| b.last_seq())
             .is_some_and(|last| last < fence);
         if base < fence && below {
             batch.remove(k);
+            released.push(v);
         }
     }
     for item in t.scan_prefix(stream_prefix(TAG_SUBJ, id)) {
@@ -601,7 +626,7 @@ fn cleanup_below(t: &sled::Tree, id: u64, fence: u64) -> Result<()> {
                     .transpose()?
                     .map_or(u64::MAX, |(n, _)| key_seq(&n));
                 let subject = &k[9..k.len() - 9];
-                let live = until > fence && has_subject_between(t, id, subject, fence, until)?;
+                let live = until > fence && has_subject_between(db, id, subject, fence, until)?;
                 if live {
                     tracing::warn!(base, "damaged subject list kept: it names live messages");
                 }
@@ -610,10 +635,11 @@ fn cleanup_below(t: &sled::Tree, id: u64, fence: u64) -> Result<()> {
         };
         if !live {
             batch.remove(k);
-            flush(&mut batch, &mut pending)?;
+            flush(&mut batch, &mut released, &mut pending)?;
         }
     }
     t.apply_batch(batch)?;
+    db.log.release(&released);
     Ok(())
 }
 
@@ -635,17 +661,12 @@ fn step(iter: &mut sled::Iter, rev: bool) -> Option<Result<(IVec, IVec)>> {
 
 /// Whether a stored message in `from..until` has `subject` (or a subject
 /// that cannot be read, which might be it).
-fn has_subject_between(
-    t: &sled::Tree,
-    id: u64,
-    subject: &[u8],
-    from: u64,
-    until: u64,
-) -> Result<bool> {
+fn has_subject_between(db: &Db, id: u64, subject: &[u8], from: u64, until: u64) -> Result<bool> {
+    let t = &db.tree;
     let start = walk_start(t, &block_key(id, 0), &block_key(id, from))?;
     for item in t.range(block_key(id, start)..block_key(id, until)) {
         let (k, v) = item?;
-        let Some(b) = Block::parse(key_seq(&k), Bytes::from_owner(v)) else {
+        let Some(b) = db.block(key_seq(&k), v)? else {
             return Ok(true);
         };
         for i in b.lower_bound(from)..b.len() {
@@ -664,8 +685,14 @@ fn has_subject_between(
 fn check_format(t: &sled::Tree) -> Result<()> {
     match t.get([TAG_FORMAT])? {
         Some(v) if v.as_ref() == [FORMAT] => Ok(()),
+        // Format 2 is format 3 without pointers into the log.
+        Some(v) if v.as_ref() == [2] => {
+            t.insert([TAG_FORMAT], &[FORMAT])?;
+            t.flush()?;
+            Ok(())
+        }
         Some(v) => Err(StorageError::Backend(format!(
-            "the data directory is in storage format {}; this version reads format {FORMAT} only",
+            "the data directory is in storage format {}; this version reads formats 2 and {FORMAT}",
             v.first().copied().unwrap_or(0)
         ))),
         None if t.scan_prefix([TAG_NAME]).next().is_some() => Err(StorageError::Backend(format!(
@@ -744,6 +771,7 @@ impl SledStore {
 
     fn txn(&self) -> SledTxn<'_> {
         SledTxn {
+            db: &self.db,
             tree: &self.db.tree,
             id: self.id,
             stream: &self.name,
@@ -773,8 +801,9 @@ impl SledStore {
             // A restore since may have put live records below the old fence.
             fence.min(slot.core.c.first_seq)
         };
-        let done = cleanup_below(&self.db.tree, self.id, fence);
+        let done = cleanup_below(&self.db, self.id, fence);
         *self.last_block.lock() = None;
+        self.db.collect();
         done
     }
 
@@ -848,12 +877,17 @@ impl StreamStore for SledStore {
         if failed.is_none() && txn.is_empty() && slot.core.c == before {
             return results; // nothing to write: every op was rejected
         }
+        // The stream stays locked until the batch is durable: readers must
+        // not find counters that name messages sled does not hold yet.
         let committed = match failed {
             Some(e) => Err(e),
-            None => txn.commit(&slot.core.c),
+            None => txn.commit(&slot.core.c).and_then(|(ops, fence)| {
+                self.db.write(ops)?;
+                Ok(fence)
+            }),
         };
-        let (fence, ticket) = match committed {
-            Ok(fence) => (fence, self.db.ticket()),
+        let fence = match committed {
+            Ok(fence) => fence,
             Err(e) => {
                 *self.last_block.lock() = None;
                 // The in-memory figures ran ahead of the disk: reload them.
@@ -868,17 +902,6 @@ impl StreamStore for SledStore {
             }
         };
         drop(slot);
-        if self.db.sync == SyncPolicy::Always {
-            // Durability: the caller acknowledges these operations only after
-            // this returns, i.e. after an fsync that started after the commit.
-            // One fsync covers the whole batch and every batch committed
-            // concurrently (group commit). Under SyncPolicy::Interval this is
-            // skipped and sled's background flusher makes the writes durable
-            // within the interval.
-            if let Err(e) = self.db.sync_to(ticket) {
-                return abort(results, &e);
-            }
-        }
         if let Some(fence) = fence {
             if let Err(e) = self.cleanup(fence) {
                 tracing::warn!(stream = %self.name, error = %e, "cleanup after purge failed");
@@ -963,9 +986,11 @@ impl StreamStore for SledStore {
         // open (corrupt state) rather than one that looks whole.
         t.remove(meta_key(id, KIND_COUNTERS, ""))?;
         *self.last_block.lock() = None;
-        wipe_stream(t, id)?;
+        wipe_stream(&self.db, id)?;
         let mut core = snapshot::core_from(&self.name, header);
-        let mut batch = Batch::default();
+        // Restored blocks are stored inline: a restore is one big write,
+        // flushed once at its end.
+        let mut batch = Ops::default();
         let mut blocks = Blocks::new(id);
         let mut pending = 0;
         batch.insert(
@@ -995,7 +1020,7 @@ impl StreamStore for SledStore {
             }
             if pending >= CHUNK {
                 blocks.finish_all(&mut batch);
-                t.apply_batch(std::mem::take(&mut batch))?;
+                t.apply_batch(std::mem::take(&mut batch).into_inline().0)?;
                 pending = 0;
             }
             Ok(())
@@ -1005,9 +1030,10 @@ impl StreamStore for SledStore {
             meta_key(id, KIND_COUNTERS, ""),
             codec::encode_counters(&core.c),
         );
-        t.apply_batch(batch)?;
+        t.apply_batch(batch.into_inline().0)?;
         t.flush()?;
         slot.core = core;
+        self.db.collect();
         Ok(())
     }
 
@@ -1060,7 +1086,7 @@ impl Blocks {
     }
 
     /// Adds a message; sequences come in ascending order.
-    fn push(&mut self, batch: &mut Batch, m: &StoredMessage) {
+    fn push(&mut self, batch: &mut Ops, m: &StoredMessage) {
         self.push_with(
             batch,
             m.seq,
@@ -1071,7 +1097,7 @@ impl Blocks {
     }
 
     /// Adds an encoded record (from a snapshot).
-    fn push_record(&mut self, batch: &mut Batch, seq: u64, subject: &Bytes, record: &[u8]) {
+    fn push_record(&mut self, batch: &mut Ops, seq: u64, subject: &Bytes, record: &[u8]) {
         self.push_with(batch, seq, subject, record.len(), |data| {
             data.extend_from_slice(record)
         });
@@ -1079,7 +1105,7 @@ impl Blocks {
 
     fn push_with(
         &mut self,
-        batch: &mut Batch,
+        batch: &mut Ops,
         seq: u64,
         subject: &Bytes,
         len: usize,
@@ -1099,15 +1125,15 @@ impl Blocks {
     }
 
     /// Closes the open block, if any.
-    fn finish_block(&mut self, batch: &mut Batch) {
+    fn finish_block(&mut self, batch: &mut Ops) {
         if let Some(b) = self.open.take() {
-            batch.insert(&block_key(self.id, b.base())[..], b.finish());
+            batch.block(&block_key(self.id, b.base())[..], b.finish());
         }
     }
 
     /// Closes the open block and writes the subject lists gathered so far,
     /// each under its first sequence.
-    fn finish_all(&mut self, batch: &mut Batch) {
+    fn finish_all(&mut self, batch: &mut Ops) {
         self.finish_block(batch);
         for (subject, seqs) in self.lists.drain() {
             let base = seqs[0];
@@ -1123,6 +1149,7 @@ impl Blocks {
 /// sequence or backward from one, block by block.
 struct DiskEntries<'a> {
     stream: &'a str,
+    db: &'a Db,
     blocks: sled::Iter,
     rev: bool,
     /// Forward: the first sequence wanted; backward: the last.
@@ -1162,7 +1189,14 @@ impl Iterator for DiskEntries<'_> {
                 }
             };
             let base = key_seq(&k);
-            let Some(b) = Block::parse(base, Bytes::from_owner(raw)) else {
+            let parsed = match self.db.block(base, raw) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            let Some(b) = parsed else {
                 self.done = true;
                 return Some(Err(StorageError::Corrupt {
                     stream: self.stream.to_owned(),
@@ -1238,6 +1272,7 @@ impl Iterator for SubjectSeqs<'_> {
 /// The operations of one batch on top of the committed tree: reads see both,
 /// writes stay here until [`SledTxn::commit`].
 struct SledTxn<'a> {
+    db: &'a Db,
     tree: &'a sled::Tree,
     id: u64,
     stream: &'a str,
@@ -1335,8 +1370,10 @@ impl SledTxn<'_> {
         let Some((k, raw)) = found else {
             return Ok(None);
         };
-        let b =
-            Block::parse(key_seq(&k), Bytes::from_owner(raw)).ok_or_else(|| self.corrupt(seq))?;
+        let b = self
+            .db
+            .block(key_seq(&k), raw)?
+            .ok_or_else(|| self.corrupt(seq))?;
         *self.last_block.lock() = Some(b.clone());
         Ok(Some(b))
     }
@@ -1379,6 +1416,7 @@ impl SledTxn<'_> {
         let pos = cur.as_ref().map_or(0, |b| b.lower_bound(bound));
         Ok(DiskEntries {
             stream: self.stream,
+            db: self.db,
             blocks,
             rev,
             bound,
@@ -1437,14 +1475,14 @@ impl SledTxn<'_> {
 
     /// Removes `seqs` (ascending) from the lists of `subject` that hold
     /// them: one lookup per list, one rewrite per list.
-    fn drop_from_lists(&self, batch: &mut Batch, subject: &[u8], seqs: &[u64]) -> Result<()> {
+    fn drop_from_lists(&self, batch: &mut Ops, subject: &[u8], seqs: &[u64]) -> Result<()> {
         struct List {
             base: u64,
             seqs: Vec<u64>,
             last: u64,
             gone: Vec<u64>,
         }
-        let write = |batch: &mut Batch, mut l: List| {
+        let write = |batch: &mut Ops, mut l: List| {
             if l.gone.is_empty() {
                 return;
             }
@@ -1493,11 +1531,11 @@ impl SledTxn<'_> {
         Ok(())
     }
 
-    /// Writes the batch (and the counters) in one atomic `apply_batch`.
-    /// Returns the fence below which records are to be cleaned up.
-    fn commit(self, counters: &Counters) -> Result<Option<u64>> {
+    /// The batch's sled operations, the counters record last, and the fence
+    /// below which records are to be cleaned up after it is written.
+    fn commit(self, counters: &Counters) -> Result<(Ops, Option<u64>)> {
         let t = self.tree;
-        let mut batch = Batch::default();
+        let mut batch = Ops::default();
         // Removed messages: rewrite each block once, and each subject list.
         let mut by_block: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         let mut by_subject: HashMap<Bytes, Vec<u64>> = HashMap::new();
@@ -1510,18 +1548,19 @@ impl SledTxn<'_> {
         for (base, seqs) in &by_block {
             let key = block_key(self.id, *base);
             let cached = self.last_block.lock().take();
+            let raw = t.get(key)?.ok_or_else(|| self.corrupt(seqs[0]))?;
             let b = match cached.filter(|b| b.base() == *base) {
                 Some(b) => b,
-                None => {
-                    let raw = t.get(key)?.ok_or_else(|| self.corrupt(seqs[0]))?;
-                    Block::parse(*base, Bytes::from_owner(raw))
-                        .ok_or_else(|| self.corrupt(seqs[0]))?
-                }
+                None => self
+                    .db
+                    .block(*base, raw.clone())?
+                    .ok_or_else(|| self.corrupt(seqs[0]))?,
             };
             match b.without(|s| seqs.binary_search(&s).is_ok()) {
-                Some(rest) => batch.insert(&key[..], rest),
+                Some(rest) => batch.block(&key[..], rest),
                 None => batch.remove(&key[..]),
             }
+            batch.release(raw);
         }
         for (subject, seqs) in &by_subject {
             self.drop_from_lists(&mut batch, subject, seqs)?;
@@ -1543,8 +1582,7 @@ impl SledTxn<'_> {
             meta_key(self.id, KIND_COUNTERS, ""),
             codec::encode_counters(counters),
         );
-        t.apply_batch(batch)?;
-        Ok(self.drop_fence)
+        Ok((batch, self.drop_fence))
     }
 }
 
@@ -1748,7 +1786,278 @@ impl Backend for SledTxn<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
+    use crate::memory::MemoryStore;
+    use crate::types::Append;
+
+    /// Set in a test process that must leave sled unflushed when it dies.
+    pub(super) static NO_BACKGROUND_FLUSH: AtomicBool = AtomicBool::new(false);
+
+    fn appends(first: u64, n: u64, size: usize) -> Vec<StreamOp> {
+        (first..first + n)
+            .map(|i| StreamOp::Append(Append::new(format!("s.{}", i % 3), vec![i as u8; size], i)))
+            .collect()
+    }
+
+    /// The pointers sled holds, per segment.
+    fn scanned_refs(storage: &Storage) -> BTreeMap<u32, u64> {
+        let mut refs = BTreeMap::new();
+        for item in storage.db.tree.scan_prefix([TAG_MSG]) {
+            if let Some(p) = Ptr::decode(&item.unwrap().1) {
+                *refs.entry(p.seg()).or_default() += 1;
+            }
+        }
+        refs
+    }
+
+    fn counted_refs(storage: &Storage) -> BTreeMap<u32, u64> {
+        let mut refs = storage.db.log.refs();
+        refs.retain(|_, n| *n > 0);
+        refs
+    }
+
+    fn segment_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("log")).unwrap().count()
+    }
+
+    fn same_messages(a: &dyn StreamStore, b: &dyn StreamStore) {
+        let (sa, sb) = (a.state().unwrap(), b.state().unwrap());
+        assert_eq!(sa, sb);
+        for seq in sa.first_seq..=sa.last_seq {
+            assert_eq!(a.get(seq).ok(), b.get(seq).ok(), "seq {seq}");
+        }
+    }
+
+    /// The two streams of the workload below: `S` keeps 500 messages, `K`
+    /// one per subject (as a KV bucket does).
+    fn workload_streams() -> [(&'static str, StreamLimits); 2] {
+        [
+            (
+                "S",
+                StreamLimits {
+                    max_msgs: Some(500),
+                    ..StreamLimits::default()
+                },
+            ),
+            (
+                "K",
+                StreamLimits {
+                    max_msgs_per_subject: Some(1),
+                    ..StreamLimits::default()
+                },
+            ),
+        ]
+    }
+
+    /// The workload's streams in `storage`, created if need be.
+    fn streams(storage: &Storage) -> (Arc<dyn StreamStore>, Arc<dyn StreamStore>) {
+        let [s, kv] = workload_streams().map(|(name, limits)| {
+            storage
+                .open_stream(name)
+                .or_else(|_| storage.create_stream(name, limits))
+                .unwrap()
+        });
+        (s, kv)
+    }
+
+    /// Round `i` of the workload: an appended batch (its blocks logged), a
+    /// delete in an older block (rewritten), and a batch on `K` that
+    /// replaces the last one (the old block emptied, removed).
+    fn round(s: &dyn StreamStore, kv: &dyn StreamStore, i: u64) {
+        let mut ops = appends(i * 10 + 1, 10, 300);
+        if i > 0 {
+            ops.push(StreamOp::Delete {
+                seq: i * 10 - 5,
+                erase: false,
+            });
+        }
+        assert!(s.apply_batch(ops).iter().all(|r| r.is_ok()));
+        assert!(kv
+            .apply_batch(appends(i * 3 + 1, 3, 100))
+            .iter()
+            .all(|r| r.is_ok()));
+    }
+
+    /// The workload run on memory stores too, to compare with.
+    struct Mirror {
+        s: Arc<dyn StreamStore>,
+        kv: Arc<dyn StreamStore>,
+    }
+
+    impl Mirror {
+        fn new() -> Self {
+            let [s, kv] = workload_streams().map(|(name, limits)| -> Arc<dyn StreamStore> {
+                Arc::new(MemoryStore::new(name, limits))
+            });
+            Mirror { s, kv }
+        }
+
+        /// Runs `rounds` on the storage and on the mirror.
+        fn run(&self, storage: &Storage, rounds: std::ops::Range<u64>) {
+            let (s, kv) = streams(storage);
+            for i in rounds {
+                round(&*s, &*kv, i);
+                round(&*self.s, &*self.kv, i);
+            }
+        }
+
+        fn check(&self, storage: &Storage) {
+            let (s, kv) = streams(storage);
+            same_messages(&*s, &*self.s);
+            same_messages(&*kv, &*self.kv);
+        }
+    }
+
+    #[test]
+    fn log_segments_are_counted_and_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::new();
+        {
+            let storage = Storage::open(dir.path()).unwrap();
+            mirror.run(&storage, 0..300);
+            // About 1 MiB went through 64 KiB segments; what is left holds
+            // 500 messages of S and three of K.
+            assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+            let files = segment_files(dir.path());
+            assert!(files <= 8, "{files} segments: {:?}", counted_refs(&storage));
+            mirror.check(&storage);
+        }
+        let storage = Storage::open(dir.path()).unwrap();
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        mirror.check(&storage);
+        // Deleting the streams frees every segment but the one in use.
+        storage.delete_stream("S").unwrap();
+        storage.delete_stream("K").unwrap();
+        assert!(counted_refs(&storage).is_empty());
+        assert!(segment_files(dir.path()) <= 1);
+    }
+
+    fn last_segment(dir: &Path) -> std::path::PathBuf {
+        let mut names: Vec<_> = std::fs::read_dir(dir.join("log"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        names.pop().unwrap()
+    }
+
+    /// The applied position sled holds on disk (the storage must be closed).
+    fn applied_on_disk(dir: &Path) -> (u32, u64) {
+        let db = sled::open(dir).unwrap();
+        let raw = db
+            .open_tree("streams")
+            .unwrap()
+            .get(crate::log::APPLIED_KEY)
+            .unwrap();
+        raw.map_or((0, 0), |raw| {
+            (
+                u32::from_be_bytes(raw[..4].try_into().unwrap()),
+                u64::from_be_bytes(raw[4..].try_into().unwrap()),
+            )
+        })
+    }
+
+    #[test]
+    fn a_torn_record_at_the_end_of_the_log_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::new();
+        mirror.run(&Storage::open(dir.path()).unwrap(), 0..20);
+        // Half a record after the last one: a plausible header, then the
+        // process died.
+        let seg = last_segment(dir.path());
+        let (_, len) = applied_on_disk(dir.path());
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+            f.write_all_at(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9], len)
+                .unwrap();
+        }
+        for _ in 0..2 {
+            mirror.check(&Storage::open(dir.path()).unwrap());
+            assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+        }
+        // The log goes on after it.
+        mirror.run(&Storage::open(dir.path()).unwrap(), 20..21);
+        mirror.check(&Storage::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn logged_blocks_stay_readable_under_an_interval_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = Mirror::new();
+        mirror.run(&Storage::open(dir.path()).unwrap(), 0..40);
+        let options = StorageOptions {
+            sync: SyncPolicy::Interval(std::time::Duration::from_millis(50)),
+            ..StorageOptions::default()
+        };
+        {
+            let storage = Storage::open_with(dir.path(), options).unwrap();
+            mirror.check(&storage);
+            // Rewrites of logged blocks are stored inline now.
+            mirror.run(&storage, 40..80);
+            mirror.check(&storage);
+            assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        }
+        let storage = Storage::open(dir.path()).unwrap();
+        mirror.check(&storage);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+    }
+
+    const CRASH_CHILD: &str = "TERN_STORAGE_CRASH_CHILD";
+
+    #[test]
+    fn a_crash_before_sled_flushes_loses_nothing_acknowledged() {
+        if let Some(dir) = std::env::var_os(CRASH_CHILD) {
+            // The child: write, then die without a sled flush of its own.
+            NO_BACKGROUND_FLUSH.store(true, Ordering::SeqCst);
+            let storage = Storage::open(&dir).unwrap();
+            let (s, kv) = streams(&storage);
+            for i in 0..200 {
+                round(&*s, &*kv, i);
+            }
+            std::process::abort();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "file::tests::a_crash_before_sled_flushes_loses_nothing_acknowledged",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(CRASH_CHILD, dir.path())
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(6),
+            "the child should abort: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // sled alone lacks the last batches (it was flushed only when
+        // unused segments were deleted)...
+        let applied = applied_on_disk(dir.path());
+        let seg = last_segment(dir.path());
+        let seg_id = seg.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let last = (seg_id, std::fs::metadata(&seg).unwrap().len());
+        assert!(
+            applied < last,
+            "applied up to {applied:?}, the log ends at {last:?}"
+        );
+        // ...and the log has them all.
+        let mirror = Mirror::new();
+        let (s, kv) = (&mirror.s, &mirror.kv);
+        for i in 0..200 {
+            round(&**s, &**kv, i);
+        }
+        for _ in 0..2 {
+            let storage = Storage::open(dir.path()).unwrap();
+            mirror.check(&storage);
+            assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        }
+    }
 
     #[test]
     fn prefix_end_bounds_exactly_the_prefix() {

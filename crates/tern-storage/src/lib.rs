@@ -30,13 +30,17 @@
 //!
 //! # Durability
 //!
-//! [`SledStore::apply_batch`](StreamStore::apply_batch) commits a batch with
-//! one atomic sled `apply_batch` and, under [`SyncPolicy::Always`] (the
-//! default), one fsync before it returns: whatever it reports as applied is
-//! on disk. Batching concurrent publishes into one call is how the server
-//! gets group commit. [`SyncPolicy::Interval`] skips the per-batch fsync;
-//! acknowledged writes of the last interval can then be lost if the process
-//! or machine dies.
+//! Under [`SyncPolicy::Always`] (the default),
+//! [`SledStore::apply_batch`](StreamStore::apply_batch) appends the batch as
+//! one record to the message log (the write-ahead log that also holds the
+//! message blocks), fsyncs it, and applies it to sled before it returns:
+//! whatever it reports as applied is on disk, and a record cut short by a
+//! crash is dropped whole on the next open. Batches of concurrent callers
+//! share one fsync, and batching concurrent publishes into one call is how
+//! the server gets group commit. [`SyncPolicy::Interval`] writes to sled
+//! directly (one atomic sled batch, blocks inline) and leaves the fsync to
+//! sled's background flusher; acknowledged writes of the last interval can
+//! then be lost if the process or machine dies.
 //!
 //! # Memory
 //!
@@ -49,8 +53,10 @@
 //! # Layout on disk
 //!
 //! See the `file` module: one sled tree, keys `stream id ++ sequence`
-//! (big-endian) for messages, `stream id ++ subject ++ 0 ++ sequence` for the
-//! subject index, and per-stream metadata records.
+//! (big-endian) for message blocks, `stream id ++ subject ++ 0 ++ sequence`
+//! for the subject lists, and per-stream metadata records; and the `log`
+//! module: segment files beside the database holding the blocks that sled
+//! points to.
 //!
 //! # What it must not do
 //!
@@ -66,6 +72,7 @@ mod codec;
 mod core;
 mod error;
 mod file;
+mod log;
 mod memory;
 mod snapshot;
 mod store;

@@ -1,0 +1,737 @@
+//! The message log: where the file store writes message blocks when every
+//! batch is fsynced ([`SyncPolicy::Always`](crate::SyncPolicy)).
+//!
+//! sled keeps values inside its B-tree leaves and rewrites a whole leaf,
+//! values included, every few updates and on every split: a block of
+//! messages is written to disk about three times over. So under
+//! `SyncPolicy::Always` a batch's blocks go to an append-only log instead,
+//! and sled keeps, under each block's key, a 17-byte pointer to them.
+//!
+//! # Write-ahead
+//!
+//! The log is also the write-ahead log of the sled changes a batch makes. A
+//! batch becomes one *record*: its sled operations (the pointers among them)
+//! followed by its block data, sealed with a CRC. A commit appends the
+//! record, fsyncs the log (one fsync shared by every batch appended
+//! meanwhile: group commit) and only then applies the operations to sled,
+//! in log order, together with the log position they reach (the *applied
+//! position*). The batch is acknowledged after that; sled itself is flushed
+//! in the background.
+//!
+//! So sled never holds a pointer to log data that is not on disk, and after
+//! a crash sled holds a prefix of the records (sled recovers a prefix of its
+//! own writes). Opening the store replays every whole record after the
+//! applied position and cuts a torn one off the end.
+//!
+//! # Segments
+//!
+//! The log is a directory of segment files `NNNNNNNNNN.seg`, a new one
+//! every 64 MiB. Every segment is counted: the pointers to it that sled
+//! holds. A segment that no pointer names any more, and whose records are
+//! all applied, is deleted after a sled flush makes both facts durable.
+//!
+//! ```text
+//! record := len u32 LE | crc u32 LE | body        (len = body length)
+//! body   := count u32 LE, count × op, block data
+//! op     := key len u32 LE, key, 0 (remove) | 1 value len u32 LE, value
+//! crc    := crc32 over segment id u32 BE ++ record offset u64 BE ++ body
+//! pointer (sled value) := 0xFF, segment u32 BE, offset u64 BE, len u32 BE
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use sled::{Batch, IVec};
+
+use crate::error::StorageError;
+
+type Result<T> = std::result::Result<T, StorageError>;
+
+/// The sled key of the applied position: segment u32 BE, offset u64 BE.
+pub(crate) const APPLIED_KEY: [u8; 1] = [0x05];
+const PTR_TAG: u8 = 0xFF;
+const PTR_LEN: usize = 17;
+const HEADER: usize = 8;
+/// A segment is closed once it holds this much (little in unit tests, so
+/// they see many segments).
+#[cfg(not(test))]
+const SEGMENT_TARGET: u64 = 64 << 20;
+#[cfg(test)]
+const SEGMENT_TARGET: u64 = 64 << 10;
+/// Segments grow by allocated chunks of this size: an fdatasync after a
+/// write into allocated space need not commit a new file size as well.
+const PREALLOCATE: u64 = 1 << 20;
+
+/// Sled operations: a value to put, or `None` to remove the key.
+type SledOps = Vec<(IVec, Option<IVec>)>;
+
+/// Applies operations to sled one by one, then the log position they
+/// reach. Not a sled batch: sled writes its buffers out on every batch, and
+/// the log already makes a record all-or-nothing (a record half applied
+/// when the process died is applied again, whole, on open).
+fn apply(tree: &sled::Tree, ops: SledOps, seg: u32, end: u64) -> Result<()> {
+    for (key, value) in ops {
+        match value {
+            Some(v) => tree.insert(key, v)?,
+            None => tree.remove(key)?,
+        };
+    }
+    tree.insert(APPLIED_KEY, &encode_applied(seg, end)[..])?;
+    Ok(())
+}
+
+/// One sled operation of a batch.
+pub(crate) enum Op {
+    Remove,
+    Put(Vec<u8>),
+    /// A message block: logged, with a pointer in sled (or stored inline
+    /// when the batch is not logged).
+    Block(Vec<u8>),
+}
+
+/// The sled operations of one batch, in order.
+#[derive(Default)]
+pub(crate) struct Ops {
+    list: Vec<(Vec<u8>, Op)>,
+    /// Old values of the block keys this batch overwrites or removes.
+    released: Vec<IVec>,
+}
+
+impl Ops {
+    pub(crate) fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.list.push((key.into(), Op::Put(value.into())));
+    }
+
+    pub(crate) fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.list.push((key.into(), Op::Remove));
+    }
+
+    pub(crate) fn block(&mut self, key: impl Into<Vec<u8>>, block: Vec<u8>) {
+        self.list.push((key.into(), Op::Block(block)));
+    }
+
+    /// Notes the old value of a block key this batch overwrites or removes.
+    pub(crate) fn release(&mut self, old: IVec) {
+        if Ptr::decode(&old).is_some() {
+            self.released.push(old);
+        }
+    }
+
+    /// The operations as one sled batch with blocks stored inline.
+    pub(crate) fn into_inline(self) -> (Batch, Vec<IVec>) {
+        let mut batch = Batch::default();
+        for (key, op) in self.list {
+            match op {
+                Op::Remove => batch.remove(key),
+                Op::Put(v) | Op::Block(v) => batch.insert(key, v),
+            }
+        }
+        (batch, self.released)
+    }
+}
+
+/// Where a block lives in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ptr {
+    seg: u32,
+    off: u64,
+    len: u32,
+}
+
+impl Ptr {
+    fn encode(self) -> [u8; PTR_LEN] {
+        let mut out = [0u8; PTR_LEN];
+        out[0] = PTR_TAG;
+        out[1..5].copy_from_slice(&self.seg.to_be_bytes());
+        out[5..13].copy_from_slice(&self.off.to_be_bytes());
+        out[13..17].copy_from_slice(&self.len.to_be_bytes());
+        out
+    }
+
+    /// The segment it points into.
+    #[cfg(test)]
+    pub(crate) fn seg(self) -> u32 {
+        self.seg
+    }
+
+    /// A pointer, if `raw` is one (blocks stored inline start with their
+    /// version byte, never 0xFF).
+    pub(crate) fn decode(raw: &[u8]) -> Option<Ptr> {
+        if raw.len() != PTR_LEN || raw[0] != PTR_TAG {
+            return None;
+        }
+        Some(Ptr {
+            seg: u32::from_be_bytes(raw[1..5].try_into().ok()?),
+            off: u64::from_be_bytes(raw[5..13].try_into().ok()?),
+            len: u32::from_be_bytes(raw[13..17].try_into().ok()?),
+        })
+    }
+}
+
+struct Active {
+    id: u32,
+    file: Arc<File>,
+    len: u64,
+    allocated: u64,
+}
+
+/// A record appended and not yet applied to sled.
+struct Pending {
+    ticket: u64,
+    ops: SledOps,
+    seg: u32,
+    end: u64,
+    pointers: u64,
+    released: Vec<IVec>,
+}
+
+struct Writer {
+    active: Option<Active>,
+    next_id: u32,
+    next_ticket: u64,
+    pending: VecDeque<Pending>,
+}
+
+#[derive(Default)]
+struct Group {
+    /// Every ticket up to this one is fsynced and applied.
+    durable: u64,
+    flushing: bool,
+}
+
+/// The message log of one data directory.
+pub(crate) struct Log {
+    dir: PathBuf,
+    writer: Mutex<Writer>,
+    group: Mutex<Group>,
+    flushed: Condvar,
+    /// Set when the log's state on disk is unknown (a failed fsync or a
+    /// failed undo of a partial write): writes fail until a restart.
+    broken: Mutex<Option<String>>,
+    is_broken: AtomicBool,
+    files: RwLock<HashMap<u32, Arc<File>>>,
+    /// Every segment file with the number of sled pointers into it.
+    refs: Mutex<BTreeMap<u32, u64>>,
+    /// The end of the last record applied to sled.
+    applied: Mutex<(u32, u64)>,
+    gc_due: AtomicBool,
+    gc: Mutex<()>,
+}
+
+fn io(e: std::io::Error) -> StorageError {
+    StorageError::Backend(format!("message log: {e}"))
+}
+
+fn decode_applied(raw: &[u8]) -> Option<(u32, u64)> {
+    if raw.len() != 12 {
+        return None;
+    }
+    Some((
+        u32::from_be_bytes(raw[..4].try_into().ok()?),
+        u64::from_be_bytes(raw[4..].try_into().ok()?),
+    ))
+}
+
+fn encode_applied(seg: u32, end: u64) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..4].copy_from_slice(&seg.to_be_bytes());
+    out[4..].copy_from_slice(&end.to_be_bytes());
+    out
+}
+
+fn crc(seg: u32, off: u64, body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seg.to_be_bytes());
+    h.update(&off.to_be_bytes());
+    h.update(body);
+    h.finalize()
+}
+
+/// Encodes `ops` as the record at `off` of segment `seg`; returns the record
+/// and the sled operations it stands for, with the number of pointers in it.
+fn encode(seg: u32, off: u64, ops: Vec<(Vec<u8>, Op)>) -> Result<(Vec<u8>, SledOps, u64)> {
+    let mut ops_len = 4usize;
+    let mut data_len = 0usize;
+    for (key, op) in &ops {
+        ops_len += 4 + key.len() + 1;
+        ops_len += match op {
+            Op::Remove => 0,
+            Op::Put(v) => 4 + v.len(),
+            Op::Block(b) => {
+                data_len += b.len();
+                4 + PTR_LEN
+            }
+        };
+    }
+    let body_len = ops_len + data_len;
+    let len = u32::try_from(body_len)
+        .map_err(|_| StorageError::InvalidRequest("batch too large for one log record"))?;
+    let mut out = Vec::with_capacity(HEADER + body_len);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+    let mut batch = SledOps::with_capacity(ops.len());
+    let mut data_at = off + (HEADER + ops_len) as u64;
+    let mut blocks = Vec::new();
+    for (key, op) in ops {
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&key);
+        match op {
+            Op::Remove => {
+                out.push(0);
+                batch.push((key.into(), None));
+            }
+            Op::Put(v) => {
+                out.push(1);
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(&v);
+                batch.push((key.into(), Some(v.into())));
+            }
+            Op::Block(b) => {
+                let ptr = Ptr {
+                    seg,
+                    off: data_at,
+                    len: b.len() as u32,
+                }
+                .encode();
+                data_at += b.len() as u64;
+                out.push(1);
+                out.extend_from_slice(&(PTR_LEN as u32).to_le_bytes());
+                out.extend_from_slice(&ptr);
+                batch.push((key.into(), Some(IVec::from(&ptr[..]))));
+                blocks.push(b);
+            }
+        }
+    }
+    let pointers = blocks.len() as u64;
+    for b in blocks {
+        out.extend_from_slice(&b);
+    }
+    let sum = crc(seg, off, &out[HEADER..]);
+    out[4..8].copy_from_slice(&sum.to_le_bytes());
+    Ok((out, batch, pointers))
+}
+
+/// The record at `off` of `data` (segment `seg`) as sled operations, with
+/// its end; `None` if it is not whole and sealed there.
+fn decode(seg: u32, off: u64, data: &[u8]) -> Option<(SledOps, u64)> {
+    let at = usize::try_from(off).ok()?;
+    let head = data.get(at..at.checked_add(HEADER)?)?;
+    let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+    let sum = u32::from_le_bytes(head[4..8].try_into().ok()?);
+    let body = data.get(at + HEADER..(at + HEADER).checked_add(len)?)?;
+    if crc(seg, off, body) != sum {
+        return None;
+    }
+    let mut r = body;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, rest) = (r.get(..n)?, r.get(n..)?);
+        r = rest;
+        Some(head)
+    };
+    let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as usize;
+    let count = u32_at(take(4)?);
+    let mut batch = SledOps::new();
+    for _ in 0..count {
+        let klen = u32_at(take(4)?);
+        let key = IVec::from(take(klen)?);
+        match take(1)?[0] {
+            0 => batch.push((key, None)),
+            1 => {
+                let vlen = u32_at(take(4)?);
+                batch.push((key, Some(IVec::from(take(vlen)?))));
+            }
+            _ => return None,
+        }
+    }
+    Some((batch, off + (HEADER + len) as u64))
+}
+
+fn segment_name(id: u32) -> String {
+    format!("{id:010}.seg")
+}
+
+impl Log {
+    /// Opens the log in `dir`/log, replays into `tree` every record after the
+    /// applied position, and counts the pointers into each segment.
+    /// `block_values` yields every block value stored in `tree`.
+    pub(crate) fn open(
+        dir: &Path,
+        tree: &sled::Tree,
+        block_values: impl Fn() -> Result<Vec<IVec>>,
+    ) -> Result<Log> {
+        let dir = dir.join("log");
+        fs::create_dir_all(&dir).map_err(io)?;
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name
+                .strip_suffix(".seg")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        let mut applied = match tree.get(APPLIED_KEY)? {
+            Some(raw) => decode_applied(&raw).ok_or_else(|| {
+                StorageError::Backend("the message log's applied position is damaged".into())
+            })?,
+            None => (0, 0),
+        };
+        let last = ids.last().copied();
+        let mut replayed = 0u64;
+        let from = applied.0;
+        for &id in ids.iter().filter(|id| **id >= from) {
+            let path = dir.join(segment_name(id));
+            let data = fs::read(&path).map_err(io)?;
+            let mut pos = if id == applied.0 { applied.1 } else { 0 };
+            while pos < data.len() as u64 {
+                let Some((ops, end)) = decode(id, pos, &data) else {
+                    // Allocated space past the last record reads as zeros.
+                    let rest = data.get(pos as usize..).unwrap_or_default();
+                    if rest.iter().all(|b| *b == 0) {
+                        if Some(id) == last {
+                            let f = OpenOptions::new().write(true).open(&path).map_err(io)?;
+                            f.set_len(pos).map_err(io)?;
+                        }
+                        break;
+                    }
+                    if Some(id) != last {
+                        return Err(StorageError::Backend(format!(
+                            "message log segment {id} is damaged at offset {pos}, \
+                             and later segments hold acknowledged writes"
+                        )));
+                    }
+                    tracing::warn!(
+                        segment = id,
+                        offset = pos,
+                        "cutting an incomplete record off the message log"
+                    );
+                    let f = OpenOptions::new().write(true).open(&path).map_err(io)?;
+                    f.set_len(pos).map_err(io)?;
+                    f.sync_all().map_err(io)?;
+                    break;
+                };
+                apply(tree, ops, id, end)?;
+                applied = (id, end);
+                pos = end;
+                replayed += 1;
+            }
+        }
+        if replayed > 0 {
+            tree.flush()?;
+            tracing::info!(records = replayed, "replayed the message log");
+        }
+        let mut refs: BTreeMap<u32, u64> = ids.iter().map(|id| (*id, 0)).collect();
+        for raw in block_values()? {
+            if let Some(p) = Ptr::decode(&raw) {
+                *refs.entry(p.seg).or_default() += 1;
+            }
+        }
+        let log = Log {
+            dir,
+            writer: Mutex::new(Writer {
+                active: None,
+                next_id: last.map_or(1, |l| l + 1),
+                next_ticket: 1,
+                pending: VecDeque::new(),
+            }),
+            group: Mutex::new(Group::default()),
+            flushed: Condvar::new(),
+            broken: Mutex::new(None),
+            is_broken: AtomicBool::new(false),
+            files: RwLock::new(HashMap::new()),
+            refs: Mutex::new(refs),
+            applied: Mutex::new(applied),
+            gc_due: AtomicBool::new(true),
+            gc: Mutex::new(()),
+        };
+        log.collect(tree)?;
+        Ok(log)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.is_broken.load(Ordering::Acquire) {
+            let why = self.broken.lock().clone().unwrap_or_default();
+            return Err(StorageError::Backend(format!(
+                "the message log failed ({why}); restart the server to recover it"
+            )));
+        }
+        Ok(())
+    }
+
+    fn break_with(&self, why: String) {
+        tracing::error!(error = %why, "the message log failed; writes stop until a restart");
+        *self.broken.lock() = Some(why);
+        self.is_broken.store(true, Ordering::Release);
+    }
+
+    /// Starts a new segment; the old one is fsynced first, so a later
+    /// segment never holds a record while an earlier one may lack one.
+    fn rotate(&self, w: &mut Writer) -> Result<()> {
+        if let Some(old) = &w.active {
+            old.file.set_len(old.len).map_err(io)?;
+            old.file.sync_data().map_err(io)?;
+        }
+        let id = w.next_id;
+        let path = self.dir.join(segment_name(id));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io)?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        let file = Arc::new(file);
+        self.files.write().insert(id, file.clone());
+        self.refs.lock().insert(id, 0);
+        w.next_id = id + 1;
+        if w.active.is_some() {
+            self.gc_due.store(true, Ordering::Release);
+        }
+        w.active = Some(Active {
+            id,
+            file,
+            len: 0,
+            allocated: 0,
+        });
+        Ok(())
+    }
+
+    /// Appends a batch as one record; it is applied to sled by
+    /// [`Log::sync_to`] with the returned ticket.
+    pub(crate) fn append(&self, ops: Ops) -> Result<u64> {
+        self.check()?;
+        let mut w = self.writer.lock();
+        if w.active.as_ref().is_none_or(|a| a.len >= SEGMENT_TARGET) {
+            self.rotate(&mut w)?;
+        }
+        let Some(active) = w.active.as_mut() else {
+            return Err(StorageError::Backend("message log has no segment".into()));
+        };
+        let (record, batch, pointers) = encode(active.id, active.len, ops.list)?;
+        let needed = active.len + record.len() as u64;
+        if needed > active.allocated {
+            let to = needed.div_ceil(PREALLOCATE) * PREALLOCATE;
+            let (from, len) = (active.allocated as i64, (to - active.allocated) as i64);
+            nix::fcntl::posix_fallocate(&*active.file, from, len)
+                .map_err(|e| io(std::io::Error::from(e)))?;
+            active.allocated = to;
+        }
+        if let Err(e) = active.file.write_all_at(&record, active.len) {
+            // Undo a partial write, so the next record does not follow junk.
+            match active.file.set_len(active.len) {
+                Ok(()) => active.allocated = active.len,
+                Err(undo) => {
+                    self.break_with(format!("write failed ({e}), then truncate failed ({undo})"))
+                }
+            }
+            return Err(io(e));
+        }
+        active.len += record.len() as u64;
+        let (seg, end) = (active.id, active.len);
+        let ticket = w.next_ticket;
+        w.next_ticket += 1;
+        w.pending.push_back(Pending {
+            ticket,
+            ops: batch,
+            seg,
+            end,
+            pointers,
+            released: ops.released,
+        });
+        Ok(ticket)
+    }
+
+    /// Returns once the record of `ticket` is fsynced and applied to
+    /// `tree`. One fsync covers every record appended before it started.
+    pub(crate) fn sync_to(&self, ticket: u64, tree: &sled::Tree) -> Result<()> {
+        let mut g = self.group.lock();
+        loop {
+            if g.durable >= ticket {
+                return Ok(());
+            }
+            self.check()?;
+            if g.flushing {
+                self.flushed.wait(&mut g);
+                continue;
+            }
+            g.flushing = true;
+            let done = MutexGuard::unlocked(&mut g, || self.flush_and_apply(tree));
+            g.flushing = false;
+            match done {
+                Ok(upto) => g.durable = g.durable.max(upto),
+                Err(e) => self.break_with(e.to_string()),
+            }
+            self.flushed.notify_all();
+        }
+    }
+
+    /// Fsyncs the active segment, then applies the pending records in log
+    /// order; returns the last ticket applied.
+    fn flush_and_apply(&self, tree: &sled::Tree) -> Result<u64> {
+        let (file, pending) = {
+            let mut w = self.writer.lock();
+            let file = w.active.as_ref().map(|a| a.file.clone());
+            (file, std::mem::take(&mut w.pending))
+        };
+        if let Some(file) = file {
+            file.sync_data().map_err(io)?;
+        }
+        let mut upto = 0;
+        for p in pending {
+            // Counted before sled holds them: a count may run ahead of the
+            // pointers, never behind.
+            *self.refs.lock().entry(p.seg).or_default() += p.pointers;
+            apply(tree, p.ops, p.seg, p.end)?;
+            *self.applied.lock() = (p.seg, p.end);
+            self.release(&p.released);
+            upto = p.ticket;
+        }
+        Ok(upto)
+    }
+
+    /// Drops pointers that sled no longer holds (their batch is applied).
+    pub(crate) fn release(&self, values: &[IVec]) {
+        if values.is_empty() {
+            return;
+        }
+        let mut refs = self.refs.lock();
+        for raw in values {
+            if let Some(p) = Ptr::decode(raw) {
+                if let Some(n) = refs.get_mut(&p.seg) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.gc_due.store(true, Ordering::Release);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes the segments that no pointer names and whose records are all
+    /// applied, once a sled flush has made that durable.
+    pub(crate) fn collect(&self, tree: &sled::Tree) -> Result<()> {
+        if !self.gc_due.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let _gc = self.gc.lock();
+        let applied_seg = self.applied.lock().0;
+        let active = self.writer.lock().active.as_ref().map(|a| a.id);
+        let dead: Vec<u32> = self
+            .refs
+            .lock()
+            .iter()
+            .filter(|(id, n)| **n == 0 && **id < applied_seg && Some(**id) != active)
+            .map(|(id, _)| *id)
+            .collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        tree.flush()?;
+        for id in dead {
+            self.files.write().remove(&id);
+            self.refs.lock().remove(&id);
+            match fs::remove_file(self.dir.join(segment_name(id))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes the segment files take (allocated space included).
+    pub(crate) fn size_on_disk(&self) -> Result<u64> {
+        let mut total = 0;
+        for entry in fs::read_dir(&self.dir).map_err(io)? {
+            total += entry.and_then(|e| e.metadata()).map_err(io)?.len();
+        }
+        Ok(total)
+    }
+
+    /// The block a pointer names; `None` if the log does not hold it.
+    pub(crate) fn read(&self, ptr: Ptr) -> Result<Option<Bytes>> {
+        let file = self.files.read().get(&ptr.seg).cloned();
+        let file = match file {
+            Some(f) => f,
+            None => {
+                let path = self.dir.join(segment_name(ptr.seg));
+                match File::open(&path) {
+                    Ok(f) => {
+                        let f = Arc::new(f);
+                        self.files.write().entry(ptr.seg).or_insert(f).clone()
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(io(e)),
+                }
+            }
+        };
+        let mut buf = vec![0u8; ptr.len as usize];
+        match file.read_exact_at(&mut buf, ptr.off) {
+            Ok(()) => Ok(Some(Bytes::from(buf))),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Segment ids with their pointer counts (for tests).
+    #[cfg(test)]
+    pub(crate) fn refs(&self) -> BTreeMap<u32, u64> {
+        self.refs.lock().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(n: usize) -> Ops {
+        let mut o = Ops::default();
+        o.insert(b"k".to_vec(), b"v".to_vec());
+        for i in 0..n {
+            o.block(vec![3, i as u8], vec![1; 10 + i]);
+        }
+        o.remove(b"gone".to_vec());
+        o
+    }
+
+    #[test]
+    fn records_round_trip_and_reject_damage() {
+        let (rec, _, pointers) = encode(7, 100, ops(3).list).unwrap();
+        assert_eq!(pointers, 3);
+        let mut seg = vec![0u8; 100];
+        seg.extend_from_slice(&rec);
+        let (_, end) = decode(7, 100, &seg).unwrap();
+        assert_eq!(end, seg.len() as u64);
+        // Another segment or offset does not validate; nor a torn or
+        // flipped record.
+        assert!(decode(8, 100, &seg).is_none());
+        assert!(decode(7, 100, &seg[..seg.len() - 1]).is_none());
+        let last = seg.len() - 1;
+        seg[last] ^= 1;
+        assert!(decode(7, 100, &seg).is_none());
+    }
+
+    #[test]
+    fn pointers_are_not_blocks() {
+        let p = Ptr {
+            seg: 1,
+            off: 2,
+            len: 3,
+        };
+        assert_eq!(Ptr::decode(&p.encode()), Some(p));
+        assert_eq!(Ptr::decode(&[1; PTR_LEN]), None);
+        assert_eq!(Ptr::decode(&p.encode()[..16]), None);
+    }
+}
