@@ -208,7 +208,6 @@ impl Db {
             self.tree.apply_batch(batch)?;
             self.log.release(&released);
         }
-        self.collect();
         Ok(())
     }
 
@@ -257,14 +256,17 @@ impl Storage {
         }
         let db = open_retrying(&config)?;
         let tree = db.open_tree("streams")?;
-        check_format(&tree)?;
-        let log = Log::open(dir.as_ref(), &tree, || {
-            let mut values = Vec::new();
+        let upgrade = check_format(&tree)?;
+        let log = Log::open(dir.as_ref(), &tree, |visit| {
             for item in tree.scan_prefix([TAG_MSG]) {
-                values.push(item?.1);
+                visit(&item?.1);
             }
-            Ok(values)
+            Ok(())
         })?;
+        if upgrade {
+            tree.insert([TAG_FORMAT], &[FORMAT])?;
+            tree.flush()?;
+        }
         let storage = Storage {
             db: Arc::new(Db {
                 db,
@@ -314,7 +316,7 @@ impl Storage {
             return Ok(s.clone());
         }
         let id = self.stream_id(name)?.ok_or(StorageError::StreamNotFound)?;
-        let core = load_core(&self.db, id, name)?;
+        let core = load_core(&self.db, id, name, true)?;
         let store = Arc::new(SledStore::new(name, id, self.db.clone(), core));
         streams.insert(name.to_owned(), store.clone());
         Ok(store)
@@ -495,9 +497,9 @@ fn remove_range(db: &Db, prefix: &[u8]) -> Result<()> {
     }
 }
 
-/// Rebuilds a stream's in-memory figures from disk and finishes any
-/// interrupted cleanup below `first_seq`.
-fn load_core(db: &Db, id: u64, name: &str) -> Result<StreamCore> {
+/// Rebuilds a stream's in-memory figures from disk and, if `finish_cleanup`,
+/// finishes any interrupted cleanup below `first_seq`.
+fn load_core(db: &Db, id: u64, name: &str, finish_cleanup: bool) -> Result<StreamCore> {
     let t = &db.tree;
     let corrupt = |what| StorageError::CorruptMeta {
         stream: name.to_owned(),
@@ -553,8 +555,9 @@ fn load_core(db: &Db, id: u64, name: &str) -> Result<StreamCore> {
         .next()
         .transpose()?
         .is_some();
-    if dead || below_first {
+    if finish_cleanup && (dead || below_first) {
         cleanup_below(db, id, first)?;
+        db.collect();
     }
     let indexed: u64 = core.subjects.values().sum();
     if indexed != counters.msgs {
@@ -682,15 +685,12 @@ fn has_subject_between(db: &Db, id: u64, subject: &[u8], from: u64, until: u64) 
 }
 
 /// Refuses a data directory written in another layout, and marks a new one.
-fn check_format(t: &sled::Tree) -> Result<()> {
+/// Returns whether it is to be marked as this format once it opened.
+fn check_format(t: &sled::Tree) -> Result<bool> {
     match t.get([TAG_FORMAT])? {
-        Some(v) if v.as_ref() == [FORMAT] => Ok(()),
+        Some(v) if v.as_ref() == [FORMAT] => Ok(false),
         // Format 2 is format 3 without pointers into the log.
-        Some(v) if v.as_ref() == [2] => {
-            t.insert([TAG_FORMAT], &[FORMAT])?;
-            t.flush()?;
-            Ok(())
-        }
+        Some(v) if v.as_ref() == [2] => Ok(true),
         Some(v) => Err(StorageError::Backend(format!(
             "the data directory is in storage format {}; this version reads formats 2 and {FORMAT}",
             v.first().copied().unwrap_or(0)
@@ -700,10 +700,7 @@ fn check_format(t: &sled::Tree) -> Result<()> {
              this version reads format {FORMAT} only: back the streams up with a client \
              and restore them into a new directory"
         ))),
-        None => {
-            t.insert([TAG_FORMAT], &[FORMAT])?;
-            Ok(())
-        }
+        None => Ok(true),
     }
 }
 
@@ -891,7 +888,10 @@ impl StreamStore for SledStore {
             Err(e) => {
                 *self.last_block.lock() = None;
                 // The in-memory figures ran ahead of the disk: reload them.
-                slot.status = match load_core(&self.db, self.id, &self.name) {
+                // No cleanup from here: one may be running already (it
+                // holds `maintenance`, not the slot), and two would release
+                // the same log pointers twice.
+                slot.status = match load_core(&self.db, self.id, &self.name, false) {
                     Ok(core) => {
                         slot.core = core;
                         Status::Live
@@ -902,6 +902,7 @@ impl StreamStore for SledStore {
             }
         };
         drop(slot);
+        self.db.collect();
         if let Some(fence) = fence {
             if let Err(e) = self.cleanup(fence) {
                 tracing::warn!(stream = %self.name, error = %e, "cleanup after purge failed");
@@ -1866,6 +1867,15 @@ mod tests {
     /// delete in an older block (rewritten), and a batch on `K` that
     /// replaces the last one (the old block emptied, removed).
     fn round(s: &dyn StreamStore, kv: &dyn StreamStore, i: u64) {
+        round_s(s, i);
+        assert!(kv
+            .apply_batch(appends(i * 3 + 1, 3, 100))
+            .iter()
+            .all(|r| r.is_ok()));
+    }
+
+    /// The first half of round `i`, on `S`.
+    fn round_s(s: &dyn StreamStore, i: u64) {
         let mut ops = appends(i * 10 + 1, 10, 300);
         if i > 0 {
             ops.push(StreamOp::Delete {
@@ -1874,10 +1884,6 @@ mod tests {
             });
         }
         assert!(s.apply_batch(ops).iter().all(|r| r.is_ok()));
-        assert!(kv
-            .apply_batch(appends(i * 3 + 1, 3, 100))
-            .iter()
-            .all(|r| r.is_ok()));
     }
 
     /// The workload run on memory stores too, to compare with.
@@ -1932,6 +1938,41 @@ mod tests {
         storage.delete_stream("K").unwrap();
         assert!(counted_refs(&storage).is_empty());
         assert!(segment_files(dir.path()) <= 1);
+    }
+
+    #[test]
+    fn concurrent_writers_share_fsyncs_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let limits = StreamLimits {
+            max_msgs: Some(300),
+            ..StreamLimits::default()
+        };
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (storage, limits) = (&storage, limits.clone());
+                scope.spawn(move || {
+                    let s = storage.create_stream(&format!("T{t}"), limits).unwrap();
+                    for i in 0..150 {
+                        let ops = appends(i * 7 + 1, 7, 200 + t * 50);
+                        assert!(s.apply_batch(ops).iter().all(|r| r.is_ok()));
+                    }
+                });
+            }
+        });
+        let check = |storage: &Storage| {
+            for t in 0..4 {
+                let mirror = MemoryStore::new("M", limits.clone());
+                for i in 0..150 {
+                    mirror.apply_batch(appends(i * 7 + 1, 7, 200 + t as usize * 50));
+                }
+                same_messages(&*storage.open_stream(&format!("T{t}")).unwrap(), &mirror);
+            }
+            assert_eq!(counted_refs(storage), scanned_refs(storage));
+        };
+        check(&storage);
+        drop(storage);
+        check(&Storage::open(dir.path()).unwrap());
     }
 
     fn last_segment(dir: &Path) -> std::path::PathBuf {
@@ -2006,29 +2047,20 @@ mod tests {
     }
 
     const CRASH_CHILD: &str = "TERN_STORAGE_CRASH_CHILD";
+    const DIE_AFTER: &str = "TERN_STORAGE_DIE_AFTER_APPLIED_OPS";
 
-    #[test]
-    fn a_crash_before_sled_flushes_loses_nothing_acknowledged() {
-        if let Some(dir) = std::env::var_os(CRASH_CHILD) {
-            // The child: write, then die without a sled flush of its own.
-            NO_BACKGROUND_FLUSH.store(true, Ordering::SeqCst);
-            let storage = Storage::open(&dir).unwrap();
-            let (s, kv) = streams(&storage);
-            for i in 0..200 {
-                round(&*s, &*kv, i);
-            }
-            std::process::abort();
+    /// In a child process (this test binary, running `test` alone): runs the
+    /// workload on `dir` with no sled flush at all (no background flusher,
+    /// no segment deletion), then dies, or dies `die_after` sled operations
+    /// into applying the log.
+    fn crash_child(test: &str, dir: &Path, die_after: Option<i64>) {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([test, "--exact", "--nocapture"])
+            .env(CRASH_CHILD, dir);
+        if let Some(n) = die_after {
+            cmd.env(DIE_AFTER, n.to_string());
         }
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "file::tests::a_crash_before_sled_flushes_loses_nothing_acknowledged",
-                "--exact",
-                "--nocapture",
-            ])
-            .env(CRASH_CHILD, dir.path())
-            .output()
-            .unwrap();
+        let out = cmd.output().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(
             out.status.signal(),
@@ -2036,24 +2068,84 @@ mod tests {
             "the child should abort: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        // sled alone lacks the last batches (it was flushed only when
-        // unused segments were deleted)...
-        let applied = applied_on_disk(dir.path());
-        let seg = last_segment(dir.path());
-        let seg_id = seg.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-        let last = (seg_id, std::fs::metadata(&seg).unwrap().len());
-        assert!(
-            applied < last,
-            "applied up to {applied:?}, the log ends at {last:?}"
+    }
+
+    /// The child's side of [`crash_child`]; returns in the parent.
+    fn as_crash_child() {
+        let Some(dir) = std::env::var_os(CRASH_CHILD) else {
+            return;
+        };
+        NO_BACKGROUND_FLUSH.store(true, Ordering::SeqCst);
+        crate::log::test_hooks::NO_GC.store(true, Ordering::SeqCst);
+        let storage = Storage::open(&dir).unwrap();
+        let (s, kv) = streams(&storage);
+        if let Some(n) = std::env::var_os(DIE_AFTER) {
+            let n = n.to_str().unwrap().parse().unwrap();
+            crate::log::test_hooks::DIE_AFTER_APPLIED_OPS.store(n, Ordering::SeqCst);
+        }
+        for i in 0..200 {
+            round(&*s, &*kv, i);
+        }
+        std::process::abort();
+    }
+
+    #[test]
+    fn a_crash_before_sled_flushes_loses_nothing_acknowledged() {
+        as_crash_child();
+        let dir = tempfile::tempdir().unwrap();
+        crash_child(
+            "file::tests::a_crash_before_sled_flushes_loses_nothing_acknowledged",
+            dir.path(),
+            None,
         );
-        // ...and the log has them all.
         let mirror = Mirror::new();
         let (s, kv) = (&mirror.s, &mirror.kv);
         for i in 0..200 {
             round(&**s, &**kv, i);
         }
-        for _ in 0..2 {
+        // sled never flushed after the streams were created: every batch
+        // comes back from the log (two records a round).
+        let storage = Storage::open(dir.path()).unwrap();
+        assert_eq!(storage.db.log.replayed(), 400);
+        mirror.check(&storage);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        drop(storage);
+        let storage = Storage::open(dir.path()).unwrap();
+        assert_eq!(storage.db.log.replayed(), 0);
+        mirror.check(&storage);
+    }
+
+    #[test]
+    fn a_record_half_applied_when_the_process_died_is_applied_whole() {
+        as_crash_child();
+        // Several cut points, so that some fall inside a record.
+        for die_after in 300..306 {
+            let dir = tempfile::tempdir().unwrap();
+            crash_child(
+                "file::tests::a_record_half_applied_when_the_process_died_is_applied_whole",
+                dir.path(),
+                Some(die_after),
+            );
             let storage = Storage::open(dir.path()).unwrap();
+            let replayed = storage.db.log.replayed();
+            assert!(replayed > 0);
+            // The record being applied was on disk: it is there whole, and
+            // nothing after it (there was nothing after it).
+            let (s, kv) = streams(&storage);
+            let s_batches = s.state().unwrap().last_seq / 10;
+            let kv_batches = kv.state().unwrap().last_seq / 3;
+            assert!(
+                s_batches == kv_batches || s_batches == kv_batches + 1,
+                "{s_batches} and {kv_batches} batches"
+            );
+            assert_eq!(replayed, s_batches + kv_batches);
+            let mirror = Mirror::new();
+            for i in 0..kv_batches {
+                round(&*mirror.s, &*mirror.kv, i);
+            }
+            if s_batches > kv_batches {
+                round_s(&*mirror.s, kv_batches);
+            }
             mirror.check(&storage);
             assert_eq!(counted_refs(&storage), scanned_refs(&storage));
         }

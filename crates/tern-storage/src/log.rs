@@ -66,7 +66,10 @@ const SEGMENT_TARGET: u64 = 64 << 20;
 const SEGMENT_TARGET: u64 = 64 << 10;
 /// Segments grow by allocated chunks of this size: an fdatasync after a
 /// write into allocated space need not commit a new file size as well.
+#[cfg(not(test))]
 const PREALLOCATE: u64 = 1 << 20;
+#[cfg(test)]
+const PREALLOCATE: u64 = 16 << 10;
 
 /// Sled operations: a value to put, or `None` to remove the key.
 type SledOps = Vec<(IVec, Option<IVec>)>;
@@ -77,6 +80,8 @@ type SledOps = Vec<(IVec, Option<IVec>)>;
 /// when the process died is applied again, whole, on open).
 fn apply(tree: &sled::Tree, ops: SledOps, seg: u32, end: u64) -> Result<()> {
     for (key, value) in ops {
+        #[cfg(test)]
+        test_hooks::maybe_die_in_apply();
         match value {
             Some(v) => tree.insert(key, v)?,
             None => tree.remove(key)?,
@@ -222,6 +227,27 @@ pub(crate) struct Log {
     applied: Mutex<(u32, u64)>,
     gc_due: AtomicBool,
     gc: Mutex<()>,
+    /// Records replayed when the log was opened.
+    #[cfg(test)]
+    replayed: u64,
+}
+
+/// Knobs for tests that kill a child process at chosen points.
+#[cfg(test)]
+pub(crate) mod test_hooks {
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+    /// Never delete segments (so nothing flushes sled).
+    pub(crate) static NO_GC: AtomicBool = AtomicBool::new(false);
+    /// Abort the process when this many more sled operations have been
+    /// applied from the log (negative: never).
+    pub(crate) static DIE_AFTER_APPLIED_OPS: AtomicI64 = AtomicI64::new(-1);
+
+    pub(super) fn maybe_die_in_apply() {
+        if DIE_AFTER_APPLIED_OPS.fetch_sub(1, Ordering::SeqCst) == 0 {
+            std::process::abort();
+        }
+    }
 }
 
 fn io(e: std::io::Error) -> StorageError {
@@ -360,11 +386,11 @@ fn segment_name(id: u32) -> String {
 impl Log {
     /// Opens the log in `dir`/log, replays into `tree` every record after the
     /// applied position, and counts the pointers into each segment.
-    /// `block_values` yields every block value stored in `tree`.
+    /// `block_values` shows the visitor every block value stored in `tree`.
     pub(crate) fn open(
         dir: &Path,
         tree: &sled::Tree,
-        block_values: impl Fn() -> Result<Vec<IVec>>,
+        block_values: impl Fn(&mut dyn FnMut(&[u8])) -> Result<()>,
     ) -> Result<Log> {
         let dir = dir.join("log");
         fs::create_dir_all(&dir).map_err(io)?;
@@ -391,6 +417,14 @@ impl Log {
         let from = applied.0;
         for &id in ids.iter().filter(|id| **id >= from) {
             let path = dir.join(segment_name(id));
+            // What a dead process wrote may still be only in the page
+            // cache: make it durable before sled is made to point at it.
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io)?;
+            file.sync_all().map_err(io)?;
             let data = fs::read(&path).map_err(io)?;
             let mut pos = if id == applied.0 { applied.1 } else { 0 };
             while pos < data.len() as u64 {
@@ -399,8 +433,8 @@ impl Log {
                     let rest = data.get(pos as usize..).unwrap_or_default();
                     if rest.iter().all(|b| *b == 0) {
                         if Some(id) == last {
-                            let f = OpenOptions::new().write(true).open(&path).map_err(io)?;
-                            f.set_len(pos).map_err(io)?;
+                            file.set_len(pos).map_err(io)?;
+                            file.sync_all().map_err(io)?;
                         }
                         break;
                     }
@@ -415,9 +449,8 @@ impl Log {
                         offset = pos,
                         "cutting an incomplete record off the message log"
                     );
-                    let f = OpenOptions::new().write(true).open(&path).map_err(io)?;
-                    f.set_len(pos).map_err(io)?;
-                    f.sync_all().map_err(io)?;
+                    file.set_len(pos).map_err(io)?;
+                    file.sync_all().map_err(io)?;
                     break;
                 };
                 apply(tree, ops, id, end)?;
@@ -431,16 +464,16 @@ impl Log {
             tracing::info!(records = replayed, "replayed the message log");
         }
         let mut refs: BTreeMap<u32, u64> = ids.iter().map(|id| (*id, 0)).collect();
-        for raw in block_values()? {
-            if let Some(p) = Ptr::decode(&raw) {
+        block_values(&mut |raw| {
+            if let Some(p) = Ptr::decode(raw) {
                 *refs.entry(p.seg).or_default() += 1;
             }
-        }
+        })?;
         let log = Log {
             dir,
             writer: Mutex::new(Writer {
                 active: None,
-                next_id: last.map_or(1, |l| l + 1),
+                next_id: last.unwrap_or(0).max(applied.0) + 1,
                 next_ticket: 1,
                 pending: VecDeque::new(),
             }),
@@ -453,6 +486,8 @@ impl Log {
             applied: Mutex::new(applied),
             gc_due: AtomicBool::new(true),
             gc: Mutex::new(()),
+            #[cfg(test)]
+            replayed,
         };
         log.collect(tree)?;
         Ok(log)
@@ -478,8 +513,16 @@ impl Log {
     /// segment never holds a record while an earlier one may lack one.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
         if let Some(old) = &w.active {
-            old.file.set_len(old.len).map_err(io)?;
-            old.file.sync_data().map_err(io)?;
+            // Its pending records are covered by this fsync alone; after a
+            // failed one the file's state is unknown.
+            if let Err(e) = old
+                .file
+                .set_len(old.len)
+                .and_then(|()| old.file.sync_data())
+            {
+                self.break_with(format!("closing segment {}: {e}", old.id));
+                return Err(io(e));
+            }
         }
         let id = w.next_id;
         let path = self.dir.join(segment_name(id));
@@ -567,7 +610,12 @@ impl Log {
                 continue;
             }
             g.flushing = true;
-            let done = MutexGuard::unlocked(&mut g, || self.flush_and_apply(tree));
+            let done = MutexGuard::unlocked(&mut g, || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.flush_and_apply(tree)
+                }))
+                .unwrap_or_else(|_| Err(StorageError::Backend("panic while flushing".into())))
+            });
             g.flushing = false;
             match done {
                 Ok(upto) => g.durable = g.durable.max(upto),
@@ -610,6 +658,9 @@ impl Log {
         for raw in values {
             if let Some(p) = Ptr::decode(raw) {
                 if let Some(n) = refs.get_mut(&p.seg) {
+                    if *n == 0 {
+                        tracing::error!(segment = p.seg, "log pointer released twice");
+                    }
                     *n = n.saturating_sub(1);
                     if *n == 0 {
                         self.gc_due.store(true, Ordering::Release);
@@ -622,31 +673,45 @@ impl Log {
     /// Deletes the segments that no pointer names and whose records are all
     /// applied, once a sled flush has made that durable.
     pub(crate) fn collect(&self, tree: &sled::Tree) -> Result<()> {
+        #[cfg(test)]
+        if test_hooks::NO_GC.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         if !self.gc_due.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
         let _gc = self.gc.lock();
         let applied_seg = self.applied.lock().0;
         let active = self.writer.lock().active.as_ref().map(|a| a.id);
-        let dead: Vec<u32> = self
-            .refs
-            .lock()
-            .iter()
-            .filter(|(id, n)| **n == 0 && **id < applied_seg && Some(**id) != active)
-            .map(|(id, _)| *id)
-            .collect();
+        let (mut dead, mut waiting) = (Vec::new(), false);
+        for (id, n) in self.refs.lock().iter() {
+            if *n == 0 && Some(*id) != active {
+                if *id < applied_seg {
+                    dead.push(*id);
+                } else {
+                    waiting = true;
+                }
+            }
+        }
+        if waiting {
+            // Unused, but its records are not all applied yet: next time.
+            self.gc_due.store(true, Ordering::Release);
+        }
         if dead.is_empty() {
             return Ok(());
         }
         tree.flush()?;
         for id in dead {
-            self.files.write().remove(&id);
-            self.refs.lock().remove(&id);
             match fs::remove_file(self.dir.join(segment_name(id))) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(e)),
+                Err(e) => {
+                    self.gc_due.store(true, Ordering::Release);
+                    return Err(io(e));
+                }
             }
+            self.files.write().remove(&id);
+            self.refs.lock().remove(&id);
         }
         Ok(())
     }
@@ -655,7 +720,12 @@ impl Log {
     pub(crate) fn size_on_disk(&self) -> Result<u64> {
         let mut total = 0;
         for entry in fs::read_dir(&self.dir).map_err(io)? {
-            total += entry.and_then(|e| e.metadata()).map_err(io)?.len();
+            match entry.and_then(|e| e.metadata()) {
+                Ok(m) => total += m.len(),
+                // Deleted meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
         }
         Ok(total)
     }
@@ -670,19 +740,35 @@ impl Log {
                 match File::open(&path) {
                     Ok(f) => {
                         let f = Arc::new(f);
-                        self.files.write().entry(ptr.seg).or_insert(f).clone()
+                        // Kept open only while the segment is in use.
+                        if self.refs.lock().contains_key(&ptr.seg) {
+                            self.files.write().entry(ptr.seg).or_insert(f).clone()
+                        } else {
+                            f
+                        }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(io(e)),
                 }
             }
         };
+        // A damaged pointer must not make us allocate what is not there.
+        let size = file.metadata().map_err(io)?.len();
+        if ptr.off.saturating_add(u64::from(ptr.len)) > size {
+            return Ok(None);
+        }
         let mut buf = vec![0u8; ptr.len as usize];
         match file.read_exact_at(&mut buf, ptr.off) {
             Ok(()) => Ok(Some(Bytes::from(buf))),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
             Err(e) => Err(io(e)),
         }
+    }
+
+    /// Records replayed when the log was opened (for tests).
+    #[cfg(test)]
+    pub(crate) fn replayed(&self) -> u64 {
+        self.replayed
     }
 
     /// Segment ids with their pointer counts (for tests).
