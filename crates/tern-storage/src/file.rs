@@ -79,7 +79,7 @@ type Result<T> = std::result::Result<T, StorageError>;
 const TAG_FORMAT: u8 = 0x00;
 const TAG_NAME: u8 = 0x01;
 const TAG_META: u8 = 0x02;
-const TAG_MSG: u8 = 0x03;
+const TAG_MSG: u8 = crate::log::BLOCK_KEY_TAG;
 const TAG_SUBJ: u8 = 0x04;
 
 const KIND_LIMITS: u8 = b'l';
@@ -214,6 +214,52 @@ impl Db {
         Ok(())
     }
 
+    /// Removes a block key, releasing the log pointer it held, if any.
+    fn remove_block(&self, key: &[u8]) -> Result<()> {
+        if let Some(old) = self.tree.remove(key)? {
+            self.log.release(&[old]);
+        }
+        Ok(())
+    }
+
+    /// Copies the live blocks of sparse log segments to the end of the log,
+    /// so the segments can be deleted; a block a stream rewrites meanwhile
+    /// keeps its new version (each move is a compare-and-swap). Returns the
+    /// blocks moved.
+    fn compact(&self) -> Result<usize> {
+        if self.sync != SyncPolicy::Always {
+            return Ok(0);
+        }
+        let sparse = self.log.sparse_segments();
+        if sparse.is_empty() {
+            return Ok(0);
+        }
+        let (mut moved, mut ops, mut bytes) = (0, Ops::default(), 0);
+        for item in self.tree.scan_prefix([TAG_MSG]) {
+            let (key, value) = item?;
+            let Some(ptr) = Ptr::decode(&value).filter(|p| sparse.contains(&p.seg())) else {
+                continue;
+            };
+            // A block the log cannot produce stays where it is (and is
+            // reported to its readers).
+            let Some(block) = self.log.read(ptr)? else {
+                continue;
+            };
+            bytes += block.len();
+            ops.move_block(key.to_vec(), value, block.to_vec());
+            moved += 1;
+            if bytes >= 1 << 20 {
+                self.write(std::mem::take(&mut ops))?;
+                bytes = 0;
+            }
+        }
+        if !ops.is_empty() {
+            self.write(ops)?;
+        }
+        self.collect();
+        Ok(moved)
+    }
+
     /// Deletes log segments nothing points into any more.
     fn collect(&self) {
         if let Err(e) = self.log.collect(&self.tree) {
@@ -270,13 +316,21 @@ impl Storage {
             tree.insert([TAG_FORMAT], &[FORMAT])?;
             tree.flush()?;
         }
+        let db = Arc::new(Db {
+            db,
+            tree,
+            sync: options.sync,
+            log,
+        });
+        if options.sync == SyncPolicy::Always {
+            let weak = Arc::downgrade(&db);
+            std::thread::Builder::new()
+                .name("tern-log-compact".into())
+                .spawn(move || compactor(weak))
+                .map_err(|e| StorageError::Backend(format!("starting log compaction: {e}")))?;
+        }
         let storage = Storage {
-            db: Arc::new(Db {
-                db,
-                tree,
-                sync: options.sync,
-                log,
-            }),
+            db,
             streams: Arc::new(Mutex::new(HashMap::new())),
         };
         storage.remove_orphans()?;
@@ -429,6 +483,22 @@ impl Storage {
     }
 }
 
+/// Compacts the message log in the background while the storage is open:
+/// twice a second it looks (in memory) for sparse segments.
+fn compactor(db: std::sync::Weak<Db>) {
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let Some(db) = db.upgrade() else {
+            return;
+        };
+        match db.compact() {
+            Ok(0) => {}
+            Ok(moved) => tracing::debug!(blocks = moved, "compacted the message log"),
+            Err(e) => tracing::warn!(error = %e, "compacting the message log failed"),
+        }
+    }
+}
+
 /// Opens the database, waiting up to two seconds for its file lock: after a
 /// `Storage` of the same directory is dropped in this process, sled's
 /// background threads may hold the lock a moment longer.
@@ -480,20 +550,21 @@ fn wipe_stream(db: &Db, id: u64) -> Result<()> {
 
 /// Removes the keys under `prefix`, `CHUNK` per batch.
 fn remove_range(db: &Db, prefix: &[u8]) -> Result<()> {
+    if prefix.first() == Some(&TAG_MSG) {
+        // One by one: each releases the log pointer it actually removed.
+        for item in db.tree.scan_prefix(prefix).keys() {
+            db.remove_block(&item?)?;
+        }
+        return Ok(());
+    }
     loop {
         let mut batch = Batch::default();
-        let mut released = Vec::new();
         let mut seen = 0;
-        for item in db.tree.scan_prefix(prefix).take(CHUNK) {
-            let (k, v) = item?;
-            if k.first() == Some(&TAG_MSG) && Ptr::decode(&v).is_some() {
-                released.push(v);
-            }
-            batch.remove(k);
+        for item in db.tree.scan_prefix(prefix).keys().take(CHUNK) {
+            batch.remove(item?);
             seen += 1;
         }
         db.tree.apply_batch(batch)?;
-        db.log.release(&released);
         if seen < CHUNK {
             return Ok(());
         }
@@ -579,13 +650,11 @@ fn load_core(db: &Db, id: u64, name: &str, finish_cleanup: bool) -> Result<Strea
 fn cleanup_below(db: &Db, id: u64, fence: u64) -> Result<()> {
     let t = &db.tree;
     let mut batch = Batch::default();
-    let mut released = Vec::new();
     let mut pending = 0;
-    let flush = |batch: &mut Batch, released: &mut Vec<IVec>, pending: &mut usize| -> Result<()> {
+    let flush = |batch: &mut Batch, pending: &mut usize| -> Result<()> {
         *pending += 1;
         if *pending >= CHUNK {
             t.apply_batch(std::mem::take(batch))?;
-            db.log.release(&std::mem::take(released));
             *pending = 0;
         }
         Ok(())
@@ -594,21 +663,18 @@ fn cleanup_below(db: &Db, id: u64, fence: u64) -> Result<()> {
     let mut prev: Option<(IVec, IVec)> = None;
     for item in t.range(block_key(id, 0)..=block_key(id, fence)) {
         let (k, v) = item?;
-        if let Some((dead, value)) = prev.replace((k, v)) {
-            batch.remove(dead);
-            released.push(value);
-            flush(&mut batch, &mut released, &mut pending)?;
+        if let Some((dead, _)) = prev.replace((k, v)) {
+            db.remove_block(&dead)?;
         }
     }
     if let Some((k, v)) = prev {
         let base = key_seq(&k);
         let below = db
-            .block(base, v.clone())?
+            .block(base, v)?
             .and_then(|b| b.last_seq())
             .is_some_and(|last| last < fence);
         if base < fence && below {
-            batch.remove(k);
-            released.push(v);
+            db.remove_block(&k)?;
         }
     }
     for item in t.scan_prefix(stream_prefix(TAG_SUBJ, id)) {
@@ -641,11 +707,10 @@ fn cleanup_below(db: &Db, id: u64, fence: u64) -> Result<()> {
         };
         if !live {
             batch.remove(k);
-            flush(&mut batch, &mut released, &mut pending)?;
+            flush(&mut batch, &mut pending)?;
         }
     }
     t.apply_batch(batch)?;
-    db.log.release(&released);
     Ok(())
 }
 
@@ -1805,20 +1870,22 @@ mod tests {
             .collect()
     }
 
-    /// The pointers sled holds, per segment.
-    fn scanned_refs(storage: &Storage) -> BTreeMap<u32, u64> {
-        let mut refs = BTreeMap::new();
+    /// The pointers sled holds and the bytes they point to, per segment.
+    fn scanned_refs(storage: &Storage) -> BTreeMap<u32, (u64, u64)> {
+        let mut refs: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
         for item in storage.db.tree.scan_prefix([TAG_MSG]) {
             if let Some(p) = Ptr::decode(&item.unwrap().1) {
-                *refs.entry(p.seg()).or_default() += 1;
+                let r = refs.entry(p.seg()).or_default();
+                r.0 += 1;
+                r.1 += u64::from(p.len());
             }
         }
         refs
     }
 
-    fn counted_refs(storage: &Storage) -> BTreeMap<u32, u64> {
+    fn counted_refs(storage: &Storage) -> BTreeMap<u32, (u64, u64)> {
         let mut refs = storage.db.log.refs();
-        refs.retain(|_, n| *n > 0);
+        refs.retain(|_, (n, _)| *n > 0);
         refs
     }
 
@@ -1970,6 +2037,108 @@ mod tests {
                     mirror.apply_batch(appends(i * 7 + 1, 7, 200 + t as usize * 50));
                 }
                 same_messages(&*storage.open_stream(&format!("T{t}")).unwrap(), &mirror);
+            }
+            assert_eq!(counted_refs(storage), scanned_refs(storage));
+        };
+        check(&storage);
+        drop(storage);
+        check(&Storage::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn compaction_frees_segments_pinned_by_a_few_live_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StreamLimits {
+            max_msgs_per_subject: Some(1),
+            ..StreamLimits::default()
+        };
+        let mirror = MemoryStore::new("K", limits.clone());
+        let storage = Storage::open(dir.path()).unwrap();
+        let kv = storage.create_stream("K", limits).unwrap();
+        // One key written once, in a block of its own, then nine others
+        // updated over and over: without compaction the first segment
+        // would stay for the one block.
+        for i in 0..400u64 {
+            for store in [&*kv, &mirror as &dyn StreamStore] {
+                assert!(store
+                    .apply_batch(kv_batch(i, 500))
+                    .iter()
+                    .all(|r| r.is_ok()));
+            }
+        }
+        let first = dir.path().join("log").join("0000000001.seg");
+        storage.db.compact().unwrap();
+        assert!(!first.exists(), "{:?}", counted_refs(&storage));
+        assert!(
+            segment_files(dir.path()) <= 3,
+            "{}",
+            segment_files(dir.path())
+        );
+        same_messages(&*kv, &mirror);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        drop((kv, storage));
+        let storage = Storage::open(dir.path()).unwrap();
+        same_messages(&*storage.open_stream("K").unwrap(), &mirror);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+    }
+
+    /// Batch `i` of a KV-like stream: one key written once, nine updated.
+    fn kv_batch(i: u64, size: usize) -> Vec<StreamOp> {
+        let subject = if i == 0 {
+            "keep".to_owned()
+        } else {
+            format!("k.{}", i % 9)
+        };
+        vec![StreamOp::Append(Append::new(subject, vec![7; size], i + 1))]
+    }
+
+    #[test]
+    fn compaction_racing_writers_keeps_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let limits = StreamLimits {
+            max_msgs_per_subject: Some(1),
+            ..StreamLimits::default()
+        };
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..3)
+                .map(|t| {
+                    let (storage, limits) = (&storage, limits.clone());
+                    scope.spawn(move || {
+                        let s = storage.create_stream(&format!("K{t}"), limits).unwrap();
+                        for i in 0..300 {
+                            let ops = kv_batch(i, 300 + t * 100);
+                            assert!(s.apply_batch(ops).iter().all(|r| r.is_ok()));
+                        }
+                    })
+                })
+                .collect();
+            let compactor = scope.spawn(|| {
+                let mut moved = 0;
+                for _ in 0..2000 {
+                    if done.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    moved += storage.db.compact().unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                moved
+            });
+            for w in writers {
+                w.join().unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+            assert!(compactor.join().unwrap() > 0);
+        });
+        storage.db.compact().unwrap();
+        let check = |storage: &Storage| {
+            for t in 0..3u64 {
+                let mirror = MemoryStore::new("M", limits.clone());
+                for i in 0..300 {
+                    mirror.apply_batch(kv_batch(i, 300 + t as usize * 100));
+                }
+                same_messages(&*storage.open_stream(&format!("K{t}")).unwrap(), &mirror);
             }
             assert_eq!(counted_refs(storage), scanned_refs(storage));
         };
