@@ -27,13 +27,22 @@
 //!
 //! The log is a directory of segment files `NNNNNNNNNN.seg`, a new one
 //! every 64 MiB. Every segment is counted: the pointers to it that sled
-//! holds. A segment that no pointer names any more, and whose records are
-//! all applied, is deleted after a sled flush makes both facts durable.
+//! holds and the bytes they name, taken from what sled actually replaced as
+//! records are applied. A segment that no pointer names any more, and whose
+//! records are all applied, is deleted after a sled flush makes both facts
+//! durable. A closed segment whose live blocks take less than half of it is
+//! compacted in the background: its live blocks are appended again as
+//! compare-and-swap moves (a block a stream rewrote meanwhile keeps the
+//! stream's version), which leaves it empty. So disk use stays under twice
+//! the live data, plus the segment being written.
 //!
 //! ```text
 //! record := len u32 LE | crc u32 LE | body        (len = body length)
 //! body   := count u32 LE, count × op, block data
-//! op     := key len u32 LE, key, 0 (remove) | 1 value len u32 LE, value
+//! op     := key len u32 LE, key, 0 (remove)
+//!                                | 1 value (put)
+//!                                | 2 expected value, new value (swap)
+//! value  := len u32 LE, bytes
 //! crc    := crc32 over segment id u32 BE ++ record offset u64 BE ++ body
 //! pointer (sled value) := 0xFF, segment u32 BE, offset u64 BE, len u32 BE
 //! ```
