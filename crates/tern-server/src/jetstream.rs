@@ -410,22 +410,46 @@ impl JetStream {
                 .to_owned();
             by_stream.entry(name).or_default().push(msg);
         }
-        for (name, msgs) in by_stream {
-            self.store_stream_messages(&name, msgs).await;
+        let mut prepared: Vec<PreparedWrite> = by_stream
+            .into_iter()
+            .filter_map(|(name, msgs)| self.prepare_writes(&name, msgs))
+            .collect();
+        // Every stream's write at once: the store shares one fsync among
+        // the batches that reach it together (group commit across streams).
+        let writes: Vec<_> = prepared
+            .iter_mut()
+            .map(|p| {
+                let store = self.streams.get(&p.name).map(|s| s.store.clone());
+                let ops = std::mem::take(&mut p.ops);
+                store
+                    .filter(|_| !ops.is_empty())
+                    .map(|store| tokio::task::spawn_blocking(move || store.apply_batch(ops)))
+            })
+            .collect();
+        for (p, write) in prepared.into_iter().zip(writes) {
+            // Durability: apply_batch returns after the batch is flushed per
+            // the store's sync policy (fsync by default); acks are sent only
+            // after it returns.
+            let results = match write {
+                None => Vec::new(),
+                Some(write) => write.await.unwrap_or_else(|e| {
+                    warn!(stream = %p.name, error = %e, "stream write task failed");
+                    Vec::new()
+                }),
+            };
+            self.finish_writes(p, results).await;
         }
     }
 
-    async fn store_stream_messages(&mut self, name: &str, msgs: Vec<InternalMsg>) {
+    /// Checks one stream's publishes of a batch: each either becomes an op
+    /// (answered once the batch is written) or is answered now.
+    fn prepare_writes(&mut self, name: &str, msgs: Vec<InternalMsg>) -> Option<PreparedWrite> {
         let now = self.now_ns();
-        let Some(stream) = self.streams.get_mut(name) else {
-            return;
-        };
+        let stream = self.streams.get_mut(name)?;
         let window = u64::try_from(stream.config.duplicate_window.max(0)).unwrap_or(0);
         stream
             .dedupe
             .retain(|_, (_, ts)| now.saturating_sub(*ts) < window);
-        // Each message either becomes an op (and is answered after the
-        // batch is written) or is answered now.
         let mut ops = Vec::new();
         let mut pending: Vec<(Option<Bytes>, Option<String>)> = Vec::new();
         let mut replies: Vec<(Bytes, PubAckResponse)> = Vec::new();
@@ -544,20 +568,35 @@ impl JetStream {
             rollups.push(rollup);
             subjects.push(msg.subject.clone());
         }
-        let store = stream.store.clone();
-        let results = if ops.is_empty() {
-            Vec::new()
-        } else {
-            // Durability: apply_batch returns after the batch is flushed per
-            // the store's sync policy (fsync by default); acks are sent only
-            // after it returns.
-            match tokio::task::spawn_blocking(move || store.apply_batch(ops)).await {
-                Ok(results) => results,
-                Err(e) => {
-                    warn!(stream = %name, error = %e, "stream write task failed");
-                    Vec::new()
-                }
-            }
+        Some(PreparedWrite {
+            name: name.to_owned(),
+            now,
+            ops,
+            pending,
+            replies,
+            rollups,
+            subjects,
+        })
+    }
+
+    /// Answers one stream's publishes of a batch from what the store did.
+    async fn finish_writes(
+        &mut self,
+        p: PreparedWrite,
+        results: Vec<Result<tern_storage::OpResult, StorageError>>,
+    ) {
+        let PreparedWrite {
+            name,
+            now,
+            pending,
+            mut replies,
+            rollups,
+            subjects,
+            ..
+        } = p;
+        let name = name.as_str();
+        let Some(stream) = self.streams.get_mut(name) else {
+            return;
         };
         let mut results = results.into_iter();
         let mut stored_ids: HashMap<String, u64> = HashMap::new();
@@ -2289,6 +2328,22 @@ fn validate_stream_config(config: &StreamConfig) -> Result<(), ApiError> {
             .with(&[&"mirrors and sources are not implemented yet in tern"]));
     }
     Ok(())
+}
+
+/// One stream's share of a batch of publishes, between checking them and
+/// answering them.
+struct PreparedWrite {
+    name: String,
+    now: u64,
+    /// What goes to the store.
+    ops: Vec<StreamOp>,
+    /// Per op, and per in-batch duplicate: reply subject and message id.
+    pending: Vec<(Option<Bytes>, Option<String>)>,
+    /// Answers decided before the write.
+    replies: Vec<(Bytes, PubAckResponse)>,
+    /// Per entry of `pending`: the purge its `Nats-Rollup` asks for.
+    rollups: Vec<Option<PurgeRequest>>,
+    subjects: Vec<Bytes>,
 }
 
 fn create_error(e: StorageError) -> ApiError {
