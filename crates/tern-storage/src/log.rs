@@ -30,11 +30,11 @@
 //! holds and the bytes they name, taken from what sled actually replaced as
 //! records are applied. A segment that no pointer names any more, and whose
 //! records are all applied, is deleted after a sled flush makes both facts
-//! durable. A closed segment whose live blocks take less than half of it is
-//! compacted in the background: its live blocks are appended again as
-//! compare-and-swap moves (a block a stream rewrote meanwhile keeps the
-//! stream's version), which leaves it empty. So disk use stays under twice
-//! the live data, plus the segment being written.
+//! durable. A closed, applied segment that moving its live blocks would at
+//! least halve (counting each move's own op, so what compaction writes
+//! never qualifies again) is compacted in the background: its live blocks
+//! are appended again as compare-and-swap moves (a block a stream rewrote
+//! meanwhile keeps the stream's version), which leaves it empty.
 //!
 //! ```text
 //! record := len u32 LE | crc u32 LE | body        (len = body length)
@@ -87,6 +87,9 @@ pub(crate) const BLOCK_KEY_TAG: u8 = 0x03;
 /// compacted: their live blocks are copied to the end of the log, so disk
 /// use stays under twice the live data (plus the segment being written).
 const COMPACT_BELOW_LIVE_SHARE: f64 = 0.5;
+/// What moving one block costs in the log besides its bytes: its op (key,
+/// expected pointer, new pointer, lengths and tag), rounded up.
+const MOVE_OVERHEAD: u64 = 80;
 
 /// One sled operation from the log.
 enum SledOp {
@@ -162,6 +165,11 @@ fn apply(
     for (key, op) in ops {
         #[cfg(test)]
         test_hooks::maybe_die_in_apply();
+        // A block key's change and its count happen under the counts' lock,
+        // so a concurrent removal (cleanup, a wipe) is counted in the same
+        // order sled saw it.
+        let counted = segments.filter(|_| key.first() == Some(&BLOCK_KEY_TAG));
+        let mut guard = counted.map(|s| s.lock());
         let (old, new) = match op {
             SledOp::Put(v) => (tree.insert(&key, v.clone())?, Some(v)),
             SledOp::Remove => (tree.remove(&key)?, None),
@@ -172,13 +180,12 @@ fn apply(
                 }
             }
         };
-        if let Some(segments) = segments.filter(|_| key.first() == Some(&BLOCK_KEY_TAG)) {
-            let mut segments = segments.lock();
+        if let Some(segments) = guard.as_deref_mut() {
             if let Some(new) = &new {
-                account(&mut segments, new, true);
+                account(segments, new, true);
             }
             if let Some(old) = &old {
-                emptied |= account(&mut segments, old, false);
+                emptied |= account(segments, old, false);
             }
         }
     }
@@ -362,6 +369,8 @@ pub(crate) mod test_hooks {
 
     /// Never delete segments (so nothing flushes sled).
     pub(crate) static NO_GC: AtomicBool = AtomicBool::new(false);
+    /// No background compaction (so the child writes only its workload).
+    pub(crate) static NO_COMPACTION: AtomicBool = AtomicBool::new(false);
     /// Abort the process when this many more sled operations have been
     /// applied from the log (negative: never).
     pub(crate) static DIE_AFTER_APPLIED_OPS: AtomicI64 = AtomicI64::new(-1);
@@ -815,6 +824,18 @@ impl Log {
         Ok(upto)
     }
 
+    /// Removes a block key from sled and counts the pointer it held, under
+    /// the counts' lock (see [`apply`]).
+    pub(crate) fn remove_block(&self, tree: &sled::Tree, key: &[u8]) -> Result<()> {
+        let mut refs = self.refs.lock();
+        if let Some(old) = tree.remove(key)? {
+            if account(&mut refs, &old, false) {
+                self.gc_due.store(true, Ordering::Release);
+            }
+        }
+        Ok(())
+    }
+
     /// Drops pointers that sled no longer holds (their batch is applied).
     pub(crate) fn release(&self, values: &[IVec]) {
         if values.is_empty() {
@@ -875,31 +896,43 @@ impl Log {
                 }
             }
             self.refs.lock().remove(&id);
+            self.compacted.lock().remove(&id);
             retired.push(id);
         }
         Ok(())
     }
 
-    /// Closed segments whose live blocks take less than half of them, not
-    /// given to compaction before: the ones to compact now. Cheap: no I/O.
+    /// Closed, applied segments that moving their live blocks would at
+    /// least halve, not given to compaction before: the ones to compact
+    /// now. Cheap: no I/O. A moved block costs its bytes plus its move op,
+    /// so what compaction writes never qualifies again.
     pub(crate) fn sparse_segments(&self) -> Vec<u32> {
-        let active = self.writer.lock().active.as_ref().map(|a| a.id);
+        let applied_seg = self.applied.lock().0;
         let mut compacted = self.compacted.lock();
         let sparse: Vec<u32> = self
             .refs
             .lock()
             .iter()
             .filter(|(id, s)| {
-                Some(**id) != active
+                let moved = s.live + MOVE_OVERHEAD * s.pointers;
+                **id < applied_seg
                     && !compacted.contains(*id)
                     && s.size > 0
                     && s.pointers > 0
-                    && (s.live as f64) < s.size as f64 * COMPACT_BELOW_LIVE_SHARE
+                    && (moved as f64) < s.size as f64 * COMPACT_BELOW_LIVE_SHARE
             })
             .map(|(id, _)| *id)
             .collect();
         compacted.extend(&sparse);
         sparse
+    }
+
+    /// Gives segments back to a later compaction (this one failed).
+    pub(crate) fn unmark_compacted(&self, ids: &[u32]) {
+        let mut compacted = self.compacted.lock();
+        for id in ids {
+            compacted.remove(id);
+        }
     }
 
     /// Bytes the segment files take (allocated space included).
