@@ -2038,6 +2038,30 @@ mod tests {
         assert!(segment_files(dir.path()) <= 1);
     }
 
+    /// Checks streams `{prefix}0`.. that writer `t` filled with
+    /// `batch(t, 0..batches)` against memory stores given the same, and the
+    /// log's pointer counts against sled.
+    fn check_writers(
+        storage: &Storage,
+        prefix: &str,
+        writers: u64,
+        batches: u64,
+        limits: &StreamLimits,
+        batch: impl Fn(u64, u64) -> Vec<StreamOp>,
+    ) {
+        for t in 0..writers {
+            let mirror = MemoryStore::new("M", limits.clone());
+            for i in 0..batches {
+                mirror.apply_batch(batch(t, i));
+            }
+            same_messages(
+                &*storage.open_stream(&format!("{prefix}{t}")).unwrap(),
+                &mirror,
+            );
+        }
+        assert_eq!(counted_refs(storage), scanned_refs(storage));
+    }
+
     #[test]
     fn concurrent_writers_share_fsyncs_and_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -2058,19 +2082,17 @@ mod tests {
                 });
             }
         });
-        let check = |storage: &Storage| {
-            for t in 0..4 {
-                let mirror = MemoryStore::new("M", limits.clone());
-                for i in 0..150 {
-                    mirror.apply_batch(appends(i * 7 + 1, 7, 200 + t as usize * 50));
-                }
-                same_messages(&*storage.open_stream(&format!("T{t}")).unwrap(), &mirror);
-            }
-            assert_eq!(counted_refs(storage), scanned_refs(storage));
-        };
-        check(&storage);
+        let batch = |t: u64, i: u64| appends(i * 7 + 1, 7, 200 + t as usize * 50);
+        check_writers(&storage, "T", 4, 150, &limits, batch);
         drop(storage);
-        check(&Storage::open(dir.path()).unwrap());
+        check_writers(
+            &Storage::open(dir.path()).unwrap(),
+            "T",
+            4,
+            150,
+            &limits,
+            batch,
+        );
     }
 
     #[test]
@@ -2160,19 +2182,17 @@ mod tests {
             assert!(compactor.join().unwrap() > 0);
         });
         storage.db.compact(&|| false).unwrap();
-        let check = |storage: &Storage| {
-            for t in 0..3u64 {
-                let mirror = MemoryStore::new("M", limits.clone());
-                for i in 0..300 {
-                    mirror.apply_batch(kv_batch(i, 300 + t as usize * 100));
-                }
-                same_messages(&*storage.open_stream(&format!("K{t}")).unwrap(), &mirror);
-            }
-            assert_eq!(counted_refs(storage), scanned_refs(storage));
-        };
-        check(&storage);
+        let batch = |t: u64, i: u64| kv_batch(i, 300 + t as usize * 100);
+        check_writers(&storage, "K", 3, 300, &limits, batch);
         drop(storage);
-        check(&Storage::open(dir.path()).unwrap());
+        check_writers(
+            &Storage::open(dir.path()).unwrap(),
+            "K",
+            3,
+            300,
+            &limits,
+            batch,
+        );
     }
 
     #[test]
@@ -2230,12 +2250,7 @@ mod tests {
             .unwrap()
             .get(crate::log::APPLIED_KEY)
             .unwrap();
-        raw.map_or((0, 0), |raw| {
-            (
-                u32::from_be_bytes(raw[..4].try_into().unwrap()),
-                u64::from_be_bytes(raw[4..].try_into().unwrap()),
-            )
-        })
+        raw.map_or((0, 0), |raw| crate::log::decode_applied(&raw).unwrap())
     }
 
     #[test]

@@ -90,6 +90,10 @@ const COMPACT_BELOW_LIVE_SHARE: f64 = 0.5;
 /// What moving one block costs in the log besides its bytes: its op (key,
 /// expected pointer, new pointer, lengths and tag), rounded up.
 const MOVE_OVERHEAD: u64 = 80;
+/// No block is longer: one holds either records of up to 8 KiB together or
+/// a single record, and no message reaches 64 MiB (NATS's `max_payload`
+/// ceiling).
+const MAX_BLOCK_LEN: u32 = 128 << 20;
 
 /// One sled operation from the log.
 enum SledOp {
@@ -386,7 +390,7 @@ fn io(e: std::io::Error) -> StorageError {
     StorageError::Backend(format!("message log: {e}"))
 }
 
-fn decode_applied(raw: &[u8]) -> Option<(u32, u64)> {
+pub(crate) fn decode_applied(raw: &[u8]) -> Option<(u32, u64)> {
     if raw.len() != 12 {
         return None;
     }
@@ -971,9 +975,9 @@ impl Log {
                 }
             }
         };
-        // A damaged pointer must not make us allocate what is not there.
-        let size = file.metadata().map_err(io)?.len();
-        if ptr.off.saturating_add(u64::from(ptr.len)) > size {
+        // A damaged pointer must not make us allocate gigabytes; one past
+        // the end of the file reads short (below).
+        if ptr.len > MAX_BLOCK_LEN {
             return Ok(None);
         }
         let mut buf = vec![0u8; ptr.len as usize];
