@@ -2242,9 +2242,10 @@ mod tests {
         names.pop().unwrap()
     }
 
-    /// The applied position sled holds on disk (the storage must be closed).
+    /// The applied position sled holds on disk (the storage must be closed;
+    /// its background threads may hold sled's lock a moment longer).
     fn applied_on_disk(dir: &Path) -> (u32, u64) {
-        let db = sled::open(dir).unwrap();
+        let db = open_retrying(&sled::Config::new().path(dir)).unwrap();
         let raw = db
             .open_tree("streams")
             .unwrap()
