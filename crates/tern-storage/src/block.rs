@@ -21,8 +21,9 @@
 //!
 //! The header is checked once when a block is read; each record keeps its
 //! own checksum, so one damaged record spoils only itself. Removing messages
-//! rewrites the block without them (its base stays); a block left empty is
-//! removed.
+//! from a block stored inline rewrites it without them (its base stays); a
+//! block in the message log stays where it is, and its pointer lists the
+//! sequences removed from it (see `log`). A block left empty is removed.
 //!
 //! A subject list holds the sequences of one subject that one batch wrote
 //! (or, in a restore, one chunk), stored under (subject, its first
@@ -41,9 +42,16 @@ const BLOCK_VERSION: u8 = 1;
 const HEADER_FIXED: usize = 1 + 4;
 const ENTRY: usize = 8;
 
-/// Data bytes after which a block is closed: with sled's default 512 KiB
-/// segments, a leaf of 16 such values stays under its 128 KiB blob limit.
+/// Data bytes after which a block stored inline in sled is closed: with
+/// sled's default 512 KiB segments, a leaf of 16 such values stays under
+/// its 128 KiB blob limit.
 pub(crate) const BLOCK_DATA_TARGET: usize = 8 << 10;
+/// Data bytes after which a block written to the message log is closed.
+/// Each block costs a sled key (a pointer), and inserting one costs sled
+/// about as much CPU as its 1 KiB messages cost all else: larger blocks
+/// mean fewer keys. Removing messages does not rewrite a logged block, so
+/// its size costs nothing there.
+pub(crate) const LOGGED_BLOCK_DATA_TARGET: usize = 32 << 10;
 /// Most messages in one block.
 pub(crate) const BLOCK_MAX_MSGS: usize = 1024;
 
@@ -52,14 +60,23 @@ pub(crate) struct BlockBuilder {
     base: u64,
     entries: Vec<(u32, u32)>,
     data: Vec<u8>,
+    /// Data bytes after which the block is full.
+    target: usize,
 }
 
 impl BlockBuilder {
+    /// A block to be stored inline.
     pub(crate) fn new(base: u64) -> Self {
+        Self::with_target(base, BLOCK_DATA_TARGET)
+    }
+
+    /// A block closed once its data reaches `target` bytes.
+    pub(crate) fn with_target(base: u64, target: usize) -> Self {
         BlockBuilder {
             base,
             entries: Vec::new(),
             data: Vec::new(),
+            target,
         }
     }
 
@@ -80,7 +97,7 @@ impl BlockBuilder {
         seq > last
             && seq - self.base <= u64::from(u32::MAX)
             && self.entries.len() < BLOCK_MAX_MSGS
-            && self.data.len() + len <= BLOCK_DATA_TARGET
+            && self.data.len() + len <= self.target
             && self.data.len() + len <= u32::MAX as usize
     }
 
@@ -114,13 +131,17 @@ impl BlockBuilder {
     }
 }
 
-/// A block read from disk whose header checked out.
+/// A block read from disk whose header checked out: its entries, or only
+/// those not removed from it.
 #[derive(Clone)]
 pub(crate) struct Block {
     base: u64,
     raw: Bytes,
+    /// Entries seen (all, or the live ones).
     count: usize,
     data_at: usize,
+    /// The positions of the live entries among all, when some are removed.
+    live: Option<std::sync::Arc<[u16]>>,
 }
 
 impl Block {
@@ -139,12 +160,13 @@ impl Block {
             raw,
             count,
             data_at,
+            live: None,
         };
         // Deltas ascend and record ends stay inside the data.
         let data_len = block.raw.len() - data_at;
         let mut prev: Option<(u32, u32)> = None;
         for i in 0..count {
-            let (delta, end) = block.entry(i);
+            let (delta, end) = block.slot(i);
             if end as usize > data_len || prev.is_some_and(|(d, e)| delta <= d || end < e) {
                 return None;
             }
@@ -153,8 +175,63 @@ impl Block {
         Some(block)
     }
 
+    /// The block without the entries whose sequences `removed` lists
+    /// (ascending); `None` if one of them is not in it.
+    pub(crate) fn thinned(self, removed: &[u64]) -> Option<Block> {
+        if removed.is_empty() {
+            return Some(self);
+        }
+        let mut live = Vec::with_capacity(self.count.saturating_sub(removed.len()));
+        let mut gone = removed.iter().peekable();
+        for i in 0..self.count {
+            let p = self.position(i);
+            let seq = self.base + u64::from(self.slot(p).0);
+            if gone.peek() == Some(&&seq) {
+                gone.next();
+            } else {
+                live.push(u16::try_from(p).ok()?);
+            }
+        }
+        if gone.next().is_some() {
+            return None;
+        }
+        Some(Block {
+            count: live.len(),
+            live: Some(live.into()),
+            ..self
+        })
+    }
+
+    /// Entries the block holds, removed ones included.
+    pub(crate) fn stored_len(&self) -> usize {
+        u32::from_le_bytes(self.raw[1..5].try_into().expect("4 bytes")) as usize
+    }
+
+    /// Bytes of the block that its live entries take (their records and
+    /// header entries).
+    pub(crate) fn live_bytes(&self) -> usize {
+        (0..self.count)
+            .map(|i| self.record(i).len() + ENTRY)
+            .sum::<usize>()
+            + self.data_at
+            - self.stored_len() * ENTRY
+    }
+
+    /// Where the `i`th entry seen is among all.
+    fn position(&self, i: usize) -> usize {
+        match &self.live {
+            Some(live) => usize::from(live[i]),
+            None => i,
+        }
+    }
+
     fn entry(&self, i: usize) -> (u32, u32) {
-        let at = HEADER_FIXED + i * ENTRY;
+        self.slot(self.position(i))
+    }
+
+    /// The header entry at position `p` among all.
+    fn slot(&self, p: usize) -> (u32, u32) {
+        let at = HEADER_FIXED + p * ENTRY;
         let word =
             |at: usize| u32::from_le_bytes(self.raw[at..at + 4].try_into().expect("4 bytes"));
         (word(at), word(at + 4))
@@ -179,12 +256,13 @@ impl Block {
 
     /// The record of entry `i`, sharing the block's buffer.
     pub(crate) fn record(&self, i: usize) -> Bytes {
-        let start = if i == 0 {
+        let p = self.position(i);
+        let start = if p == 0 {
             0
         } else {
-            self.entry(i - 1).1 as usize
+            self.slot(p - 1).1 as usize
         };
-        let end = self.entry(i).1 as usize;
+        let end = self.slot(p).1 as usize;
         self.raw.slice(self.data_at + start..self.data_at + end)
     }
 
@@ -287,6 +365,40 @@ mod tests {
         );
         assert_eq!(&rest.record(1)[..], b"rec13");
         assert!(b.without(|_| true).is_none());
+    }
+
+    #[test]
+    fn a_thinned_block_shows_only_its_live_entries() {
+        let b = build(10, &[10, 11, 13, 20, 21]);
+        assert_eq!(b.stored_len(), 5);
+        let whole = b.live_bytes();
+        let thin = b
+            .clone()
+            .thinned(&[10, 13, 21])
+            .expect("all listed are in it");
+        assert_eq!(thin.len(), 2);
+        assert_eq!(thin.stored_len(), 5);
+        assert_eq!((thin.seq(0), thin.seq(1)), (11, 20));
+        assert_eq!(thin.last_seq(), Some(20));
+        assert_eq!(
+            (&thin.record(0)[..], &thin.record(1)[..]),
+            (&b"rec11"[..], &b"rec20"[..])
+        );
+        assert_eq!(
+            (thin.find(11), thin.find(13), thin.find(20)),
+            (Some(0), None, Some(1))
+        );
+        assert_eq!((thin.lower_bound(12), thin.lower_bound(21)), (1, 2));
+        // What it would take rewritten: exactly the block `without` makes.
+        let rest = thin.without(|_| false).expect("entries left");
+        assert_eq!(thin.live_bytes(), rest.len());
+        assert_eq!(whole, b.without(|_| false).unwrap().len());
+        // Thinning again, and a list naming what the block lacks.
+        let thinner = thin.clone().thinned(&[11]).unwrap();
+        assert_eq!((thinner.len(), thinner.seq(0)), (1, 20));
+        assert!(thin.clone().thinned(&[13]).is_none());
+        assert!(b.clone().thinned(&[12]).is_none());
+        assert_eq!(b.clone().thinned(&[]).map(|b| b.len()), Some(5));
     }
 
     #[test]

@@ -88,10 +88,11 @@ const KIND_CONFIG: u8 = b'c';
 const KIND_CONSUMER_CONFIG: u8 = b'k';
 const KIND_CONSUMER_STATE: u8 = b'p';
 
-/// The layout written here: 3 is blocks in the message log or inline;
-/// 2 (blocks inline only) is read and upgraded in place; 1 (a key per
-/// message) had no marker.
-const FORMAT: u8 = 3;
+/// The layout written here: 4 is blocks in the message log or inline, with
+/// pointers that list messages removed from their block; 3 (no such
+/// lists) and 2 (blocks inline only) are read and upgraded in place; 1 (a
+/// key per message) had no marker.
+const FORMAT: u8 = 4;
 
 /// Keys removed per batch by background cleanup and stream deletion.
 const CHUNK: usize = 4096;
@@ -190,28 +191,28 @@ impl Db {
     /// a pointer into the log); `None` if it is missing or damaged.
     fn block(&self, key: &[u8], raw: IVec) -> Result<Option<Block>> {
         let base = key_seq(key);
-        if let Some(ptr) = Ptr::decode(&raw) {
-            if self.log.read(ptr)?.is_none() {
-                // Moved by compaction, and its old segment deleted, since
-                // `raw` was read: read where it is now.
-                match self.tree.get(key)? {
-                    Some(now) if now != raw => return self.block_from(base, now),
-                    _ => return Ok(None),
-                }
-            }
+        let Some(ptr) = Ptr::decode(&raw) else {
+            return Ok(Block::parse(base, Bytes::from_owner(raw)));
+        };
+        if let Some(bytes) = self.log.read(ptr)? {
+            return Ok(logged_block(base, &raw, bytes));
         }
-        self.block_from(base, raw)
+        // Moved by compaction, and its old segment deleted, since `raw` was
+        // read: read where it is now.
+        match self.tree.get(key)? {
+            Some(now) if now != raw => self.block_from(base, now),
+            _ => Ok(None),
+        }
     }
 
     fn block_from(&self, base: u64, raw: IVec) -> Result<Option<Block>> {
-        let bytes = match Ptr::decode(&raw) {
-            Some(ptr) => match self.log.read(ptr)? {
-                Some(b) => b,
-                None => return Ok(None),
-            },
-            None => Bytes::from_owner(raw),
+        let Some(ptr) = Ptr::decode(&raw) else {
+            return Ok(Block::parse(base, Bytes::from_owner(raw)));
         };
-        Ok(Block::parse(base, bytes))
+        Ok(self
+            .log
+            .read(ptr)?
+            .and_then(|bytes| logged_block(base, &raw, bytes)))
     }
 
     /// Writes a batch. Under [`SyncPolicy::Always`] it goes through the log
@@ -267,12 +268,21 @@ impl Db {
                 continue;
             };
             // A block the log cannot produce stays where it is (and is
-            // reported to its readers).
-            let Some(block) = self.log.read(ptr)? else {
+            // reported to its readers). One messages were removed from
+            // moves without them.
+            let block = if Ptr::removed(&value).is_some() {
+                match self.block_from(key_seq(&key), value.clone())? {
+                    Some(b) => b.without(|_| false),
+                    None => None,
+                }
+            } else {
+                self.log.read(ptr)?.map(|b| b.to_vec())
+            };
+            let Some(block) = block else {
                 continue;
             };
             bytes += block.len();
-            ops.move_block(key.to_vec(), value, block.to_vec());
+            ops.move_block(key.to_vec(), value, block);
             moved += 1;
             if bytes >= 1 << 20 {
                 self.write(std::mem::take(&mut ops))?;
@@ -505,6 +515,18 @@ impl Storage {
         }
         self.db.collect();
         Ok(())
+    }
+}
+
+/// The block a pointer `raw` names, read from the log as `bytes`, less the
+/// messages the pointer lists as removed. A list that does not decode, or
+/// names what the block lacks, is damage: the block is reported, not served
+/// half removed.
+fn logged_block(base: u64, raw: &[u8], bytes: Bytes) -> Option<Block> {
+    let block = Block::parse(base, bytes)?;
+    match Ptr::removed(raw) {
+        None => Some(block),
+        Some(list) => block.thinned(&block::decode_list(base, list)?),
     }
 }
 
@@ -788,10 +810,11 @@ fn has_subject_between(db: &Db, id: u64, subject: &[u8], from: u64, until: u64) 
 fn check_format(t: &sled::Tree) -> Result<bool> {
     match t.get([TAG_FORMAT])? {
         Some(v) if v.as_ref() == [FORMAT] => Ok(false),
-        // Format 2 is format 3 without pointers into the log.
-        Some(v) if v.as_ref() == [2] => Ok(true),
+        // Format 3 is format 4 without lists of removed messages; 2 is 3
+        // without pointers into the log.
+        Some(v) if v.as_ref() == [2] || v.as_ref() == [3] => Ok(true),
         Some(v) => Err(StorageError::Backend(format!(
-            "the data directory is in storage format {}; this version reads formats 2 and {FORMAT}",
+            "the data directory is in storage format {}; this version reads formats 2 to {FORMAT}",
             v.first().copied().unwrap_or(0)
         ))),
         None if t.scan_prefix([TAG_NAME]).next().is_some() => Err(StorageError::Backend(format!(
@@ -1091,7 +1114,7 @@ impl StreamStore for SledStore {
         // Restored blocks are stored inline: a restore is one big write,
         // flushed once at its end.
         let mut batch = Ops::default();
-        let mut blocks = Blocks::new(id);
+        let mut blocks = Blocks::new(id, block::BLOCK_DATA_TARGET);
         let mut pending = 0;
         batch.insert(
             meta_key(id, KIND_LIMITS, ""),
@@ -1172,14 +1195,17 @@ fn abort(results: Vec<Result<OpResult>>, err: &StorageError) -> Vec<Result<OpRes
 /// a batch: each block as it closes, the lists when told to.
 struct Blocks {
     id: u64,
+    /// Data bytes per block.
+    target: usize,
     open: Option<BlockBuilder>,
     lists: HashMap<Bytes, Vec<u64>>,
 }
 
 impl Blocks {
-    fn new(id: u64) -> Self {
+    fn new(id: u64, target: usize) -> Self {
         Blocks {
             id,
+            target,
             open: None,
             lists: HashMap::new(),
         }
@@ -1214,7 +1240,10 @@ impl Blocks {
         if self.open.as_ref().is_some_and(|b| !b.fits(seq, len)) {
             self.finish_block(batch);
         }
-        let open = self.open.get_or_insert_with(|| BlockBuilder::new(seq));
+        let target = self.target;
+        let open = self
+            .open
+            .get_or_insert_with(|| BlockBuilder::with_target(seq, target));
         open.push_with(seq, write);
         match self.lists.get_mut(subject) {
             Some(seqs) => seqs.push(seq),
@@ -1653,9 +1682,35 @@ impl SledTxn<'_> {
                     .block(&key, raw.clone())?
                     .ok_or_else(|| self.corrupt(seqs[0]))?,
             };
-            match b.without(|s| seqs.binary_search(&s).is_ok()) {
-                Some(rest) => batch.block(&key[..], rest),
-                None => batch.remove(&key[..]),
+            let logged = Ptr::decode(&raw).filter(|_| self.db.sync == SyncPolicy::Always);
+            if let Some(ptr) = logged {
+                // A block in the log stays there: its pointer lists what
+                // was removed from it, so a removal writes no message data.
+                // (A batch stored inline could not count a new pointer.)
+                let gone: std::collections::BTreeSet<u64> = match Ptr::removed(&raw) {
+                    Some(list) => {
+                        block::decode_list(*base, list).ok_or_else(|| self.corrupt(seqs[0]))?
+                    }
+                    None => Vec::new(),
+                }
+                .into_iter()
+                .chain(seqs.iter().copied())
+                .collect();
+                let gone: Vec<u64> = gone.into_iter().collect();
+                match b.thinned(seqs) {
+                    Some(rest) if rest.len() > 0 => {
+                        let live = u32::try_from(rest.live_bytes()).unwrap_or(u32::MAX);
+                        let list = block::encode_list(*base, &gone);
+                        batch.insert(&key[..], ptr.thinned(live, &list));
+                    }
+                    Some(_) => batch.remove(&key[..]),
+                    None => return Err(self.corrupt(seqs[0])),
+                }
+            } else {
+                match b.without(|s| seqs.binary_search(&s).is_ok()) {
+                    Some(rest) => batch.block(&key[..], rest),
+                    None => batch.remove(&key[..]),
+                }
             }
             batch.release(raw);
         }
@@ -1664,7 +1719,14 @@ impl SledTxn<'_> {
         }
         // Appended messages, packed into new blocks, one subject list per
         // subject for the whole batch.
-        let mut blocks = Blocks::new(self.id);
+        let mut blocks = Blocks::new(
+            self.id,
+            if self.db.sync == SyncPolicy::Always {
+                block::LOGGED_BLOCK_DATA_TARGET
+            } else {
+                block::BLOCK_DATA_TARGET
+            },
+        );
         for m in self.msgs.values().flatten() {
             blocks.push(&mut batch, m);
         }
@@ -1905,7 +1967,7 @@ mod tests {
             if let Some(p) = Ptr::decode(&item.unwrap().1) {
                 let r = refs.entry(p.seg()).or_default();
                 r.0 += 1;
-                r.1 += u64::from(p.len());
+                r.1 += u64::from(p.live());
             }
         }
         refs
@@ -2129,6 +2191,76 @@ mod tests {
         drop((kv, storage));
         let storage = Storage::open(dir.path()).unwrap();
         same_messages(&*storage.open_stream("K").unwrap(), &mirror);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+    }
+
+    /// The (segment, offset, length) each block key points to.
+    fn pointers(storage: &Storage) -> BTreeMap<Vec<u8>, (u32, u64, u32, bool)> {
+        storage
+            .db
+            .tree
+            .scan_prefix([TAG_MSG])
+            .map(|item| {
+                let (k, v) = item.unwrap();
+                let p = Ptr::decode(&v).expect("a logged block");
+                let thin = Ptr::removed(&v).is_some();
+                (k.to_vec(), (p.seg(), p.off(), p.len(), thin))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn removing_messages_thins_pointers_and_compaction_drops_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StreamLimits::default();
+        let mirror = MemoryStore::new("S", limits.clone());
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", limits).unwrap();
+        for batch in 0..4u64 {
+            let ops: Vec<StreamOp> = (0..300)
+                .map(|i| {
+                    let subject = format!("s.{}", i % 3);
+                    StreamOp::Append(Append::new(subject, vec![b'x'; 100], batch * 300 + i))
+                })
+                .collect();
+            for store in [&*s, &mirror as &dyn StreamStore] {
+                assert!(store.apply_batch(ops.clone()).iter().all(|r| r.is_ok()));
+            }
+        }
+        let before = pointers(&storage);
+        // Remove nine messages in ten, a few per batch, as acks would.
+        let doomed: Vec<u64> = (1..=1200).filter(|q| q % 10 != 0).collect();
+        for chunk in doomed.chunks(7) {
+            let ops: Vec<StreamOp> = chunk
+                .iter()
+                .map(|&seq| StreamOp::Delete { seq, erase: false })
+                .collect();
+            for store in [&*s, &mirror as &dyn StreamStore] {
+                assert!(store.apply_batch(ops.clone()).iter().all(|r| r.is_ok()));
+            }
+        }
+        // No block moved or was rewritten: their pointers list removals.
+        let after = pointers(&storage);
+        assert_eq!(after.len(), before.len());
+        for (key, (seg, off, len, thin)) in &after {
+            assert_eq!(before[key], (*seg, *off, *len, false));
+            assert!(*thin);
+        }
+        same_messages(&*s, &mirror);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        // Counted as live: about a tenth of what the blocks hold.
+        let live: u64 = scanned_refs(&storage).values().map(|r| r.1).sum();
+        let held: u64 = after.values().map(|p| u64::from(p.2)).sum();
+        assert!(live * 5 < held, "live {live} of {held}");
+        // Compaction moves the blocks without their removed messages.
+        storage.db.compact(&|| false).unwrap();
+        let moved = pointers(&storage);
+        assert!(moved.values().all(|p| !p.3), "{moved:?}");
+        same_messages(&*s, &mirror);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        drop((s, storage));
+        let storage = Storage::open(dir.path()).unwrap();
+        same_messages(&*storage.open_stream("S").unwrap(), &mirror);
         assert_eq!(counted_refs(&storage), scanned_refs(&storage));
     }
 

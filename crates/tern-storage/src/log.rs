@@ -45,7 +45,18 @@
 //! value  := len u32 LE, bytes
 //! crc    := crc32 over segment id u32 BE ++ record offset u64 BE ++ body
 //! pointer (sled value) := 0xFF, segment u32 BE, offset u64 BE, len u32 BE
+//!                        | 0xFE, segment, offset, len, live u32 BE, removed
+//! removed := the sequences removed from the block, as a subject list
 //! ```
+//!
+//! # Removals
+//!
+//! Removing messages from a logged block does not write it again: its
+//! pointer becomes a *thinned* one (0xFE) that lists the removed sequences
+//! and counts only the block's `live` bytes (what the remaining messages
+//! would take rewritten). Readers see the block without them; compaction
+//! moves it without them; its key goes once nothing is left. A segment's
+//! live bytes sum the pointers' `live`, so thinned blocks make it sparse.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -66,6 +77,10 @@ type Result<T> = std::result::Result<T, StorageError>;
 pub(crate) const APPLIED_KEY: [u8; 1] = [0x05];
 const PTR_TAG: u8 = 0xFF;
 const PTR_LEN: usize = 17;
+/// A pointer to a block that messages were removed from: the pointer, the
+/// bytes of the block still live (u32 BE), then the removed sequences.
+const THIN_TAG: u8 = 0xFE;
+const THIN_LEN: usize = PTR_LEN + 4;
 const HEADER: usize = 8;
 /// A segment is closed once it holds this much (little in unit tests, so
 /// they see many segments).
@@ -139,7 +154,7 @@ fn account(segments: &mut Segments, raw: &[u8], add: bool) -> bool {
     };
     if add {
         s.pointers += 1;
-        s.live += u64::from(p.len);
+        s.live += u64::from(p.live);
         return false;
     }
     if s.pointers == 0 {
@@ -147,7 +162,7 @@ fn account(segments: &mut Segments, raw: &[u8], add: bool) -> bool {
         return false;
     }
     s.pointers -= 1;
-    s.live = s.live.saturating_sub(u64::from(p.len));
+    s.live = s.live.saturating_sub(u64::from(p.live));
     s.pointers == 0
 }
 
@@ -271,9 +286,21 @@ pub(crate) struct Ptr {
     seg: u32,
     off: u64,
     len: u32,
+    /// Bytes of the block still in use: less than `len` once messages
+    /// were removed from it.
+    live: u32,
 }
 
 impl Ptr {
+    fn new(seg: u32, off: u64, len: u32) -> Ptr {
+        Ptr {
+            seg,
+            off,
+            len,
+            live: len,
+        }
+    }
+
     fn encode(self) -> [u8; PTR_LEN] {
         let mut out = [0u8; PTR_LEN];
         out[0] = PTR_TAG;
@@ -288,23 +315,61 @@ impl Ptr {
         self.seg
     }
 
+    /// Where the block starts in its segment.
+    #[cfg(test)]
+    pub(crate) fn off(self) -> u64 {
+        self.off
+    }
+
     /// The block's length.
     #[cfg(test)]
     pub(crate) fn len(self) -> u32 {
         self.len
     }
 
-    /// A pointer, if `raw` is one (blocks stored inline start with their
-    /// version byte, never 0xFF).
+    /// Bytes of the block still in use.
+    #[cfg(test)]
+    pub(crate) fn live(self) -> u32 {
+        self.live
+    }
+
+    /// The value of this pointer once messages were removed from its
+    /// block: `live` bytes of it are still in use, and `removed` is the
+    /// encoded list of their sequences.
+    pub(crate) fn thinned(self, live: u32, removed: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(THIN_LEN + removed.len());
+        out.push(THIN_TAG);
+        out.extend_from_slice(&self.encode()[1..]);
+        out.extend_from_slice(&live.min(self.len).to_be_bytes());
+        out.extend_from_slice(removed);
+        out
+    }
+
+    /// A pointer, if `raw` is one, thinned or not (blocks stored inline
+    /// start with their version byte, never 0xFF or 0xFE).
     pub(crate) fn decode(raw: &[u8]) -> Option<Ptr> {
-        if raw.len() != PTR_LEN || raw[0] != PTR_TAG {
-            return None;
-        }
+        let thin = match *raw.first()? {
+            PTR_TAG if raw.len() == PTR_LEN => false,
+            THIN_TAG if raw.len() > THIN_LEN => true,
+            _ => return None,
+        };
+        let len = u32::from_be_bytes(raw[13..17].try_into().ok()?);
         Some(Ptr {
             seg: u32::from_be_bytes(raw[1..5].try_into().ok()?),
             off: u64::from_be_bytes(raw[5..13].try_into().ok()?),
-            len: u32::from_be_bytes(raw[13..17].try_into().ok()?),
+            len,
+            live: if thin {
+                u32::from_be_bytes(raw[17..21].try_into().ok()?).min(len)
+            } else {
+                len
+            },
         })
+    }
+
+    /// The encoded list of sequences removed from the block, if `raw` is a
+    /// thinned pointer.
+    pub(crate) fn removed(raw: &[u8]) -> Option<&[u8]> {
+        (raw.first() == Some(&THIN_TAG) && raw.len() > THIN_LEN).then(|| &raw[THIN_LEN..])
     }
 }
 
@@ -457,12 +522,7 @@ fn encode(seg: u32, off: u64, ops: Vec<(Vec<u8>, Op)>) -> Result<(Vec<u8>, SledO
         value(&mut out, &key);
         let key = IVec::from(key);
         let mut place = |block: Vec<u8>| {
-            let ptr = Ptr {
-                seg,
-                off: data_at,
-                len: block.len() as u32,
-            }
-            .encode();
+            let ptr = Ptr::new(seg, data_at, block.len() as u32).encode();
             data_at += block.len() as u64;
             blocks.push(block);
             IVec::from(&ptr[..])
@@ -1038,13 +1098,17 @@ mod tests {
 
     #[test]
     fn pointers_are_not_blocks() {
-        let p = Ptr {
-            seg: 1,
-            off: 2,
-            len: 3,
-        };
+        let p = Ptr::new(1, 2, 3000);
         assert_eq!(Ptr::decode(&p.encode()), Some(p));
         assert_eq!(Ptr::decode(&[1; PTR_LEN]), None);
         assert_eq!(Ptr::decode(&p.encode()[..16]), None);
+        assert_eq!(Ptr::removed(&p.encode()), None);
+        let thin = p.thinned(1000, b"list");
+        let live = Ptr { live: 1000, ..p };
+        assert_eq!(Ptr::decode(&thin), Some(live));
+        assert_eq!(Ptr::removed(&thin), Some(&b"list"[..]));
+        // Never more live than the block holds; a list is required.
+        assert_eq!(Ptr::decode(&p.thinned(5000, b"x")), Some(p));
+        assert_eq!(Ptr::decode(&thin[..THIN_LEN]), None);
     }
 }

@@ -41,9 +41,12 @@ fn raw<R>(dir: &Path, f: impl FnOnce(&sled::Tree) -> R) -> R {
 }
 
 /// Where a block lives when its sled value is a pointer into the message
-/// log: (segment file, offset, length).
+/// log (0xFF: the whole block; 0xFE: the block less the messages its value
+/// lists): (segment file, offset, length).
 fn pointer(dir: &Path, value: &[u8]) -> Option<(std::path::PathBuf, u64, usize)> {
-    if value.len() != 17 || value[0] != 0xff {
+    let whole = value.len() == 17 && value[0] == 0xff;
+    let thinned = value.len() > 21 && value[0] == 0xfe;
+    if !whole && !thinned {
         return None;
     }
     let seg = u32::from_be_bytes(value[1..5].try_into().unwrap());
@@ -483,13 +486,44 @@ fn block_with(dir: &Path, tree: &sled::Tree, needle: &[u8]) -> (sled::IVec, Vec<
 }
 
 #[test]
+fn a_damaged_list_of_removed_messages_is_reported_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+        append_batch(&s, 10); // one block, 1..=10
+        s.delete_msg(4, false).unwrap();
+        assert!(s.get(4).is_err());
+    }
+    raw(dir.path(), |tree| {
+        let key = message_key(tree, 1); // the block's key: its base
+        let mut value = tree.get(&key).unwrap().unwrap().to_vec();
+        assert_eq!(value[0], 0xfe, "a thinned pointer");
+        // The list's count, which its checksum covers.
+        value[21] ^= 0x02;
+        tree.insert(&key, value).unwrap();
+    });
+    let storage = Storage::open(dir.path()).unwrap();
+    let s = storage.open_stream("S").unwrap();
+    // Neither the removed message nor its neighbours are served as if
+    // nothing happened.
+    for seq in [4, 5] {
+        assert!(
+            matches!(s.get(seq), Err(StorageError::Corrupt { .. })),
+            "seq {seq}: {:?}",
+            s.get(seq)
+        );
+    }
+}
+
+#[test]
 fn a_batch_is_packed_into_few_blocks() {
     let dir = tempfile::tempdir().unwrap();
     {
         let storage = Storage::open(dir.path()).unwrap();
         let s = storage.create_stream("S", StreamLimits::default()).unwrap();
         append_batch(&s, 3000);
-        // Removals in the middle of blocks rewrite them.
+        // Removals in the middle of blocks leave them where they are.
         for seq in [1, 2, 500, 1500, 2998] {
             s.delete_msg(seq, seq % 2 == 0).unwrap();
         }
@@ -502,8 +536,14 @@ fn a_batch_is_packed_into_few_blocks() {
     raw(dir.path(), |tree| {
         let blocks = count_tag(tree, TAG_MSG);
         let lists = count_tag(tree, TAG_SUBJ);
-        // ~35-byte records in 8 KiB blocks: a key per ~200 messages.
-        assert!((10..=40).contains(&blocks), "{blocks} blocks");
+        // ~35-byte records in 32 KiB blocks of at most 1024 messages.
+        assert!((3..=5).contains(&blocks), "{blocks} blocks");
+        // Each removal thinned a block's pointer; none was rewritten.
+        let thinned = tree
+            .scan_prefix([TAG_MSG])
+            .filter(|item| item.as_ref().unwrap().1[0] == 0xfe)
+            .count();
+        assert_eq!(thinned, blocks, "every block lost messages");
         // One list per subject for the whole batch (b.1 was purged).
         assert_eq!(lists, 3, "subject lists");
     });
@@ -603,6 +643,21 @@ fn an_older_storage_format_is_refused() {
         let storage = Storage::open(dir.path()).unwrap();
         storage.create_stream("S", StreamLimits::default()).unwrap();
     }
+    // Formats 2 and 3 are upgraded in place: the marker says 4 afterwards.
+    for older in [2u8, 3] {
+        raw(dir.path(), |tree| {
+            tree.insert([0x00], &[older]).unwrap();
+        });
+        Storage::open(dir.path()).unwrap();
+        raw(dir.path(), |tree| {
+            assert_eq!(tree.get([0x00]).unwrap().unwrap().as_ref(), [4]);
+        });
+    }
+    raw(dir.path(), |tree| {
+        tree.insert([0x00], &[9]).unwrap();
+    });
+    let err = Storage::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("storage format 9"), "{err}");
     raw(dir.path(), |tree| {
         tree.remove([0x00]).unwrap();
     });
