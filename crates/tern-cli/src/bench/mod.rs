@@ -85,6 +85,8 @@ pub(crate) enum ScenarioArg {
     JsDisk,
     /// Fill a stream, then consume it with a durable pull consumer and explicit acks (needs JetStream).
     JsPull,
+    /// js-pull on a work-queue stream: each ack removes its message (needs JetStream).
+    JsWorkqueue,
     /// Cluster: publisher on the first node, subscriber on the second (needs
     /// several --url, or `compare --cluster`). Not part of `all`.
     ClusterPubsub,
@@ -280,6 +282,7 @@ impl WorkloadArgs {
             (ScenarioArg::JsPubAsync, ScenarioKind::JsPubAsync),
             (ScenarioArg::JsDisk, ScenarioKind::JsDisk),
             (ScenarioArg::JsPull, ScenarioKind::JsPull),
+            (ScenarioArg::JsWorkqueue, ScenarioKind::JsWorkQueue),
             (ScenarioArg::ClusterPubsub, ScenarioKind::ClusterPubSub),
             (ScenarioArg::ClusterFanout, ScenarioKind::ClusterFanout),
         ];

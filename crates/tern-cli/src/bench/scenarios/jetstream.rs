@@ -1,5 +1,5 @@
-//! JetStream scenarios: `js-pub-sync`, `js-pub-async`, `js-disk` and
-//! `js-pull`.
+//! JetStream scenarios: `js-pub-sync`, `js-pub-async`, `js-disk`,
+//! `js-pull` and `js-workqueue`.
 //!
 //! Each run creates its own file-storage stream `BENCH_<scenario>_<size>`
 //! (subject `bench.js.<scenario>.<size>`, default limits) with
@@ -18,6 +18,8 @@
 //!   a durable pull consumer with explicit acks (`consumer.messages()`, the
 //!   client's continuous pull) reads it all, acking each message; the rate
 //!   is measured from the start of consumption to the last message.
+//! - `js-workqueue`: `js-pull` on a stream with work-queue retention, so
+//!   each ack removes its message; afterwards the stream must be empty.
 //!
 //! Every ack is checked: right stream, consecutive sequence, no duplicate.
 //! A short warm-up (stored too, counted in the stream) precedes the timed
@@ -78,6 +80,11 @@ pub(super) async fn run(
                 name: name.clone(),
                 subjects: vec![subject.to_string()],
                 storage: stream::StorageType::File,
+                retention: if spec.kind == ScenarioKind::JsWorkQueue {
+                    stream::RetentionPolicy::WorkQueue
+                } else {
+                    stream::RetentionPolicy::Limits
+                },
                 ..Default::default()
             })
             .await
@@ -104,6 +111,17 @@ pub(super) async fn run(
                     .guard("filling the stream", run.publish_windowed(spec.msgs))
                     .await?;
                 consume_pull(session, &js, &name, spec, probe, outcome).await
+            }
+            ScenarioKind::JsWorkQueue => {
+                session
+                    .guard("filling the stream", run.publish_windowed(spec.msgs))
+                    .await?;
+                consume_pull(session, &js, &name, spec, probe, outcome).await?;
+                session
+                    .guard("waiting for the acks to empty the stream", async {
+                        drained(&js, &name).await
+                    })
+                    .await
             }
             ScenarioKind::JsDisk => {
                 publish_async(session, spec, &mut run, probe, outcome).await?;
@@ -324,13 +342,34 @@ async fn consume_pull(
     outcome.count = consumed;
     outcome.figures.push(Figure {
         key: "consumed_msgs_per_sec",
-        label: "pull consume rate (explicit acks)",
+        label: if spec.kind == ScenarioKind::JsWorkQueue {
+            "work-queue consume rate (each ack removes)"
+        } else {
+            "pull consume rate (explicit acks)"
+        },
         unit: "msg/s",
         value: consumed as f64 / secs,
         better: Better::Higher,
     });
     probe.finish(consumed, "consumed")?.append_to(outcome);
     Ok(())
+}
+
+/// Waits (up to 10 s) until the work-queue stream `name` holds nothing:
+/// the consumer acked every message, and each ack removes one.
+async fn drained(js: &Context, name: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stream = js.get_stream(name).await.context("getting the stream")?;
+    loop {
+        let left = stream.info().await.context("stream info")?.state.messages;
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("stream {name} still holds {left} messages after every ack");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Disk figures of `js-disk`, read after the publish phase.

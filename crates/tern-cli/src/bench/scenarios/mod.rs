@@ -56,6 +56,8 @@ pub(crate) enum ScenarioKind {
     /// Fill a stream, then consume it with a durable pull consumer and
     /// explicit acks.
     JsPull,
+    /// `JsPull` on a work-queue stream, where each ack removes its message.
+    JsWorkQueue,
     /// Cluster: publisher on the first node, 1 subscriber on the second.
     ClusterPubSub,
     /// Cluster: publisher on the first node, 1 subscriber on every node.
@@ -76,6 +78,7 @@ impl ScenarioKind {
             ScenarioKind::JsPubAsync => "js-pub-async",
             ScenarioKind::JsDisk => "js-disk",
             ScenarioKind::JsPull => "js-pull",
+            ScenarioKind::JsWorkQueue => "js-workqueue",
             ScenarioKind::ClusterPubSub => "cluster-pubsub",
             ScenarioKind::ClusterFanout => "cluster-fanout",
         }
@@ -89,6 +92,7 @@ impl ScenarioKind {
                 | ScenarioKind::JsPubAsync
                 | ScenarioKind::JsDisk
                 | ScenarioKind::JsPull
+                | ScenarioKind::JsWorkQueue
         )
     }
 
@@ -127,9 +131,10 @@ impl ScenarioKind {
             ScenarioKind::IdleConns => return 0,
             // Tern fsyncs every acked message to file storage: keep it short.
             ScenarioKind::JsPubSync => return 5_000,
-            ScenarioKind::JsPubAsync | ScenarioKind::JsDisk | ScenarioKind::JsPull => {
-                (100_000, 50_000)
-            }
+            ScenarioKind::JsPubAsync
+            | ScenarioKind::JsDisk
+            | ScenarioKind::JsPull
+            | ScenarioKind::JsWorkQueue => (100_000, 50_000),
         };
         if size <= 256 {
             small
@@ -182,7 +187,8 @@ pub(crate) async fn run(
             ScenarioKind::JsPubSync
             | ScenarioKind::JsPubAsync
             | ScenarioKind::JsDisk
-            | ScenarioKind::JsPull => {
+            | ScenarioKind::JsPull
+            | ScenarioKind::JsWorkQueue => {
                 jetstream::run(session, spec, store_dir, probe, outcome).await
             }
             ScenarioKind::ClusterPubSub => {
