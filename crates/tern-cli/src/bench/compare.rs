@@ -570,8 +570,8 @@ fn markdown_table(results: &Results, jetstream: bool) -> String {
              growth of the store directory (sum of file sizes, and of allocated blocks) by the \
              messages the stream holds; js-pull fills a stream, then reads it with a durable pull \
              consumer, acking each message (explicit acks); js-workqueue does the same on a \
-             work-queue stream, where each ack removes its message (Tern syncs the removals to \
-             disk before answering a double ack; nats-server's are lazy too).\n",
+             work-queue stream, where each ack removes its message (Tern's removals go through \
+             its fsynced log too).\n",
         );
     }
     if !results.errors.is_empty() {
