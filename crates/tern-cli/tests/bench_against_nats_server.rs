@@ -80,8 +80,8 @@ fn run_every_scenario_small() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // (5 core + 4 JetStream sized scenarios) × 2 default sizes + idle-conns.
-    assert_eq!(outcomes.len(), 19, "{stdout}");
+    // (5 core + 5 JetStream sized scenarios) × 2 default sizes + idle-conns.
+    assert_eq!(outcomes.len(), 21, "{stdout}");
     for outcome in &outcomes {
         assert_eq!(outcome["errors"].as_array().unwrap().len(), 0, "{outcome}");
         let figures = outcome["figures"].as_array().unwrap();
@@ -107,6 +107,8 @@ fn run_every_scenario_small() {
     };
     assert!(figure("js-pub-sync", "ack_p99_us") > 0.0);
     assert!(figure("js-pub-async", "acked_msgs_per_sec") > 0.0);
+    // The scenario itself checks that the acks emptied the work queue.
+    assert!(figure("js-workqueue", "consumed_msgs_per_sec") > 0.0);
     // 1 KiB payloads: at least the payload per stored message, and not absurd.
     let disk = figure("js-disk", "disk_bytes_per_msg");
     assert!((1024.0..8192.0).contains(&disk), "{disk} B per msg");
