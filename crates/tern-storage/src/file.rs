@@ -184,6 +184,12 @@ struct Db {
     sync: SyncPolicy,
     /// Where blocks go under [`SyncPolicy::Always`]; see [`crate::log`].
     log: Log,
+    /// A batch holds this shared from reading the pointers it thins until
+    /// it is applied; compaction holds it alone from reading the pointers
+    /// it moves until the moves are applied. Otherwise a removal could
+    /// thin a pointer that a move just replaced, putting back a pointer
+    /// into a segment that is about to be deleted.
+    moves: RwLock<()>,
 }
 
 impl Db {
@@ -256,41 +262,60 @@ impl Db {
     }
 
     /// Moves the blocks that point into `sparse`, a chunk at a time; gives
-    /// up (an error) once `stop` says the storage is being closed.
+    /// up (an error) once `stop` says the storage is being closed. Each
+    /// chunk reads its pointers again, and applies its moves, with no batch
+    /// in between (see [`Db::moves`]).
     fn move_blocks_out_of(&self, sparse: &[u32], stop: &dyn Fn() -> bool) -> Result<usize> {
-        let (mut moved, mut ops, mut bytes) = (0, Ops::default(), 0);
+        let in_sparse = |value: &[u8]| Ptr::decode(value).filter(|p| sparse.contains(&p.seg()));
+        let mut keys = Vec::new();
         for (n, item) in self.tree.scan_prefix([TAG_MSG]).enumerate() {
             if n % 1024 == 0 && stop() {
                 return Err(StorageError::Backend("storage closed".into()));
             }
             let (key, value) = item?;
-            let Some(ptr) = Ptr::decode(&value).filter(|p| sparse.contains(&p.seg())) else {
-                continue;
-            };
-            // A block the log cannot produce stays where it is (and is
-            // reported to its readers). One messages were removed from
-            // moves without them.
-            let block = if Ptr::removed(&value).is_some() {
-                match self.block_from(key_seq(&key), value.clone())? {
-                    Some(b) => b.without(|_| false),
-                    None => None,
-                }
-            } else {
-                self.log.read(ptr)?.map(|b| b.to_vec())
-            };
-            let Some(block) = block else {
-                continue;
-            };
-            bytes += block.len();
-            ops.move_block(key.to_vec(), value, block);
-            moved += 1;
-            if bytes >= 1 << 20 {
-                self.write(std::mem::take(&mut ops))?;
-                bytes = 0;
+            if in_sparse(&value).is_some() {
+                keys.push(key);
             }
         }
-        if !ops.is_empty() {
-            self.write(ops)?;
+        let mut moved = 0;
+        let mut keys = keys.into_iter().peekable();
+        while keys.peek().is_some() {
+            if stop() {
+                return Err(StorageError::Backend("storage closed".into()));
+            }
+            let _moves = self.moves.write();
+            let (mut ops, mut bytes) = (Ops::default(), 0);
+            for key in keys.by_ref() {
+                let Some(value) = self.tree.get(&key)? else {
+                    continue;
+                };
+                let Some(ptr) = in_sparse(&value) else {
+                    continue;
+                };
+                // A block the log cannot produce stays where it is (and is
+                // reported to its readers). One messages were removed from
+                // moves without them.
+                let block = if Ptr::removed(&value).is_some() {
+                    match self.block_from(key_seq(&key), value.clone())? {
+                        Some(b) => b.without(|_| false),
+                        None => None,
+                    }
+                } else {
+                    self.log.read(ptr)?.map(|b| b.to_vec())
+                };
+                let Some(block) = block else {
+                    continue;
+                };
+                bytes += block.len();
+                ops.move_block(key.to_vec(), value, block);
+                moved += 1;
+                if bytes >= 1 << 20 {
+                    break;
+                }
+            }
+            if !ops.is_empty() {
+                self.write(ops)?;
+            }
         }
         Ok(moved)
     }
@@ -356,6 +381,7 @@ impl Storage {
             tree,
             sync: options.sync,
             log,
+            moves: RwLock::new(()),
         });
         if options.sync == SyncPolicy::Always {
             let weak = Arc::downgrade(&db);
@@ -1000,10 +1026,15 @@ impl StreamStore for SledStore {
         // not find counters that name messages sled does not hold yet.
         let committed = match failed {
             Some(e) => Err(e),
-            None => txn.commit(&slot.core.c).and_then(|(ops, fence)| {
-                self.db.write(ops)?;
-                Ok(fence)
-            }),
+            None => {
+                let _moves = self.db.moves.read();
+                txn.commit(&slot.core.c).and_then(|(ops, fence)| {
+                    #[cfg(test)]
+                    tests::after_commit(&self.name);
+                    self.db.write(ops)?;
+                    Ok(fence)
+                })
+            }
         };
         let fence = match committed {
             Ok(fence) => fence,
@@ -1853,9 +1884,10 @@ impl Backend for SledTxn<'_> {
         Ok(())
     }
 
-    /// `erase` needs nothing more here: the block is rewritten without the
-    /// record. (sled's log keeps the old bytes until it rewrites the
-    /// segment, as with any overwrite.)
+    /// `erase` needs nothing more here: the record leaves the stream (a
+    /// block in the message log keeps its bytes until compaction moves the
+    /// block or its segment is deleted; sled's own log keeps an inline
+    /// block's old bytes until it rewrites that segment).
     fn remove(&mut self, seq: u64, _erase: bool) -> Result<Option<Removed>> {
         let (subject, size) = match self.msgs.get(&seq) {
             Some(None) => return Ok(None),
@@ -2191,6 +2223,80 @@ mod tests {
         drop((kv, storage));
         let storage = Storage::open(dir.path()).unwrap();
         same_messages(&*storage.open_stream("K").unwrap(), &mirror);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+    }
+
+    type Hook = Box<dyn Fn() + Send + Sync>;
+    /// Run by a batch of the named stream between building its operations
+    /// and writing them.
+    static AFTER_COMMIT: Mutex<Option<(String, Hook)>> = Mutex::new(None);
+
+    pub(super) fn after_commit(stream: &str) {
+        if let Some((name, hook)) = &*AFTER_COMMIT.lock() {
+            if name == stream {
+                hook();
+            }
+        }
+    }
+
+    #[test]
+    fn a_removal_racing_compaction_keeps_its_block() {
+        crate::log::test_hooks::NO_COMPACTION.store(true, Ordering::SeqCst);
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StreamLimits::default();
+        let mirror = MemoryStore::new("RACE", limits.clone());
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("RACE", limits).unwrap();
+        let both = |ops: Vec<StreamOp>| {
+            for store in [&*s, &mirror as &dyn StreamStore] {
+                assert!(store.apply_batch(ops.clone()).iter().all(|r| r.is_ok()));
+            }
+        };
+        for batch in 0..6u64 {
+            both(
+                (0..250)
+                    .map(|i| {
+                        let subject = format!("s.{}", i % 3);
+                        StreamOp::Append(Append::new(subject, vec![b'x'; 100], batch * 250 + i))
+                    })
+                    .collect(),
+            );
+        }
+        // Nine in ten removed: the first segments are now sparse.
+        let doomed: Vec<u64> = (1..=1500).filter(|q| q % 10 != 0).collect();
+        for chunk in doomed.chunks(50) {
+            both(
+                chunk
+                    .iter()
+                    .map(|&seq| StreamOp::Delete { seq, erase: false })
+                    .collect(),
+            );
+        }
+        // The next removal thins the pointer of the block holding 10 and
+        // 20; while it has read that pointer, compaction runs (and deletes
+        // the segments it empties) on another thread.
+        let compaction = Arc::new(Mutex::new(None));
+        let (db, handle) = (storage.db.clone(), compaction.clone());
+        *AFTER_COMMIT.lock() = Some((
+            "RACE".to_owned(),
+            Box::new(move || {
+                let db = db.clone();
+                *handle.lock() = Some(std::thread::spawn(move || db.compact(&|| false)));
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }),
+        ));
+        both(vec![StreamOp::Delete {
+            seq: 10,
+            erase: false,
+        }]);
+        *AFTER_COMMIT.lock() = None;
+        let moved = compaction.lock().take().unwrap().join().unwrap().unwrap();
+        assert!(moved > 0);
+        same_messages(&*s, &mirror);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        drop((s, storage));
+        let storage = Storage::open(dir.path()).unwrap();
+        same_messages(&*storage.open_stream("RACE").unwrap(), &mirror);
         assert_eq!(counted_refs(&storage), scanned_refs(&storage));
     }
 
