@@ -103,7 +103,8 @@ pub(crate) const BLOCK_KEY_TAG: u8 = 0x03;
 /// use stays under twice the live data (plus the segment being written).
 const COMPACT_BELOW_LIVE_SHARE: f64 = 0.5;
 /// What moving one block costs in the log besides its bytes: its op (key,
-/// expected pointer, new pointer, lengths and tag), rounded up.
+/// expected pointer, new pointer, lengths and tag), rounded up; a thinned
+/// pointer's list of removed messages is counted apart (`Segment::listed`).
 const MOVE_OVERHEAD: u64 = 80;
 /// No block is longer: one holds either records of up to 8 KiB together or
 /// a single record, and no message reaches 64 MiB (NATS's `max_payload`
@@ -131,6 +132,9 @@ pub(crate) struct Segment {
     pub(crate) pointers: u64,
     /// Bytes of the blocks they point to.
     pub(crate) live: u64,
+    /// Bytes of the lists of removed messages in thinned pointers to it:
+    /// moving such a block logs its pointer, list included.
+    pub(crate) listed: u64,
     /// Its length once it is closed; 0 while it is written to.
     size: u64,
 }
@@ -152,9 +156,11 @@ fn account(segments: &mut Segments, raw: &[u8], add: bool) -> bool {
         }
         return false;
     };
+    let listed = Ptr::removed(raw).map_or(0, |l| l.len() as u64);
     if add {
         s.pointers += 1;
         s.live += u64::from(p.live);
+        s.listed += listed;
         return false;
     }
     if s.pointers == 0 {
@@ -163,6 +169,7 @@ fn account(segments: &mut Segments, raw: &[u8], add: bool) -> bool {
     }
     s.pointers -= 1;
     s.live = s.live.saturating_sub(u64::from(p.live));
+    s.listed = s.listed.saturating_sub(listed);
     s.pointers == 0
 }
 
@@ -978,7 +985,7 @@ impl Log {
             .lock()
             .iter()
             .filter(|(id, s)| {
-                let moved = s.live + MOVE_OVERHEAD * s.pointers;
+                let moved = s.live + MOVE_OVERHEAD * s.pointers + s.listed;
                 **id < applied_seg
                     && !compacted.contains(*id)
                     && s.size > 0
