@@ -295,8 +295,8 @@ impl Db {
                     continue;
                 };
                 // A block the log cannot produce stays where it is (and is
-                // reported to its readers). One messages were removed from
-                // moves without them.
+                // reported to its readers). A block that messages were
+                // removed from moves without them.
                 let block = if Ptr::removed(&value).is_some() {
                     match self.block_from(key_seq(&key), value.clone())? {
                         Some(b) => b.without(|_| false),
