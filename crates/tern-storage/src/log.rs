@@ -32,7 +32,8 @@
 //! records are all applied, is deleted after a sled flush makes both facts
 //! durable. A closed, applied segment that moving its live blocks would at
 //! least halve (counting each move's own op, so what compaction writes
-//! never qualifies again) is compacted in the background: its live blocks
+//! qualifies again only where the moves logged long lists of removed
+//! messages, and then once) is compacted in the background: its live blocks
 //! are appended again as compare-and-swap moves (a block a stream rewrote
 //! meanwhile keeps the stream's version), which leaves it empty.
 //!
@@ -976,7 +977,9 @@ impl Log {
     /// Closed, applied segments that moving their live blocks would at
     /// least halve, not given to compaction before: the ones to compact
     /// now. Cheap: no I/O. A moved block costs its bytes plus its move op,
-    /// so what compaction writes never qualifies again.
+    /// so what compaction writes does not qualify again, except a segment
+    /// of moves that logged long lists of removed messages (their expected
+    /// values), once: its new pointers carry no list.
     pub(crate) fn sparse_segments(&self) -> Vec<u32> {
         let applied_seg = self.applied.lock().0;
         let mut compacted = self.compacted.lock();
