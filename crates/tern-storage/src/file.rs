@@ -1720,16 +1720,15 @@ impl SledTxn<'_> {
                 // A block in the log stays there: its pointer lists what
                 // was removed from it, so a removal writes no message data.
                 // (A batch stored inline could not count a new pointer.)
-                let gone: std::collections::BTreeSet<u64> = match Ptr::removed(&raw) {
+                let mut gone = match Ptr::removed(&raw) {
                     Some(list) => {
                         block::decode_list(*base, list).ok_or_else(|| self.corrupt(seqs[0]))?
                     }
                     None => Vec::new(),
-                }
-                .into_iter()
-                .chain(seqs.iter().copied())
-                .collect();
-                let gone: Vec<u64> = gone.into_iter().collect();
+                };
+                gone.extend_from_slice(seqs);
+                gone.sort_unstable();
+                gone.dedup();
                 match b.thinned(seqs) {
                     Some(rest) if rest.len() > 0 => {
                         let live = u32::try_from(rest.live_bytes()).unwrap_or(u32::MAX);
@@ -2205,12 +2204,7 @@ mod tests {
         // updated over and over: without compaction the first segment
         // would stay for the one block.
         for i in 0..400u64 {
-            for store in [&*kv, &mirror as &dyn StreamStore] {
-                assert!(store
-                    .apply_batch(kv_batch(i, 500))
-                    .iter()
-                    .all(|r| r.is_ok()));
-            }
+            apply_all(&[&*kv, &mirror], kv_batch(i, 500));
         }
         let first = dir.path().join("log").join("0000000001.seg");
         storage.db.compact(&|| false).unwrap();
@@ -2249,31 +2243,10 @@ mod tests {
         let mirror = MemoryStore::new("RACE", limits.clone());
         let storage = Storage::open(dir.path()).unwrap();
         let s = storage.create_stream("RACE", limits).unwrap();
-        let both = |ops: Vec<StreamOp>| {
-            for store in [&*s, &mirror as &dyn StreamStore] {
-                assert!(store.apply_batch(ops.clone()).iter().all(|r| r.is_ok()));
-            }
-        };
-        for batch in 0..6u64 {
-            both(
-                (0..250)
-                    .map(|i| {
-                        let subject = format!("s.{}", i % 3);
-                        StreamOp::Append(Append::new(subject, vec![b'x'; 100], batch * 250 + i))
-                    })
-                    .collect(),
-            );
-        }
+        let stores = [&*s, &mirror as &dyn StreamStore];
+        fill(&stores, 6, 250);
         // Nine in ten removed: the first segments are now sparse.
-        let doomed: Vec<u64> = (1..=1500).filter(|q| q % 10 != 0).collect();
-        for chunk in doomed.chunks(50) {
-            both(
-                chunk
-                    .iter()
-                    .map(|&seq| StreamOp::Delete { seq, erase: false })
-                    .collect(),
-            );
-        }
+        remove_nine_in_ten(&stores, 1500, 50);
         // The next removal thins the pointer of the block holding 10 and
         // 20; while it has read that pointer, compaction runs (and deletes
         // the segments it empties) on another thread.
@@ -2287,10 +2260,13 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(300));
             }),
         ));
-        both(vec![StreamOp::Delete {
-            seq: 10,
-            erase: false,
-        }]);
+        apply_all(
+            &stores,
+            vec![StreamOp::Delete {
+                seq: 10,
+                erase: false,
+            }],
+        );
         *AFTER_COMMIT.lock() = None;
         let moved = compaction.lock().take().unwrap().join().unwrap().unwrap();
         assert!(moved > 0);
@@ -2300,6 +2276,41 @@ mod tests {
         let storage = Storage::open(dir.path()).unwrap();
         same_messages(&*storage.open_stream("RACE").unwrap(), &mirror);
         assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+    }
+
+    /// Applies one batch to each store; every op must succeed.
+    fn apply_all(stores: &[&dyn StreamStore], ops: Vec<StreamOp>) {
+        for store in stores {
+            assert!(store.apply_batch(ops.clone()).iter().all(|r| r.is_ok()));
+        }
+    }
+
+    /// Appends `batches` batches of `per_batch` 100-byte messages, on three
+    /// subjects, to each store.
+    fn fill(stores: &[&dyn StreamStore], batches: u64, per_batch: u64) {
+        for batch in 0..batches {
+            let ops = (0..per_batch)
+                .map(|i| {
+                    let subject = format!("s.{}", i % 3);
+                    let ts = batch * per_batch + i;
+                    StreamOp::Append(Append::new(subject, vec![b'x'; 100], ts))
+                })
+                .collect();
+            apply_all(stores, ops);
+        }
+    }
+
+    /// Removes nine messages in ten of `1..=last` from each store,
+    /// `per_batch` at a time.
+    fn remove_nine_in_ten(stores: &[&dyn StreamStore], last: u64, per_batch: usize) {
+        let doomed: Vec<u64> = (1..=last).filter(|q| q % 10 != 0).collect();
+        for chunk in doomed.chunks(per_batch) {
+            let ops = chunk
+                .iter()
+                .map(|&seq| StreamOp::Delete { seq, erase: false })
+                .collect();
+            apply_all(stores, ops);
+        }
     }
 
     /// The (segment, offset, length) each block key points to.
@@ -2324,29 +2335,11 @@ mod tests {
         let mirror = MemoryStore::new("S", limits.clone());
         let storage = Storage::open(dir.path()).unwrap();
         let s = storage.create_stream("S", limits).unwrap();
-        for batch in 0..4u64 {
-            let ops: Vec<StreamOp> = (0..300)
-                .map(|i| {
-                    let subject = format!("s.{}", i % 3);
-                    StreamOp::Append(Append::new(subject, vec![b'x'; 100], batch * 300 + i))
-                })
-                .collect();
-            for store in [&*s, &mirror as &dyn StreamStore] {
-                assert!(store.apply_batch(ops.clone()).iter().all(|r| r.is_ok()));
-            }
-        }
+        let stores = [&*s, &mirror as &dyn StreamStore];
+        fill(&stores, 4, 300);
         let before = pointers(&storage);
         // Remove nine messages in ten, a few per batch, as acks would.
-        let doomed: Vec<u64> = (1..=1200).filter(|q| q % 10 != 0).collect();
-        for chunk in doomed.chunks(7) {
-            let ops: Vec<StreamOp> = chunk
-                .iter()
-                .map(|&seq| StreamOp::Delete { seq, erase: false })
-                .collect();
-            for store in [&*s, &mirror as &dyn StreamStore] {
-                assert!(store.apply_batch(ops.clone()).iter().all(|r| r.is_ok()));
-            }
-        }
+        remove_nine_in_ten(&stores, 1200, 7);
         // No block moved or was rewritten: their pointers list removals.
         let after = pointers(&storage);
         assert_eq!(after.len(), before.len());
