@@ -13,8 +13,9 @@
 //!                                           pointer to it in the log
 //!                                           (see log)
 //! 0x04 id subject 0x00 base              -> sequences of the subject that
-//!                                           one batch wrote, base the first
-//!                                           (see block)
+//!                                           one batch, or a run of batches,
+//!                                           wrote, base the first (see
+//!                                           block)
 //! 0x05                                   -> the log's applied position
 //! ```
 //!
@@ -97,6 +98,16 @@ const FORMAT: u8 = 4;
 /// Keys removed per batch by background cleanup and stream deletion.
 const CHUNK: usize = 4096;
 
+/// A batch extends the subject lists of the batch before it up to this many
+/// sequences (about 512 bytes for consecutive ones): one key per subject
+/// per batch made the index a key per 100–200 small messages, and sled's
+/// page table grows with its keys.
+const LIST_EXTEND_MAX: usize = 512;
+
+/// Subjects whose last list a stream remembers, to extend it; past this the
+/// memory is given back and lists start afresh.
+const TAILS_MAX: usize = 1024;
+
 fn block_key(id: u64, seq: u64) -> [u8; 17] {
     let mut k = [0u8; 17];
     k[0] = TAG_MSG;
@@ -163,11 +174,11 @@ pub struct StorageOptions {
     pub sync: SyncPolicy,
     /// sled's page cache in bytes (8 MiB by default; sled's own default is
     /// 1 GiB, which would look like memory growing with stored messages).
-    /// With 32 KiB blocks the index of 10 million small messages is a few
-    /// MiB: a 16 MiB cache still grew past 23 million.
     /// sled holds the index (block pointers, subject lists, metadata), not
-    /// the message bytes, and its pages take about two and a half times
-    /// their cached size in memory.
+    /// the message bytes; its pages take about two and a half times their
+    /// cached size in memory. With 16-byte messages an 8 MiB cache fills at
+    /// about 6 million of them. A 2 MiB cache filled sooner but cost 10–12%
+    /// of the acked publish rate in more CPU (2026-11-27).
     pub cache_capacity_bytes: u64,
 }
 
@@ -890,6 +901,11 @@ pub struct SledStore {
     /// at a time, and this saves a seek and a header check for each.
     /// Cleared whenever stored blocks are rewritten or removed.
     last_block: Mutex<Option<Block>>,
+    /// The last subject list written for each subject that batches wrote to
+    /// lately (up to [`TAILS_MAX`]): subject → the base of the list. A batch
+    /// extends those lists rather than adding a key per subject per batch
+    /// (see [`LIST_EXTEND_MAX`]).
+    tails: Mutex<HashMap<Bytes, u64>>,
 }
 
 impl fmt::Debug for SledStore {
@@ -913,6 +929,7 @@ impl SledStore {
             }),
             maintenance: Mutex::new(()),
             last_block: Mutex::new(None),
+            tails: Mutex::new(HashMap::new()),
         }
     }
 
@@ -928,6 +945,7 @@ impl SledStore {
             dropped: BTreeMap::new(),
             drop_fence: None,
             last_block: &self.last_block,
+            tails: &self.tails,
         }
     }
 
@@ -1142,6 +1160,7 @@ impl StreamStore for SledStore {
         // open (corrupt state) rather than one that looks whole.
         t.remove(meta_key(id, KIND_COUNTERS, ""))?;
         *self.last_block.lock() = None;
+        self.tails.lock().clear();
         wipe_stream(&self.db, id)?;
         let mut core = snapshot::core_from(&self.name, header);
         // Restored blocks are stored inline: a restore is one big write,
@@ -1305,6 +1324,13 @@ impl Blocks {
             );
         }
     }
+
+    /// Closes the open block and hands over the subject lists gathered so
+    /// far, to be written by the caller.
+    fn finish_into_lists(&mut self, batch: &mut Ops) -> HashMap<Bytes, Vec<u64>> {
+        self.finish_block(batch);
+        std::mem::take(&mut self.lists)
+    }
 }
 
 /// The stored messages of a stream in sequence order, forward from a
@@ -1450,6 +1476,8 @@ struct SledTxn<'a> {
     drop_fence: Option<u64>,
     /// The store's cache of the block read last.
     last_block: &'a Mutex<Option<Block>>,
+    /// The store's subject lists that the next batch may extend.
+    tails: &'a Mutex<HashMap<Bytes, u64>>,
 }
 
 enum Src<D, P> {
@@ -1690,6 +1718,27 @@ impl SledTxn<'_> {
         Ok(())
     }
 
+    /// The subject's list under `base` followed by `seqs`, if that list is
+    /// still there, ends below them and has room; else `seqs` as a list of
+    /// its own. `base` is the last list a batch wrote for the subject, so
+    /// no later list of the subject exists: only batches write lists (and
+    /// record them in the tails), removals shrink or delete them, and a
+    /// restore forgets the tails.
+    fn extend_list(&self, subject: &[u8], base: u64, seqs: Vec<u64>) -> Result<(u64, Vec<u64>)> {
+        let Some(raw) = self.tree.get(idx_key(self.id, subject, base))? else {
+            return Ok((seqs[0], seqs));
+        };
+        match block::decode_list(base, &raw) {
+            Some(mut list)
+                if list.last() < seqs.first() && list.len() + seqs.len() <= LIST_EXTEND_MAX =>
+            {
+                list.extend_from_slice(&seqs);
+                Ok((base, list))
+            }
+            _ => Ok((seqs[0], seqs)),
+        }
+    }
+
     /// The batch's sled operations, the counters record last, and the fence
     /// below which records are to be cleaned up after it is written.
     fn commit(self, counters: &Counters) -> Result<(Ops, Option<u64>)> {
@@ -1749,8 +1798,9 @@ impl SledTxn<'_> {
         for (subject, seqs) in &by_subject {
             self.drop_from_lists(&mut batch, subject, seqs)?;
         }
-        // Appended messages, packed into new blocks, one subject list per
-        // subject for the whole batch.
+        // Appended messages, packed into new blocks; per subject one list
+        // for the whole batch, or the entries added to the subject's list
+        // of the batch before.
         let mut blocks = Blocks::new(
             self.id,
             if self.db.sync == SyncPolicy::Always {
@@ -1762,7 +1812,32 @@ impl SledTxn<'_> {
         for m in self.msgs.values().flatten() {
             blocks.push(&mut batch, m);
         }
-        blocks.finish_all(&mut batch);
+        let lists = blocks.finish_into_lists(&mut batch);
+        if !lists.is_empty() {
+            let mut tails = self.tails.lock();
+            if tails.len() + lists.len() > TAILS_MAX {
+                tails.clear();
+            }
+            for (subject, seqs) in lists {
+                // A list this batch already rewrote (its removals) is not
+                // extended: that would write its old entries back. Nor is
+                // one below the first sequence: cleanup, which runs without
+                // the stream's lock, may be removing it.
+                let tail = tails
+                    .get(&subject)
+                    .filter(|&&base| base >= counters.first_seq)
+                    .filter(|_| !by_subject.contains_key(&subject));
+                let (base, seqs) = match tail {
+                    Some(&base) => self.extend_list(&subject, base, seqs)?,
+                    None => (seqs[0], seqs),
+                };
+                batch.insert(
+                    idx_key(self.id, &subject, base),
+                    block::encode_list(base, &seqs),
+                );
+                tails.insert(subject, base);
+            }
+        }
         for (key, value) in self.meta {
             match value {
                 Some(v) => batch.insert(key, v),
@@ -1982,7 +2057,7 @@ mod tests {
 
     use super::*;
     use crate::memory::MemoryStore;
-    use crate::types::Append;
+    use crate::types::{Append, PurgeRequest};
 
     /// Set in a test process that must leave sled unflushed when it dies.
     pub(super) static NO_BACKGROUND_FLUSH: AtomicBool = AtomicBool::new(false);
@@ -2365,6 +2440,108 @@ mod tests {
         let storage = Storage::open(dir.path()).unwrap();
         same_messages(&*storage.open_stream("S").unwrap(), &mirror);
         assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+    }
+
+    /// What a subject filter finds in each store: counts, the last message
+    /// of each subject, and the next match from every sequence.
+    fn same_subjects(a: &dyn StreamStore, b: &dyn StreamStore, subjects: &[&str]) {
+        assert_eq!(
+            a.subjects_state(b">").unwrap(),
+            b.subjects_state(b">").unwrap()
+        );
+        let last = a.state().unwrap().last_seq;
+        for subject in subjects.iter().map(|s| s.as_bytes()) {
+            let seq = |m: Result<Option<StoredMessage>>| m.unwrap().map(|m| m.seq);
+            assert_eq!(
+                seq(a.last_by_subject(subject)),
+                seq(b.last_by_subject(subject))
+            );
+            for from in 0..=last + 1 {
+                let (x, y) = (
+                    a.next_matching(from, subject),
+                    b.next_matching(from, subject),
+                );
+                assert_eq!(
+                    seq(x),
+                    seq(y),
+                    "{} from {from}",
+                    String::from_utf8_lossy(subject)
+                );
+            }
+        }
+    }
+
+    fn subject_lists(storage: &Storage) -> usize {
+        storage.db.tree.scan_prefix([TAG_SUBJ]).count()
+    }
+
+    #[test]
+    fn consecutive_batches_extend_their_subject_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StreamLimits::default();
+        let mirror = MemoryStore::new("S", limits.clone());
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", limits).unwrap();
+        let stores = [&*s, &mirror as &dyn StreamStore];
+        let subjects = ["s.0", "s.1", "s.2", "s.>", ">"];
+        // 40 batches, 400 messages per subject: one list each.
+        fill(&stores, 40, 30);
+        assert_eq!(subject_lists(&storage), 3);
+        same_subjects(&*s, &mirror, &subjects);
+        // Past LIST_EXTEND_MAX a subject starts a new list.
+        fill(&stores, 20, 30);
+        assert_eq!(subject_lists(&storage), 6);
+        // A batch that removes from a subject's last list and appends to
+        // the subject: the list is rewritten without the removed message,
+        // the appended ones get a list of their own.
+        let ops = vec![
+            StreamOp::Delete {
+                seq: 1799,
+                erase: false,
+            },
+            StreamOp::Append(Append::new("s.1".to_owned(), vec![1; 10], 7)),
+        ];
+        apply_all(&stores, ops);
+        assert_eq!(subject_lists(&storage), 7);
+        same_subjects(&*s, &mirror, &subjects);
+        // Removals of the first messages of a list keep it extendable.
+        let ops = (1780..1790)
+            .map(|seq| StreamOp::Delete { seq, erase: false })
+            .collect();
+        apply_all(&stores, ops);
+        fill(&stores, 2, 30);
+        assert_eq!(subject_lists(&storage), 7);
+        same_subjects(&*s, &mirror, &subjects);
+        // A purge of one subject, then more batches.
+        let purge = PurgeRequest {
+            filter: Some(Bytes::from_static(b"s.1")),
+            up_to_seq: None,
+            keep: Some(5),
+        };
+        assert_eq!(
+            s.purge(purge.clone()).unwrap(),
+            mirror.purge(purge).unwrap()
+        );
+        fill(&stores, 3, 30);
+        same_subjects(&*s, &mirror, &subjects);
+        same_messages(&*s, &mirror);
+        // After a purge of everything the next list starts above it.
+        let all = PurgeRequest {
+            filter: None,
+            up_to_seq: None,
+            keep: Some(10),
+        };
+        assert_eq!(s.purge(all.clone()).unwrap(), mirror.purge(all).unwrap());
+        fill(&stores, 3, 30);
+        same_subjects(&*s, &mirror, &subjects);
+        // The lists read back the same after a restart.
+        drop((s, storage));
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.open_stream("S").unwrap();
+        same_subjects(&*s, &mirror, &subjects);
+        same_messages(&*s, &mirror);
+        fill(&[&*s, &mirror], 2, 30);
+        same_subjects(&*s, &mirror, &subjects);
     }
 
     /// Batch `i` of a KV-like stream: one key written once, nine updated.
