@@ -104,6 +104,12 @@ const CHUNK: usize = 4096;
 /// page table grows with its keys.
 const LIST_EXTEND_MAX: usize = 512;
 
+/// A batch extends a list only while the list holds at most this many times
+/// the entries it adds: many subjects with a message or two per batch
+/// would otherwise rewrite (and log) hundreds of entries per subject for
+/// each one added.
+const LIST_EXTEND_RATIO: usize = 8;
+
 /// Subjects whose last list a stream remembers, to extend it; past this the
 /// memory is given back and lists start afresh.
 const TAILS_MAX: usize = 1024;
@@ -1060,6 +1066,9 @@ impl StreamStore for SledStore {
             Ok(fence) => fence,
             Err(e) => {
                 *self.last_block.lock() = None;
+                // Lists this batch meant to write may not exist (extending
+                // re-reads them anyway, so this only keeps it simple).
+                self.tails.lock().clear();
                 // The in-memory figures ran ahead of the disk: reload them.
                 // No cleanup from here: one may be running already (it
                 // holds `maintenance`, not the slot); the next one, or the
@@ -1661,18 +1670,21 @@ impl SledTxn<'_> {
     }
 
     /// Removes `seqs` (ascending) from the lists of `subject` that hold
-    /// them: one lookup per list, one rewrite per list.
-    fn drop_from_lists(&self, batch: &mut Ops, subject: &[u8], seqs: &[u64]) -> Result<()> {
+    /// them: one lookup per list, one rewrite per list. Returns the bases of
+    /// the lists it rewrote or removed.
+    fn drop_from_lists(&self, batch: &mut Ops, subject: &[u8], seqs: &[u64]) -> Result<Vec<u64>> {
         struct List {
             base: u64,
             seqs: Vec<u64>,
             last: u64,
             gone: Vec<u64>,
         }
-        let write = |batch: &mut Ops, mut l: List| {
+        let mut touched = Vec::new();
+        let mut write = |batch: &mut Ops, mut l: List| {
             if l.gone.is_empty() {
                 return;
             }
+            touched.push(l.base);
             let key = idx_key(self.id, subject, l.base);
             l.seqs.retain(|s| l.gone.binary_search(s).is_err());
             if l.seqs.is_empty() {
@@ -1715,12 +1727,15 @@ impl SledTxn<'_> {
         if let Some(l) = cur {
             write(batch, l);
         }
-        Ok(())
+        Ok(touched)
     }
 
     /// The subject's list under `base` followed by `seqs`, if that list is
     /// still there, ends below them and has room; else `seqs` as a list of
-    /// its own. `base` is the last list a batch wrote for the subject, so
+    /// its own. A list is extended only while it is at most
+    /// [`LIST_EXTEND_RATIO`] times what is added to it, so that rewriting
+    /// it costs a small multiple of the new entries. `base` is the last
+    /// list a batch wrote for the subject, so
     /// no later list of the subject exists: only batches write lists (and
     /// record them in the tails), removals shrink or delete them, and a
     /// restore forgets the tails.
@@ -1730,7 +1745,9 @@ impl SledTxn<'_> {
         };
         match block::decode_list(base, &raw) {
             Some(mut list)
-                if list.last() < seqs.first() && list.len() + seqs.len() <= LIST_EXTEND_MAX =>
+                if list.last() < seqs.first()
+                    && list.len() + seqs.len() <= LIST_EXTEND_MAX
+                    && list.len() <= LIST_EXTEND_RATIO * seqs.len() =>
             {
                 list.extend_from_slice(&seqs);
                 Ok((base, list))
@@ -1795,8 +1812,12 @@ impl SledTxn<'_> {
             }
             batch.release(raw);
         }
+        let mut rewritten: HashMap<&Bytes, Vec<u64>> = HashMap::new();
         for (subject, seqs) in &by_subject {
-            self.drop_from_lists(&mut batch, subject, seqs)?;
+            let bases = self.drop_from_lists(&mut batch, subject, seqs)?;
+            if !bases.is_empty() {
+                rewritten.insert(subject, bases);
+            }
         }
         // Appended messages, packed into new blocks; per subject one list
         // for the whole batch, or the entries added to the subject's list
@@ -1826,7 +1847,7 @@ impl SledTxn<'_> {
                 let tail = tails
                     .get(&subject)
                     .filter(|&&base| base >= counters.first_seq)
-                    .filter(|_| !by_subject.contains_key(&subject));
+                    .filter(|base| rewritten.get(&subject).is_none_or(|r| !r.contains(base)));
                 let (base, seqs) = match tail {
                     Some(&base) => self.extend_list(&subject, base, seqs)?,
                     None => (seqs[0], seqs),
@@ -1835,7 +1856,10 @@ impl SledTxn<'_> {
                     idx_key(self.id, &subject, base),
                     block::encode_list(base, &seqs),
                 );
-                tails.insert(subject, base);
+                if tails.len() < TAILS_MAX {
+                    // A copy: the subject may share a large network buffer.
+                    tails.insert(Bytes::copy_from_slice(&subject), base);
+                }
             }
         }
         for (key, value) in self.meta {
@@ -2475,42 +2499,61 @@ mod tests {
         storage.db.tree.scan_prefix([TAG_SUBJ]).count()
     }
 
-    #[test]
-    fn consecutive_batches_extend_their_subject_lists() {
+    /// Appends one message on `subject` to each store.
+    fn append_to(stores: &[&dyn StreamStore], subject: &str) {
+        apply_all(
+            stores,
+            vec![StreamOp::Append(Append::new(
+                subject.to_owned(),
+                vec![1; 10],
+                7,
+            ))],
+        );
+    }
+
+    /// Subject lists extended across batches, under both sync policies.
+    fn extends_subject_lists(options: StorageOptions) {
         let dir = tempfile::tempdir().unwrap();
         let limits = StreamLimits::default();
         let mirror = MemoryStore::new("S", limits.clone());
-        let storage = Storage::open(dir.path()).unwrap();
+        let storage = Storage::open_with(dir.path(), options).unwrap();
         let s = storage.create_stream("S", limits).unwrap();
         let stores = [&*s, &mirror as &dyn StreamStore];
         let subjects = ["s.0", "s.1", "s.2", "s.>", ">"];
-        // 40 batches, 400 messages per subject: one list each.
-        fill(&stores, 40, 30);
-        assert_eq!(subject_lists(&storage), 3);
-        same_subjects(&*s, &mirror, &subjects);
-        // Past LIST_EXTEND_MAX a subject starts a new list.
-        fill(&stores, 20, 30);
+        // 100 messages per subject per batch: a list takes five batches
+        // (500 sequences; a sixth would pass LIST_EXTEND_MAX).
+        fill(&stores, 10, 300);
         assert_eq!(subject_lists(&storage), 6);
+        same_subjects(&*s, &mirror, &subjects);
+        // One message per subject per batch: a list grows while it holds at
+        // most LIST_EXTEND_RATIO times what is added, so to nine.
+        fill(&stores, 20, 3);
+        assert_eq!(subject_lists(&storage), 6 + 3 * 3);
         // A batch that removes from a subject's last list and appends to
         // the subject: the list is rewritten without the removed message,
-        // the appended ones get a list of their own.
+        // the appended one gets a list of its own.
+        let last = mirror.last_by_subject(b"s.1").unwrap().unwrap().seq;
         let ops = vec![
             StreamOp::Delete {
-                seq: 1799,
+                seq: last,
                 erase: false,
             },
             StreamOp::Append(Append::new("s.1".to_owned(), vec![1; 10], 7)),
         ];
         apply_all(&stores, ops);
-        assert_eq!(subject_lists(&storage), 7);
+        assert_eq!(subject_lists(&storage), 16);
         same_subjects(&*s, &mirror, &subjects);
-        // Removals of the first messages of a list keep it extendable.
-        let ops = (1780..1790)
-            .map(|seq| StreamOp::Delete { seq, erase: false })
-            .collect();
+        // Removals from an older list of the subject do not stop the last
+        // one from growing.
+        let ops = vec![
+            StreamOp::Delete {
+                seq: 4,
+                erase: false,
+            },
+            StreamOp::Append(Append::new("s.1".to_owned(), vec![1; 10], 7)),
+        ];
         apply_all(&stores, ops);
-        fill(&stores, 2, 30);
-        assert_eq!(subject_lists(&storage), 7);
+        assert_eq!(subject_lists(&storage), 16);
         same_subjects(&*s, &mirror, &subjects);
         // A purge of one subject, then more batches.
         let purge = PurgeRequest {
@@ -2536,12 +2579,75 @@ mod tests {
         same_subjects(&*s, &mirror, &subjects);
         // The lists read back the same after a restart.
         drop((s, storage));
-        let storage = Storage::open(dir.path()).unwrap();
+        let storage = Storage::open_with(dir.path(), options).unwrap();
         let s = storage.open_stream("S").unwrap();
         same_subjects(&*s, &mirror, &subjects);
         same_messages(&*s, &mirror);
         fill(&[&*s, &mirror], 2, 30);
         same_subjects(&*s, &mirror, &subjects);
+    }
+
+    #[test]
+    fn consecutive_batches_extend_their_subject_lists() {
+        extends_subject_lists(StorageOptions::default());
+        extends_subject_lists(StorageOptions {
+            sync: SyncPolicy::Interval(std::time::Duration::from_millis(50)),
+            ..StorageOptions::default()
+        });
+    }
+
+    /// A stream at its limit removes its oldest messages in every batch;
+    /// the lists it appends to still grow.
+    #[test]
+    fn a_stream_at_its_limit_extends_its_subject_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StreamLimits {
+            max_msgs: Some(1000),
+            ..StreamLimits::default()
+        };
+        let mirror = MemoryStore::new("S", limits.clone());
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", limits).unwrap();
+        let stores = [&*s, &mirror as &dyn StreamStore];
+        fill(&stores, 40, 300);
+        // 333 live messages per subject in lists of up to 500: at most two
+        // lists each that hold live ones, and cleanup removes dead lists.
+        assert!(subject_lists(&storage) <= 9, "{}", subject_lists(&storage));
+        same_subjects(&*s, &mirror, &["s.0", "s.1", "s.2", ">"]);
+        same_messages(&*s, &mirror);
+    }
+
+    /// A restore replaces every list, so the lists remembered before it
+    /// are not extended after it.
+    #[test]
+    fn a_restore_forgets_the_lists_to_extend() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StreamLimits::default();
+        let storage = Storage::open(dir.path()).unwrap();
+        let a = storage.create_stream("A", limits.clone()).unwrap();
+        let b = storage.create_stream("B", limits.clone()).unwrap();
+        let mirror = MemoryStore::new("A", limits);
+        append_to(&[&*a], "s.0");
+        // B: s.0 at 1 and 4201, s.1 between. A restore writes lists in
+        // chunks of 4096 messages, so s.0 gets two lists, at 1 and 4201.
+        let mut ops = vec![StreamOp::Append(Append::new(
+            "s.0".to_owned(),
+            vec![1; 10],
+            1,
+        ))];
+        ops.extend(
+            (2..=4200).map(|i| StreamOp::Append(Append::new("s.1".to_owned(), vec![1; 10], i))),
+        );
+        ops.push(StreamOp::Append(Append::new(
+            "s.0".to_owned(),
+            vec![1; 10],
+            4201,
+        )));
+        apply_all(&[&*b, &mirror], ops);
+        a.restore(&b.snapshot().unwrap()).unwrap();
+        append_to(&[&*a, &mirror], "s.0");
+        same_subjects(&*a, &mirror, &["s.0", "s.1"]);
+        same_messages(&*a, &mirror);
     }
 
     /// Batch `i` of a KV-like stream: one key written once, nine updated.
