@@ -808,6 +808,8 @@ fn cleanup_below(db: &Db, id: u64, fence: u64) -> Result<()> {
             flush(&mut batch, &mut pending)?;
         }
     }
+    #[cfg(test)]
+    tests::before_cleanup_removes();
     t.apply_batch(batch)?;
     Ok(())
 }
@@ -2325,6 +2327,48 @@ mod tests {
     /// Run by a batch of the named stream between building its operations
     /// and writing them.
     static AFTER_COMMIT: Mutex<Option<(String, Hook)>> = Mutex::new(None);
+
+    /// Run once by the next cleanup, between choosing the dead subject
+    /// lists and removing them.
+    static BEFORE_CLEANUP_REMOVES: Mutex<Option<Hook>> = Mutex::new(None);
+
+    pub(super) fn before_cleanup_removes() {
+        let hook = BEFORE_CLEANUP_REMOVES.lock().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+
+    /// Cleanup removes a subject list it found dead without the stream's
+    /// lock; a batch that appended to that list meanwhile would lose its
+    /// entries with it. Lists below the first sequence are not extended.
+    #[test]
+    fn a_list_cleanup_is_removing_is_not_extended() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StreamLimits::default();
+        let mirror = Arc::new(MemoryStore::new("S", limits.clone()));
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", limits).unwrap();
+        let appends = || {
+            (0..5)
+                .map(|i| StreamOp::Append(Append::new("x".to_owned(), vec![1; 10], i)))
+                .collect::<Vec<_>>()
+        };
+        apply_all(&[&*s, &*mirror], appends());
+        // While cleanup after the purge holds the dead list of `x`, a batch
+        // appends to `x`.
+        let (s2, m2) = (s.clone(), mirror.clone());
+        *BEFORE_CLEANUP_REMOVES.lock() = Some(Box::new(move || {
+            apply_all(&[&*s2, &*m2], appends());
+        }));
+        let all = PurgeRequest::default();
+        // The mirror first: the hook appends to it during the store's purge.
+        let purged = mirror.purge(all.clone()).unwrap();
+        assert_eq!(s.purge(all).unwrap(), purged);
+        assert!(BEFORE_CLEANUP_REMOVES.lock().is_none(), "cleanup ran");
+        same_subjects(&*s, &*mirror, &["x", ">"]);
+        same_messages(&*s, &*mirror);
+    }
 
     pub(super) fn after_commit(stream: &str) {
         if let Some((name, hook)) = &*AFTER_COMMIT.lock() {
