@@ -1858,9 +1858,16 @@ impl SledTxn<'_> {
                     idx_key(self.id, &subject, base),
                     block::encode_list(base, &seqs),
                 );
-                if tails.len() < TAILS_MAX {
-                    // A copy: the subject may share a large network buffer.
-                    tails.insert(Bytes::copy_from_slice(&subject), base);
+                // A remembered list must be the subject's last one, so an
+                // entry is always updated; a new one waits for room.
+                let room = tails.len() < TAILS_MAX;
+                match tails.get_mut(&subject) {
+                    Some(remembered) => *remembered = base,
+                    None if room => {
+                        // A copy: the subject may share a network buffer.
+                        tails.insert(Bytes::copy_from_slice(&subject), base);
+                    }
+                    None => {}
                 }
             }
         }
@@ -2658,6 +2665,31 @@ mod tests {
         // lists each that hold live ones, and cleanup removes dead lists.
         assert!(subject_lists(&storage) <= 9, "{}", subject_lists(&storage));
         same_subjects(&*s, &mirror, &["s.0", "s.1", "s.2", ">"]);
+        same_messages(&*s, &mirror);
+    }
+
+    /// More subjects per batch than a stream remembers: the lists stay
+    /// right, whichever are extended.
+    #[test]
+    fn batches_with_more_subjects_than_remembered_keep_their_lists_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StreamLimits::default();
+        let mirror = MemoryStore::new("S", limits.clone());
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", limits).unwrap();
+        let stores = [&*s, &mirror as &dyn StreamStore];
+        for (round, subjects) in [(0, 1100), (1, 1100), (2, 600), (3, 1100), (4, 1000)] {
+            let ops = (0..subjects)
+                .map(|i| StreamOp::Append(Append::new(format!("k.{i}"), vec![1; 10], round)))
+                .collect();
+            apply_all(&stores, ops);
+        }
+        assert!(s.get(1).is_ok());
+        same_subjects(
+            &*s,
+            &mirror,
+            &["k.0", "k.599", "k.600", "k.1023", "k.1099", "k.*"],
+        );
         same_messages(&*s, &mirror);
     }
 
