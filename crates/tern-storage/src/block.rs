@@ -88,6 +88,13 @@ impl BlockBuilder {
         self.entries.is_empty()
     }
 
+    /// The highest sequence added (the base while it is empty).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.entries
+            .last()
+            .map_or(self.base, |(delta, _)| self.base + u64::from(*delta))
+    }
+
     /// Whether a record of `len` bytes at `seq` may still join this block.
     pub(crate) fn fits(&self, seq: u64, len: usize) -> bool {
         if self.entries.is_empty() {
@@ -142,6 +149,9 @@ pub(crate) struct Block {
     data_at: usize,
     /// The positions of the live entries among all, when some are removed.
     live: Option<std::sync::Arc<[u16]>>,
+    /// The base of the key whose pointer names this block among others,
+    /// and that pointer, when this is only one of them (a point read).
+    part_of: Option<(u64, sled::IVec)>,
 }
 
 impl Block {
@@ -161,6 +171,7 @@ impl Block {
             count,
             data_at,
             live: None,
+            part_of: None,
         };
         // Deltas ascend and record ends stay inside the data.
         let data_len = block.raw.len() - data_at;
@@ -202,6 +213,61 @@ impl Block {
         })
     }
 
+    /// The blocks `parts` (ascending, none overlapping) as one, under
+    /// `base`; `None` if they are out of order. Removed entries of the
+    /// parts are left out.
+    pub(crate) fn merge(base: u64, parts: &[Block]) -> Option<Block> {
+        let mut b = BlockBuilder::with_target(base, usize::MAX);
+        for part in parts {
+            for i in 0..part.len() {
+                let seq = part.seq(i);
+                if seq < base || (!b.is_empty() && seq <= b.last_seq()) {
+                    return None;
+                }
+                b.push(seq, &part.record(i));
+            }
+        }
+        Block::parse(base, Bytes::from(b.finish()))
+    }
+
+    /// This block as one of those the pointer `raw` under `key` names.
+    pub(crate) fn part_of(self, key: u64, raw: sled::IVec) -> Block {
+        Block {
+            part_of: Some((key, raw)),
+            ..self
+        }
+    }
+
+    /// The pointer this block was read from, if it is one of several the
+    /// pointer names.
+    pub(crate) fn pointer(&self) -> Option<&sled::IVec> {
+        self.part_of.as_ref().map(|(_, raw)| raw)
+    }
+
+    /// Whether this is only one of the blocks its key names.
+    pub(crate) fn is_part(&self) -> bool {
+        self.part_of.is_some()
+    }
+
+    /// The base of the key this block is stored under.
+    pub(crate) fn key_base(&self) -> u64 {
+        self.part_of.as_ref().map_or(self.base, |(key, _)| *key)
+    }
+
+    /// Bytes that the live entries with sequences in `lo..hi` would take
+    /// as a block of their own (0 if there are none).
+    pub(crate) fn live_bytes_between(&self, lo: u64, hi: u64) -> usize {
+        let (from, to) = (self.lower_bound(lo), self.lower_bound(hi));
+        if from >= to {
+            return 0;
+        }
+        (from..to)
+            .map(|i| self.record(i).len() + ENTRY)
+            .sum::<usize>()
+            + self.data_at
+            - self.stored_len() * ENTRY
+    }
+
     /// Entries the block holds, removed ones included.
     pub(crate) fn stored_len(&self) -> usize {
         u32::from_le_bytes(self.raw[1..5].try_into().expect("4 bytes")) as usize
@@ -209,6 +275,7 @@ impl Block {
 
     /// Bytes of the block that its live entries take (their records and
     /// header entries).
+    #[cfg(test)]
     pub(crate) fn live_bytes(&self) -> usize {
         (0..self.count)
             .map(|i| self.record(i).len() + ENTRY)

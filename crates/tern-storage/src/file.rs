@@ -10,7 +10,8 @@
 //!        kind: 'l' limits, 's' counters, 'c' config blob,
 //!              'k' consumer config, 'p' consumer state
 //! 0x03 id base                           -> message block (see block), or a
-//!                                           pointer to it in the log
+//!                                           pointer to it, or to several
+//!                                           consecutive ones, in the log
 //!                                           (see log)
 //! 0x04 id subject 0x00 base              -> sequences of the subject that
 //!                                           one batch, or a run of batches,
@@ -31,9 +32,12 @@
 //! write cost, and sled's memory grows with its keys. Under
 //! `SyncPolicy::Always` the blocks themselves go to the message log and sled
 //! holds 17-byte pointers to them (see the `log` module for why, and for how
-//! the log doubles as the write-ahead log of the batch). Blocks never overlap:
-//! a block holds sequences from its base up to below the next block's base.
-//! Removing messages rewrites their block (and subject lists) without them.
+//! the log doubles as the write-ahead log of the batch); a batch adds its
+//! blocks to the stream's last pointer while that has room, so a key stands
+//! for up to 16 batches. Blocks never overlap: a block holds sequences from
+//! its base up to below the next block's base. Removing messages rewrites
+//! their block (and subject lists) without them, or, in the log, makes the
+//! pointer list them.
 //!
 //! # What stays in memory
 //!
@@ -52,7 +56,7 @@
 //! straddles `first_seq` stays until all of it is below; readers skip its
 //! dead part.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -67,7 +71,7 @@ use crate::block::{self, Block, BlockBuilder};
 use crate::codec::{self, Counters};
 use crate::core::{Backend, Removed, ScanVisitor, StreamCore, View};
 use crate::error::StorageError;
-use crate::log::{Log, Ops, Ptr};
+use crate::log::{self, Extent, Log, Ops, Ptr};
 use crate::snapshot::{self, Frame, SnapshotWriter};
 use crate::store::StreamStore;
 use crate::types::{
@@ -89,11 +93,12 @@ const KIND_CONFIG: u8 = b'c';
 const KIND_CONSUMER_CONFIG: u8 = b'k';
 const KIND_CONSUMER_STATE: u8 = b'p';
 
-/// The layout written here: 4 is blocks in the message log or inline, with
-/// pointers that list messages removed from their block; 3 (no such
-/// lists) and 2 (blocks inline only) are read and upgraded in place; 1 (a
-/// key per message) had no marker.
-const FORMAT: u8 = 4;
+/// The layout written here: 5 is blocks in the message log or inline, with
+/// pointers that name one block or several and list messages removed from
+/// them; 4 (pointers to one block), 3 (no lists of removed messages) and 2
+/// (blocks inline only) are read and upgraded in place; 1 (a key per
+/// message) had no marker.
+const FORMAT: u8 = 5;
 
 /// Keys removed per batch by background cleanup and stream deletion.
 const CHUNK: usize = 4096;
@@ -213,31 +218,96 @@ struct Db {
 
 impl Db {
     /// The block stored under `key` from its sled value `raw` (inline, or
-    /// a pointer into the log); `None` if it is missing or damaged.
+    /// a pointer into the log; all the blocks a pointer names, as one);
+    /// `None` if it is missing or damaged.
     fn block(&self, key: &[u8], raw: IVec) -> Result<Option<Block>> {
+        self.read_block(key, raw, None)
+    }
+
+    /// The block under `key` that would hold `seq`: of the blocks a pointer
+    /// names, only the one with the greatest base `<= seq` is read.
+    fn block_holding(&self, key: &[u8], raw: IVec, seq: u64) -> Result<Option<Block>> {
+        self.read_block(key, raw, Some(seq))
+    }
+
+    fn read_block(&self, key: &[u8], raw: IVec, seq: Option<u64>) -> Result<Option<Block>> {
         let base = key_seq(key);
-        let Some(ptr) = Ptr::decode(&raw) else {
-            return Ok(Block::parse(base, Bytes::from_owner(raw)));
-        };
-        if let Some(bytes) = self.log.read(ptr)? {
-            return Ok(logged_block(base, &raw, bytes));
+        if let Some(found) = self.logged_block(base, &raw, seq)? {
+            return Ok(found);
         }
         // Moved by compaction, and its old segment deleted, since `raw` was
         // read: read where it is now.
         match self.tree.get(key)? {
-            Some(now) if now != raw => self.block_from(base, now),
+            Some(now) if now != raw => Ok(self.logged_block(base, &now, seq)?.flatten()),
             _ => Ok(None),
         }
     }
 
     fn block_from(&self, base: u64, raw: IVec) -> Result<Option<Block>> {
-        let Some(ptr) = Ptr::decode(&raw) else {
-            return Ok(Block::parse(base, Bytes::from_owner(raw)));
+        Ok(self.logged_block(base, &raw, None)?.flatten())
+    }
+
+    /// The block(s) the value `raw` under `base` holds or points to, less
+    /// the messages its pointer lists as removed; `Some(None)` if damaged
+    /// (a removed list that does not decode, or names what the blocks
+    /// lack, is damage: they are reported, not served half removed), and
+    /// `None` if the log no longer holds a block it names.
+    fn logged_block(
+        &self,
+        base: u64,
+        raw: &IVec,
+        seq: Option<u64>,
+    ) -> Result<Option<Option<Block>>> {
+        let Some(extents) = Ptr::extents(raw) else {
+            return Ok(Some(Block::parse(base, Bytes::from_owner(raw.clone()))));
         };
-        Ok(self
-            .log
-            .read(ptr)?
-            .and_then(|bytes| logged_block(base, &raw, bytes)))
+        let removed = match Ptr::removed(raw) {
+            None => Vec::new(),
+            Some(list) => match block::decode_list(base, list) {
+                Some(removed) => removed,
+                None => return Ok(Some(None)),
+            },
+        };
+        let start = |e: &Extent| base + u64::from(e.delta);
+        let wanted = match seq {
+            Some(seq) => {
+                let i = extents
+                    .partition_point(|e| start(e) <= seq)
+                    .saturating_sub(1);
+                i..i + 1
+            }
+            None => 0..extents.len(),
+        };
+        let mut parts = Vec::with_capacity(wanted.len());
+        for e in &extents[wanted.clone()] {
+            let Some(bytes) = self.log.read(e.ptr)? else {
+                return Ok(None);
+            };
+            let Some(part) = Block::parse(start(e), bytes) else {
+                return Ok(Some(None));
+            };
+            parts.push(part);
+        }
+        if extents.len() == 1 && extents[0].delta == 0 {
+            return Ok(Some(parts.pop().and_then(|b| b.thinned(&removed))));
+        }
+        if seq.is_none() {
+            return Ok(Some(
+                Block::merge(base, &parts).and_then(|b| b.thinned(&removed)),
+            ));
+        }
+        let lo = start(&extents[wanted.start]);
+        let hi = extents.get(wanted.end).map_or(u64::MAX, start);
+        let gone: Vec<u64> = removed
+            .into_iter()
+            .filter(|s| (lo..hi).contains(s))
+            .collect();
+        Ok(Some(
+            parts
+                .pop()
+                .and_then(|b| b.thinned(&gone))
+                .map(|b| b.part_of(base, raw.clone())),
+        ))
     }
 
     /// Writes a batch. Under [`SyncPolicy::Always`] it goes through the log
@@ -285,7 +355,9 @@ impl Db {
     /// chunk reads its pointers again, and applies its moves, with no batch
     /// in between (see [`Db::moves`]).
     fn move_blocks_out_of(&self, sparse: &[u32], stop: &dyn Fn() -> bool) -> Result<usize> {
-        let in_sparse = |value: &[u8]| Ptr::decode(value).filter(|p| sparse.contains(&p.seg()));
+        let in_sparse = |value: &[u8]| {
+            Ptr::extents(value).filter(|ext| ext.iter().any(|e| sparse.contains(&e.ptr.seg())))
+        };
         let mut keys = Vec::new();
         for (n, item) in self.tree.scan_prefix([TAG_MSG]).enumerate() {
             if n % 1024 == 0 && stop() {
@@ -308,19 +380,21 @@ impl Db {
                 let Some(value) = self.tree.get(&key)? else {
                     continue;
                 };
-                let Some(ptr) = in_sparse(&value) else {
+                let Some(extents) = in_sparse(&value) else {
                     continue;
                 };
                 // A block the log cannot produce stays where it is (and is
                 // reported to its readers). A block that messages were
-                // removed from moves without them.
-                let block = if Ptr::removed(&value).is_some() {
-                    match self.block_from(key_seq(&key), value.clone())? {
+                // removed from moves without them; the blocks one pointer
+                // names move as one.
+                let block = match extents[..] {
+                    [only] if only.delta == 0 && Ptr::removed(&value).is_none() => {
+                        self.log.read(only.ptr)?.map(|b| b.to_vec())
+                    }
+                    _ => match self.block_from(key_seq(&key), value.clone())? {
                         Some(b) => b.without(|_| false),
                         None => None,
-                    }
-                } else {
-                    self.log.read(ptr)?.map(|b| b.to_vec())
+                    },
                 };
                 let Some(block) = block else {
                     continue;
@@ -560,18 +634,6 @@ impl Storage {
         }
         self.db.collect();
         Ok(())
-    }
-}
-
-/// The block a pointer `raw` names, read from the log as `bytes`, less the
-/// messages the pointer lists as removed. A list that does not decode, or
-/// names what the block lacks, is damage: the block is reported, not served
-/// half removed.
-fn logged_block(base: u64, raw: &[u8], bytes: Bytes) -> Option<Block> {
-    let block = Block::parse(base, bytes)?;
-    match Ptr::removed(raw) {
-        None => Some(block),
-        Some(list) => block.thinned(&block::decode_list(base, list)?),
     }
 }
 
@@ -857,9 +919,10 @@ fn has_subject_between(db: &Db, id: u64, subject: &[u8], from: u64, until: u64) 
 fn check_format(t: &sled::Tree) -> Result<bool> {
     match t.get([TAG_FORMAT])? {
         Some(v) if v.as_ref() == [FORMAT] => Ok(false),
-        // Format 3 is format 4 without lists of removed messages; 2 is 3
-        // without pointers into the log.
-        Some(v) if v.as_ref() == [2] || v.as_ref() == [3] => Ok(true),
+        // Format 4 is format 5 without pointers to several blocks; 3 is 4
+        // without lists of removed messages; 2 is 3 without pointers into
+        // the log.
+        Some(v) if matches!(v.as_ref(), [2..=4]) => Ok(true),
         Some(v) => Err(StorageError::Backend(format!(
             "the data directory is in storage format {}; this version reads formats 2 to {FORMAT}",
             v.first().copied().unwrap_or(0)
@@ -1177,7 +1240,7 @@ impl StreamStore for SledStore {
         // Restored blocks are stored inline: a restore is one big write,
         // flushed once at its end.
         let mut batch = Ops::default();
-        let mut blocks = Blocks::new(id, block::BLOCK_DATA_TARGET);
+        let mut blocks = Blocks::new(id, block::BLOCK_DATA_TARGET, false);
         let mut pending = 0;
         batch.insert(
             meta_key(id, KIND_LIMITS, ""),
@@ -1255,23 +1318,61 @@ fn abort(results: Vec<Result<OpResult>>, err: &StorageError) -> Vec<Result<OpRes
 }
 
 /// Packs appended messages into blocks and subject lists, and puts them in
-/// a batch: each block as it closes, the lists when told to.
+/// a batch: each block as it closes (or, logged, each pointer as it fills),
+/// the lists when told to.
 struct Blocks {
     id: u64,
     /// Data bytes per block.
     target: usize,
     open: Option<BlockBuilder>,
     lists: HashMap<Bytes, Vec<u64>>,
+    /// Logged blocks go under pointers that name several (see `log`).
+    grouped: bool,
+    /// The pointer the closed blocks go under, while it has room.
+    group: Option<Group>,
+}
+
+/// The blocks of a batch under one pointer: a new one, or the stream's
+/// last one extended.
+struct Group {
+    base: u64,
+    old: Option<IVec>,
+    extents: usize,
+    bytes: usize,
+    blocks: Vec<(u32, Vec<u8>)>,
+}
+
+impl Group {
+    fn fits(&self, base: u64, last: u64, len: usize) -> bool {
+        self.extents < log::GROUP_MAX_EXTENTS
+            && self.bytes + len <= log::GROUP_MAX_BYTES
+            && last - self.base < log::GROUP_MAX_SPAN
+            && base > self.base
+    }
 }
 
 impl Blocks {
-    fn new(id: u64, target: usize) -> Self {
+    fn new(id: u64, target: usize, grouped: bool) -> Self {
         Blocks {
             id,
             target,
             open: None,
             lists: HashMap::new(),
+            grouped,
+            group: None,
         }
+    }
+
+    /// Adds the blocks to come to the pointer `old` under `base` while it
+    /// has room.
+    fn extend(&mut self, base: u64, old: IVec, extents: &[Extent]) {
+        self.group = Some(Group {
+            base,
+            extents: extents.len(),
+            bytes: extents.iter().map(|e| e.ptr.len() as usize).sum(),
+            old: Some(old),
+            blocks: Vec::new(),
+        });
     }
 
     /// Adds a message; sequences come in ascending order.
@@ -1318,8 +1419,42 @@ impl Blocks {
 
     /// Closes the open block, if any.
     fn finish_block(&mut self, batch: &mut Ops) {
-        if let Some(b) = self.open.take() {
-            batch.block(&block_key(self.id, b.base())[..], b.finish());
+        let Some(b) = self.open.take() else {
+            return;
+        };
+        let (base, last) = (b.base(), b.last_seq());
+        let data = b.finish();
+        if !self.grouped {
+            batch.block(&block_key(self.id, base)[..], data);
+            return;
+        }
+        if !self
+            .group
+            .as_ref()
+            .is_some_and(|g| g.fits(base, last, data.len()))
+        {
+            self.finish_group(batch);
+            self.group = Some(Group {
+                base,
+                old: None,
+                extents: 0,
+                bytes: 0,
+                blocks: Vec::new(),
+            });
+        }
+        if let Some(g) = &mut self.group {
+            g.extents += 1;
+            g.bytes += data.len();
+            g.blocks.push(((base - g.base) as u32, data));
+        }
+    }
+
+    /// Puts the pointer being filled in the batch.
+    fn finish_group(&mut self, batch: &mut Ops) {
+        if let Some(g) = self.group.take() {
+            if !g.blocks.is_empty() {
+                batch.group(&block_key(self.id, g.base)[..], g.old, g.blocks);
+            }
         }
     }
 
@@ -1327,6 +1462,7 @@ impl Blocks {
     /// each under its first sequence.
     fn finish_all(&mut self, batch: &mut Ops) {
         self.finish_block(batch);
+        self.finish_group(batch);
         for (subject, seqs) in self.lists.drain() {
             let base = seqs[0];
             batch.insert(
@@ -1340,12 +1476,14 @@ impl Blocks {
     /// far, to be written by the caller.
     fn finish_into_lists(&mut self, batch: &mut Ops) -> HashMap<Bytes, Vec<u64>> {
         self.finish_block(batch);
+        self.finish_group(batch);
         std::mem::take(&mut self.lists)
     }
 }
 
 /// The stored messages of a stream in sequence order, forward from a
-/// sequence or backward from one, block by block.
+/// sequence or backward from one, block by block (each block of a pointer
+/// that names several on its own, so a damaged one spoils only itself).
 struct DiskEntries<'a> {
     stream: &'a str,
     db: &'a Db,
@@ -1359,6 +1497,51 @@ struct DiskEntries<'a> {
     done: bool,
     /// Where blocks read forward are remembered.
     cache: Option<&'a Mutex<Option<Block>>>,
+    /// The key being walked when its pointer names several blocks: its
+    /// value and the first sequences of the blocks still to read, in
+    /// walking order.
+    key: Option<(IVec, IVec)>,
+    parts: VecDeque<u64>,
+    /// A key whose blocks after the one `cur` started as (the cached one)
+    /// are still to be queued: its key, pointer and the block's base.
+    /// Queued only once `cur` is done (a reader usually wants one message).
+    rest_of: Option<([u8; 17], IVec, u64)>,
+    /// The last sequence returned: a block read again whole (its pointer
+    /// moved by compaction meanwhile) does not return it twice.
+    last: Option<u64>,
+}
+
+impl DiskEntries<'_> {
+    /// Queues the blocks of a pointer that names several, less those wholly
+    /// outside the walk; `false` if `raw` names one block.
+    fn queue_parts(&mut self, key: &IVec, raw: &IVec) -> bool {
+        let Some(extents) = Ptr::extents(raw) else {
+            return false;
+        };
+        if extents.len() == 1 && extents[0].delta == 0 {
+            return false;
+        }
+        let base = key_seq(key);
+        let starts: Vec<u64> = extents.iter().map(|e| base + u64::from(e.delta)).collect();
+        self.parts.clear();
+        for (i, &lo) in starts.iter().enumerate() {
+            let hi = starts.get(i + 1).copied().unwrap_or(u64::MAX);
+            let wanted = if self.rev {
+                lo <= self.bound
+            } else {
+                hi > self.bound
+            };
+            if wanted {
+                if self.rev {
+                    self.parts.push_front(lo);
+                } else {
+                    self.parts.push_back(lo);
+                }
+            }
+        }
+        self.key = Some((key.clone(), raw.clone()));
+        true
+    }
 }
 
 impl Iterator for DiskEntries<'_> {
@@ -1370,25 +1553,50 @@ impl Iterator for DiskEntries<'_> {
                 return None;
             }
             if let Some(b) = &self.cur {
-                if !self.rev && self.pos < b.len() {
+                let item = if !self.rev && self.pos < b.len() {
                     self.pos += 1;
-                    return Some(Ok((b.seq(self.pos - 1), b.record(self.pos - 1))));
-                }
-                if self.rev && self.pos > 0 {
+                    Some(self.pos - 1)
+                } else if self.rev && self.pos > 0 {
                     self.pos -= 1;
-                    return Some(Ok((b.seq(self.pos), b.record(self.pos))));
+                    Some(self.pos)
+                } else {
+                    None
+                };
+                if let Some(i) = item {
+                    self.last = Some(b.seq(i));
+                    return Some(Ok((b.seq(i), b.record(i))));
                 }
                 self.cur = None;
             }
-            let (k, raw) = match step(&mut self.blocks, self.rev)? {
-                Ok(kv) => kv,
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
+            if let Some((key, raw, read)) = self.rest_of.take() {
+                self.queue_parts(&IVec::from(&key[..]), &raw);
+                self.parts.retain(|start| *start > read);
+            }
+            let (k, raw, part) = match self.parts.pop_front() {
+                Some(start) => match &self.key {
+                    Some((k, raw)) => (k.clone(), raw.clone(), Some(start)),
+                    None => continue,
+                },
+                None => {
+                    let (k, raw) = match step(&mut self.blocks, self.rev)? {
+                        Ok(kv) => kv,
+                        Err(e) => {
+                            self.done = true;
+                            return Some(Err(e));
+                        }
+                    };
+                    if self.queue_parts(&k, &raw) {
+                        continue;
+                    }
+                    (k, raw, None)
                 }
             };
-            let base = key_seq(&k);
-            let parsed = match self.db.block(&k, raw) {
+            let base = part.unwrap_or_else(|| key_seq(&k));
+            let parsed = match part {
+                Some(start) => self.db.block_holding(&k, raw, start),
+                None => self.db.block(&k, raw),
+            };
+            let parsed = match parsed {
                 Ok(parsed) => parsed,
                 Err(e) => {
                     self.done = true;
@@ -1402,10 +1610,16 @@ impl Iterator for DiskEntries<'_> {
                     seq: if self.rev { base } else { base.max(self.bound) },
                 }));
             };
+            if !b.is_part() {
+                // The key's blocks all at once (moved meanwhile).
+                self.parts.clear();
+            }
             self.pos = if self.rev {
-                b.lower_bound(self.bound.saturating_add(1))
+                let below = self.last.unwrap_or(u64::MAX);
+                b.lower_bound(self.bound.saturating_add(1).min(below))
             } else {
-                b.lower_bound(self.bound)
+                let after = self.last.map_or(0, |l| l.saturating_add(1));
+                b.lower_bound(self.bound.max(after))
             };
             if let Some(cache) = self.cache {
                 *cache.lock() = Some(b.clone());
@@ -1571,7 +1785,10 @@ impl SledTxn<'_> {
         let Some((k, raw)) = found else {
             return Ok(None);
         };
-        let b = self.db.block(&k, raw)?.ok_or_else(|| self.corrupt(seq))?;
+        let b = self
+            .db
+            .block_holding(&k, raw, seq)?
+            .ok_or_else(|| self.corrupt(seq))?;
         *self.last_block.lock() = Some(b.clone());
         Ok(Some(b))
     }
@@ -1583,21 +1800,29 @@ impl SledTxn<'_> {
         (b.base() <= seq && b.last_seq().is_some_and(|last| seq <= last)).then(|| b.clone())
     }
 
-    /// The record of a stored `seq` with its block's base.
+    /// The record of a stored `seq` with the base of its block's key.
     fn stored(&self, seq: u64) -> Result<Option<(u64, Bytes)>> {
         Ok(self
             .block_for(seq)?
-            .and_then(|b| b.find(seq).map(|i| (b.base(), b.record(i)))))
+            .and_then(|b| b.find(seq).map(|i| (b.key_base(), b.record(i)))))
     }
 
     /// Stored messages from `bound` on (or, `rev`, up to `bound`).
     fn disk_entries(&self, bound: u64, rev: bool) -> Result<DiskEntries<'_>> {
         let mut cur = None;
+        let mut parts = None;
         let blocks = if rev {
             self.tree
                 .range(block_key(self.id, 0)..=block_key(self.id, bound))
         } else if let Some(b) = self.cached(bound) {
-            let after = b.base().saturating_add(1);
+            // A block that is one of several under its key: the walk goes
+            // on with the key's blocks after it (as its pointer named them
+            // when it was read: one that has moved since is read where it
+            // is now, whole, and what was returned already is skipped).
+            if let Some(raw) = b.pointer() {
+                parts = Some((block_key(self.id, b.key_base()), raw.clone(), b.base()));
+            }
+            let after = b.key_base().saturating_add(1);
             cur = Some(b);
             self.tree
                 .range(block_key(self.id, after)..=block_key(self.id, u64::MAX))
@@ -1622,6 +1847,10 @@ impl SledTxn<'_> {
             pos,
             done: false,
             cache: (!rev).then_some(self.last_block),
+            key: None,
+            parts: VecDeque::new(),
+            rest_of: parts,
+            last: None,
         })
     }
 
@@ -1776,15 +2005,8 @@ impl SledTxn<'_> {
             let key = block_key(self.id, *base);
             let cached = self.last_block.lock().take();
             let raw = t.get(key)?.ok_or_else(|| self.corrupt(seqs[0]))?;
-            let b = match cached.filter(|b| b.base() == *base) {
-                Some(b) => b,
-                None => self
-                    .db
-                    .block(&key, raw.clone())?
-                    .ok_or_else(|| self.corrupt(seqs[0]))?,
-            };
-            let logged = Ptr::decode(&raw).filter(|_| self.db.sync == SyncPolicy::Always);
-            if let Some(ptr) = logged {
+            let logged = Ptr::extents(&raw).filter(|_| self.db.sync == SyncPolicy::Always);
+            if let Some(extents) = logged {
                 // A block in the log stays there: its pointer lists what
                 // was removed from it, so a removal writes no message data.
                 // (A batch stored inline could not count a new pointer.)
@@ -1797,16 +2019,64 @@ impl SledTxn<'_> {
                 gone.extend_from_slice(seqs);
                 gone.sort_unstable();
                 gone.dedup();
-                match b.thinned(seqs) {
-                    Some(rest) if rest.len() > 0 => {
-                        let live = u32::try_from(rest.live_bytes()).unwrap_or(u32::MAX);
-                        let list = block::encode_list(*base, &gone);
-                        batch.insert(&key[..], ptr.thinned(live, &list));
+                // Each block the pointer names counts the bytes its live
+                // messages take; only those losing messages now are read.
+                // One left with none leaves the pointer, and its removed
+                // messages leave the list.
+                let start = |e: &Extent| *base + u64::from(e.delta);
+                let mut kept = Vec::with_capacity(extents.len());
+                // The block read last stands for an extent only if it was
+                // read as one of the same kind: a block of a pointer that
+                // named several, cached before compaction moved them into
+                // one, holds only some of that one's messages.
+                let several = extents.len() > 1 || extents[0].delta != 0;
+                let mut cached = cached.filter(|b| b.is_part() == several);
+                for (i, e) in extents.iter().enumerate() {
+                    let (lo, hi) = (start(e), extents.get(i + 1).map_or(u64::MAX, start));
+                    let from = seqs.partition_point(|s| *s < lo);
+                    let these = &seqs[from..from + seqs[from..].partition_point(|s| *s < hi)];
+                    if these.is_empty() {
+                        kept.push(*e);
+                        continue;
                     }
-                    Some(_) => batch.remove(&key[..]),
-                    None => return Err(self.corrupt(seqs[0])),
+                    let reuse = cached
+                        .take()
+                        .filter(|b| b.key_base() == *base && b.base() == lo);
+                    let b = match reuse {
+                        Some(b) => b,
+                        None => self
+                            .db
+                            .block_holding(&key, raw.clone(), lo)?
+                            .filter(|b| b.base() == lo)
+                            .ok_or_else(|| self.corrupt(these[0]))?,
+                    };
+                    let rest = b.thinned(these).ok_or_else(|| self.corrupt(these[0]))?;
+                    match rest.live_bytes_between(lo, hi) {
+                        0 => gone.retain(|s| !(lo..hi).contains(s)),
+                        live => kept.push(Extent {
+                            ptr: e.ptr.with_live(u32::try_from(live).unwrap_or(u32::MAX)),
+                            ..*e
+                        }),
+                    }
+                }
+                if kept.is_empty() {
+                    batch.remove(&key[..]);
+                } else {
+                    let list = if gone.is_empty() {
+                        Vec::new()
+                    } else {
+                        block::encode_list(*base, &gone)
+                    };
+                    batch.insert(&key[..], Ptr::encode_extents(&kept, &list));
                 }
             } else {
+                let b = match cached.filter(|b| b.base() == *base && !b.is_part()) {
+                    Some(b) => b,
+                    None => self
+                        .db
+                        .block(&key, raw.clone())?
+                        .ok_or_else(|| self.corrupt(seqs[0]))?,
+                };
                 match b.without(|s| seqs.binary_search(&s).is_ok()) {
                     Some(rest) => batch.block(&key[..], rest),
                     None => batch.remove(&key[..]),
@@ -1824,14 +2094,38 @@ impl SledTxn<'_> {
         // Appended messages, packed into new blocks; per subject one list
         // for the whole batch, or the entries added to the subject's list
         // of the batch before.
+        let logged = self.db.sync == SyncPolicy::Always;
         let mut blocks = Blocks::new(
             self.id,
-            if self.db.sync == SyncPolicy::Always {
+            if logged {
                 block::LOGGED_BLOCK_DATA_TARGET
             } else {
                 block::BLOCK_DATA_TARGET
             },
+            logged,
         );
+        if logged && self.msgs.values().flatten().next().is_some() {
+            // The stream's last pointer takes this batch's blocks while it
+            // has room, unless this batch rewrites it (its removals), or it
+            // is below the first sequence: cleanup, which runs without the
+            // stream's lock, may be removing it. The caller holds off
+            // compaction (`Db::moves`) until the batch is applied.
+            let last = t
+                .range(block_key(self.id, 0)..=block_key(self.id, u64::MAX))
+                .next_back()
+                .transpose()?;
+            if let Some((key, raw)) = last {
+                let base = key_seq(&key);
+                if base >= counters.first_seq && !by_block.contains_key(&base) {
+                    if let Some(extents) = Ptr::extents(&raw) {
+                        blocks.extend(base, raw, &extents);
+                        // The cached block may be this key's, without the
+                        // blocks added now.
+                        self.last_block.lock().take();
+                    }
+                }
+            }
+        }
         for m in self.msgs.values().flatten() {
             blocks.push(&mut batch, m);
         }
@@ -2105,10 +2399,10 @@ mod tests {
     fn scanned_refs(storage: &Storage) -> BTreeMap<u32, (u64, u64)> {
         let mut refs: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
         for item in storage.db.tree.scan_prefix([TAG_MSG]) {
-            if let Some(p) = Ptr::decode(&item.unwrap().1) {
-                let r = refs.entry(p.seg()).or_default();
+            for e in Ptr::extents(&item.unwrap().1).unwrap_or_default() {
+                let r = refs.entry(e.ptr.seg()).or_default();
                 r.0 += 1;
-                r.1 += u64::from(p.live());
+                r.1 += u64::from(e.ptr.live());
             }
         }
         refs
@@ -2463,17 +2757,25 @@ mod tests {
         }
     }
 
-    /// The (segment, offset, length) each block key points to.
-    fn pointers(storage: &Storage) -> BTreeMap<Vec<u8>, (u32, u64, u32, bool)> {
+    /// Where each block of a pointer is: (segment, offset, length).
+    type Places = Vec<(u32, u64, u32)>;
+
+    /// The places of the blocks each block key points to, and whether the
+    /// pointer lists removed messages.
+    fn pointers(storage: &Storage) -> BTreeMap<Vec<u8>, (Places, bool)> {
         storage
             .db
             .tree
             .scan_prefix([TAG_MSG])
             .map(|item| {
                 let (k, v) = item.unwrap();
-                let p = Ptr::decode(&v).expect("a logged block");
+                let extents = Ptr::extents(&v).expect("a logged block");
                 let thin = Ptr::removed(&v).is_some();
-                (k.to_vec(), (p.seg(), p.off(), p.len(), thin))
+                let places = extents
+                    .iter()
+                    .map(|e| (e.ptr.seg(), e.ptr.off(), e.ptr.len()))
+                    .collect();
+                (k.to_vec(), (places, thin))
             })
             .collect()
     }
@@ -2493,20 +2795,32 @@ mod tests {
         // No block moved or was rewritten: their pointers list removals.
         let after = pointers(&storage);
         assert_eq!(after.len(), before.len());
-        for (key, (seg, off, len, thin)) in &after {
-            assert_eq!(before[key], (*seg, *off, *len, false));
+        // The four batches' blocks went under one key.
+        assert_eq!(after.len(), 1);
+        assert!(after.values().all(|(places, _)| places.len() > 4));
+        for (key, (places, thin)) in &after {
+            assert_eq!(before[key], (places.clone(), false));
             assert!(*thin);
         }
         same_messages(&*s, &mirror);
         assert_eq!(counted_refs(&storage), scanned_refs(&storage));
         // Counted as live: about a tenth of what the blocks hold.
         let live: u64 = scanned_refs(&storage).values().map(|r| r.1).sum();
-        let held: u64 = after.values().map(|p| u64::from(p.2)).sum();
+        let held: u64 = after
+            .values()
+            .flat_map(|(places, _)| places.iter().map(|p| u64::from(p.2)))
+            .sum();
         assert!(live * 5 < held, "live {live} of {held}");
-        // Compaction moves the blocks without their removed messages.
+        // Compaction moves the blocks without their removed messages, each
+        // key's as one.
         storage.db.compact(&|| false).unwrap();
         let moved = pointers(&storage);
-        assert!(moved.values().all(|p| !p.3), "{moved:?}");
+        assert!(
+            moved
+                .values()
+                .all(|(places, thin)| !thin && places.len() == 1),
+            "{moved:?}"
+        );
         // What compaction wrote does not qualify again.
         assert_eq!(storage.db.compact(&|| false).unwrap(), 0);
         same_messages(&*s, &mirror);
@@ -2514,6 +2828,137 @@ mod tests {
         drop((s, storage));
         let storage = Storage::open(dir.path()).unwrap();
         same_messages(&*storage.open_stream("S").unwrap(), &mirror);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+    }
+
+    /// The number of blocks each block key's pointer names, in key order.
+    fn extents_per_key(storage: &Storage) -> Vec<usize> {
+        pointers(storage)
+            .values()
+            .map(|(places, _)| places.len())
+            .collect()
+    }
+
+    /// Moves every logged block, as compaction does with sparse segments.
+    fn move_everything(storage: &Storage) {
+        let all: Vec<u32> = storage.db.log.refs().keys().copied().collect();
+        storage.db.move_blocks_out_of(&all, &|| false).unwrap();
+    }
+
+    #[test]
+    fn consecutive_batches_share_a_pointer() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StreamLimits::default();
+        let mirror = MemoryStore::new("S", limits.clone());
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", limits).unwrap();
+        let stores = [&*s, &mirror as &dyn StreamStore];
+        let subjects = ["s.0", "s.1", "s.2", ">"];
+        // 40 batches of ten messages, a block each: 16 blocks per key.
+        fill(&stores, 40, 10);
+        assert_eq!(extents_per_key(&storage), vec![16, 16, 8]);
+        same_messages(&*s, &mirror);
+        same_subjects(&*s, &mirror, &subjects);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        // Larger batches (two blocks, 39 KiB each): the bytes limit closes
+        // a pointer first, and no pointer passes any limit.
+        fill(&stores, 30, 300);
+        let all = pointers(&storage);
+        let bytes: Vec<usize> = all
+            .values()
+            .map(|(places, _)| places.iter().map(|p| p.2 as usize).sum())
+            .collect();
+        assert!(
+            bytes.iter().all(|b| *b <= log::GROUP_MAX_BYTES),
+            "{bytes:?}"
+        );
+        assert!(
+            bytes.iter().any(|b| *b > log::GROUP_MAX_BYTES * 3 / 4),
+            "{bytes:?}"
+        );
+        assert!(all
+            .values()
+            .all(|(places, _)| places.len() <= log::GROUP_MAX_EXTENTS));
+        let bases: Vec<u64> = all.keys().map(|k| key_seq(k)).collect();
+        for pair in bases.windows(2) {
+            assert!(pair[1] - pair[0] <= log::GROUP_MAX_SPAN, "{bases:?}");
+        }
+        // Every message of the second block of the first key removed: the
+        // block leaves the pointer; then the first block's: the pointer
+        // starts past its key.
+        let second: Vec<u64> = (11..=20).collect();
+        let first: Vec<u64> = (1..=10).collect();
+        for seqs in [second, first] {
+            let ops = seqs
+                .iter()
+                .map(|&seq| StreamOp::Delete { seq, erase: false })
+                .collect();
+            apply_all(&stores, ops);
+        }
+        assert_eq!(extents_per_key(&storage)[0], 14);
+        same_messages(&*s, &mirror);
+        same_subjects(&*s, &mirror, &subjects);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        // A purge into the middle of the last key, then appends: they do
+        // not join a key below the first sequence.
+        let last = mirror.state().unwrap().last_seq;
+        apply_all(
+            &stores,
+            vec![StreamOp::Purge(PurgeRequest {
+                up_to_seq: Some(last - 4),
+                ..PurgeRequest::default()
+            })],
+        );
+        assert!(
+            *pointers(&storage)
+                .keys()
+                .map(|k| key_seq(k))
+                .collect::<Vec<_>>()
+                .last()
+                .unwrap()
+                < last - 4
+        );
+        let before = pointers(&storage).len();
+        fill(&stores, 1, 10);
+        assert!(pointers(&storage).len() > before);
+        same_messages(&*s, &mirror);
+        same_subjects(&*s, &mirror, &subjects);
+        drop((s, storage));
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.open_stream("S").unwrap();
+        same_messages(&*s, &mirror);
+        same_subjects(&*s, &mirror, &subjects);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        // Moved, each key's blocks become one.
+        move_everything(&storage);
+        assert!(extents_per_key(&storage).iter().all(|n| *n == 1));
+        same_messages(&*s, &mirror);
+        same_subjects(&*s, &mirror, &subjects);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+    }
+
+    #[test]
+    fn a_block_read_before_its_pointer_moved_does_not_stand_for_the_moved_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StreamLimits::default();
+        let mirror = MemoryStore::new("S", limits.clone());
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", limits).unwrap();
+        let stores = [&*s, &mirror as &dyn StreamStore];
+        fill(&stores, 19, 5);
+        assert_eq!(extents_per_key(&storage), vec![16, 3]);
+        // Read from the first block of the second key (the store remembers
+        // it), move each key's blocks into one, then remove all that block
+        // held (not the stream's first messages: a removal, not a purge).
+        s.get(81).unwrap();
+        move_everything(&storage);
+        assert_eq!(extents_per_key(&storage), vec![1, 1]);
+        let ops = (81..=85)
+            .map(|seq| StreamOp::Delete { seq, erase: false })
+            .collect();
+        apply_all(&stores, ops);
+        same_messages(&*s, &mirror);
+        assert_eq!(s.state().unwrap().messages, 90);
         assert_eq!(counted_refs(&storage), scanned_refs(&storage));
     }
 
@@ -2808,6 +3253,8 @@ mod tests {
             let op = StreamOp::Append(Append::new(format!("key.{i}"), vec![1; 8], i + 1));
             assert!(kv.apply_batch(vec![op]).iter().all(|r| r.is_ok()));
         }
+        let kv_keys = storage.db.tree.scan_prefix([TAG_MSG]).count();
+        assert!(kv_keys <= 600 / log::GROUP_MAX_EXTENTS + 1, "{kv_keys}");
         for round in 0..3u64 {
             for i in 0..200u64 {
                 let ts = 10_000 + round * 1000 + i;
@@ -2820,7 +3267,16 @@ mod tests {
             // plain appends leave nothing to free: neither is worth moving
             // (counting a block's bytes only, both looked sparse, and what
             // a pass moved looked sparse again once its segment closed).
-            assert_eq!(storage.db.compact(&|| false).unwrap(), 0, "round {round}");
+            // But the segments the tiny blocks went to hold mostly the
+            // pointers that each batch rewrote to add its block, so the
+            // first pass may move the tiny blocks (each key's as one),
+            // once.
+            let moved = storage.db.compact(&|| false).unwrap();
+            let at_most = if round == 0 { kv_keys } else { 0 };
+            assert!(
+                moved <= at_most,
+                "round {round}: {moved} moved, {kv_keys} keys"
+            );
         }
         assert_eq!(counted_refs(&storage), scanned_refs(&storage));
         assert_eq!(kv.state().unwrap().messages, 600);

@@ -47,8 +47,22 @@
 //! crc    := crc32 over segment id u32 BE ++ record offset u64 BE ++ body
 //! pointer (sled value) := 0xFF, segment u32 BE, offset u64 BE, len u32 BE
 //!                        | 0xFE, segment, offset, len, live u32 BE, removed
-//! removed := the sequences removed from the block, as a subject list
+//!                        | 0xFD, n u8, n × extent, [removed]
+//! extent  := delta u32 BE, segment, offset, len, live
+//! removed := the sequences removed from the block(s), as a subject list
 //! ```
+//!
+//! # Pointers that name several blocks
+//!
+//! Every sled key costs sled memory for as long as it exists, so a batch
+//! does not add a key for its blocks when the stream's last pointer has
+//! room: it rewrites that pointer with its blocks added as *extents* (0xFD),
+//! up to [`GROUP_MAX_EXTENTS`] blocks, [`GROUP_MAX_BYTES`] bytes and
+//! [`GROUP_MAX_SPAN`] sequences under one key. Each extent is a block of its
+//! own, sealed with its own first sequence (the key's plus `delta`), and
+//! counts its own `live` bytes in its segment; a list of removed messages
+//! covers the whole key. A point read reads only the extent that may hold
+//! its sequence.
 //!
 //! # Removals
 //!
@@ -82,6 +96,18 @@ const PTR_LEN: usize = 17;
 /// bytes of the block still live (u32 BE), then the removed sequences.
 const THIN_TAG: u8 = 0xFE;
 const THIN_LEN: usize = PTR_LEN + 4;
+/// A pointer to several blocks: the tag, their count, then each block.
+const GROUP_TAG: u8 = 0xFD;
+const GROUP_HEAD: usize = 2;
+const EXTENT_LEN: usize = 24;
+/// Most blocks one pointer names.
+pub(crate) const GROUP_MAX_EXTENTS: usize = 16;
+/// Most bytes the blocks of one pointer take: iterating a stream reads a
+/// pointer's blocks together, and compaction moves them together.
+pub(crate) const GROUP_MAX_BYTES: usize = 256 << 10;
+/// Most sequences one pointer spans (a block read whole holds at most
+/// 65,536 messages).
+pub(crate) const GROUP_MAX_SPAN: u64 = 4096;
 const HEADER: usize = 8;
 /// A segment is closed once it holds this much (little in unit tests, so
 /// they see many segments).
@@ -143,35 +169,41 @@ pub(crate) struct Segment {
 type Segments = BTreeMap<u32, Segment>;
 
 /// Counts a pointer sled now holds (`add`) or no longer holds; returns
-/// whether a segment is left with none.
+/// whether a segment is left with none. Each block a pointer names counts
+/// once in its segment; a list of removed messages counts in the segment of
+/// each (moving any of them logs the list).
 fn account(segments: &mut Segments, raw: &[u8], add: bool) -> bool {
-    let Some(p) = Ptr::decode(raw) else {
-        return false;
-    };
-    let Some(s) = segments.get_mut(&p.seg) else {
-        if add {
-            tracing::error!(
-                segment = p.seg,
-                "a pointer into a segment the log does not know"
-            );
-        }
+    let Some(extents) = Ptr::extents(raw) else {
         return false;
     };
     let listed = Ptr::removed(raw).map_or(0, |l| l.len() as u64);
-    if add {
-        s.pointers += 1;
-        s.live += u64::from(p.live);
-        s.listed += listed;
-        return false;
+    let mut emptied = false;
+    for Extent { ptr: p, .. } in extents {
+        let Some(s) = segments.get_mut(&p.seg) else {
+            if add {
+                tracing::error!(
+                    segment = p.seg,
+                    "a pointer into a segment the log does not know"
+                );
+            }
+            continue;
+        };
+        if add {
+            s.pointers += 1;
+            s.live += u64::from(p.live);
+            s.listed += listed;
+            continue;
+        }
+        if s.pointers == 0 {
+            tracing::error!(segment = p.seg, "log pointer released twice");
+            continue;
+        }
+        s.pointers -= 1;
+        s.live = s.live.saturating_sub(u64::from(p.live));
+        s.listed = s.listed.saturating_sub(listed);
+        emptied |= s.pointers == 0;
     }
-    if s.pointers == 0 {
-        tracing::error!(segment = p.seg, "log pointer released twice");
-        return false;
-    }
-    s.pointers -= 1;
-    s.live = s.live.saturating_sub(u64::from(p.live));
-    s.listed = s.listed.saturating_sub(listed);
-    s.pointers == 0
+    emptied
 }
 
 /// Applies operations to sled one by one, then the log position they
@@ -233,6 +265,13 @@ pub(crate) enum Op {
         expected: IVec,
         block: Vec<u8>,
     },
+    /// Blocks logged under one pointer: the pointer `old` (read while the
+    /// batch holds off compaction) with these blocks added, each with its
+    /// first sequence's distance from the key's.
+    Group {
+        old: Option<IVec>,
+        blocks: Vec<(u32, Vec<u8>)>,
+    },
 }
 
 /// The sled operations of one batch, in order.
@@ -257,6 +296,17 @@ impl Ops {
         self.list.push((key.into(), Op::Block(block)));
     }
 
+    /// Blocks logged under one key: added to the pointer `old` the key
+    /// holds, or under a new pointer.
+    pub(crate) fn group(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        old: Option<IVec>,
+        blocks: Vec<(u32, Vec<u8>)>,
+    ) {
+        self.list.push((key.into(), Op::Group { old, blocks }));
+    }
+
     /// Moves a block that `expected` points to (compaction).
     pub(crate) fn move_block(&mut self, key: impl Into<Vec<u8>>, expected: IVec, block: Vec<u8>) {
         self.list.push((key.into(), Op::Move { expected, block }));
@@ -268,7 +318,7 @@ impl Ops {
 
     /// Notes the old value of a block key this batch overwrites or removes.
     pub(crate) fn release(&mut self, old: IVec) {
-        if Ptr::decode(&old).is_some() {
+        if Ptr::extents(&old).is_some() {
             self.released.push(old);
         }
     }
@@ -282,6 +332,17 @@ impl Ops {
                 Op::Put(v) | Op::Block(v) => batch.insert(key, v),
                 // Moves only come from compacting the log.
                 Op::Move { .. } => {}
+                // Only logged batches group blocks; stored inline, each is
+                // a key of its own.
+                Op::Group { blocks, .. } => {
+                    let at = key.len().saturating_sub(8);
+                    let base = u64::from_be_bytes(key[at..].try_into().unwrap_or_default());
+                    for (delta, block) in blocks {
+                        let mut own = key[..at].to_vec();
+                        own.extend_from_slice(&(base + u64::from(delta)).to_be_bytes());
+                        batch.insert(own, block);
+                    }
+                }
             }
         }
         (batch, self.released)
@@ -318,6 +379,14 @@ impl Ptr {
         out
     }
 
+    /// The same block with `live` of its bytes in use.
+    pub(crate) fn with_live(self, live: u32) -> Ptr {
+        Ptr {
+            live: live.min(self.len),
+            ..self
+        }
+    }
+
     /// The segment it points into.
     pub(crate) fn seg(self) -> u32 {
         self.seg
@@ -330,7 +399,6 @@ impl Ptr {
     }
 
     /// The block's length.
-    #[cfg(test)]
     pub(crate) fn len(self) -> u32 {
         self.len
     }
@@ -374,11 +442,98 @@ impl Ptr {
         })
     }
 
-    /// The encoded list of sequences removed from the block, if `raw` is a
-    /// thinned pointer.
+    /// The encoded list of sequences removed from the block(s), if `raw` is
+    /// a thinned pointer.
     pub(crate) fn removed(raw: &[u8]) -> Option<&[u8]> {
-        (raw.first() == Some(&THIN_TAG) && raw.len() > THIN_LEN).then(|| &raw[THIN_LEN..])
+        match *raw.first()? {
+            THIN_TAG => (raw.len() > THIN_LEN).then(|| &raw[THIN_LEN..]),
+            GROUP_TAG => {
+                let end = GROUP_HEAD + usize::from(*raw.get(1)?) * EXTENT_LEN;
+                (raw.len() > end).then(|| &raw[end..])
+            }
+            _ => None,
+        }
     }
+
+    /// The blocks a pointer `raw` names, in sequence order: one for a plain
+    /// or thinned pointer. `None` if `raw` is no pointer (or a damaged one).
+    pub(crate) fn extents(raw: &[u8]) -> Option<Vec<Extent>> {
+        if *raw.first()? != GROUP_TAG {
+            return Ptr::decode(raw).map(|ptr| vec![Extent { delta: 0, ptr }]);
+        }
+        let n = usize::from(*raw.get(1)?);
+        if n == 0 || n > GROUP_MAX_EXTENTS {
+            return None;
+        }
+        let body = raw.get(GROUP_HEAD..GROUP_HEAD + n * EXTENT_LEN)?;
+        let mut out: Vec<Extent> = Vec::with_capacity(n);
+        for e in body.chunks_exact(EXTENT_LEN) {
+            let word = |at: usize| u32::from_be_bytes(e[at..at + 4].try_into().expect("4 bytes"));
+            let len = word(16);
+            let extent = Extent {
+                delta: word(0),
+                ptr: Ptr {
+                    seg: word(4),
+                    off: u64::from_be_bytes(e[8..16].try_into().expect("8 bytes")),
+                    len,
+                    live: word(20).min(len),
+                },
+            };
+            if out.last().is_some_and(|prev| prev.delta >= extent.delta) {
+                return None;
+            }
+            out.push(extent);
+        }
+        Some(out)
+    }
+
+    /// The pointer value naming `extents` (ascending), with `removed` (an
+    /// encoded list of removed sequences, or nothing): a plain or thinned
+    /// pointer when it is one block under its own first sequence.
+    pub(crate) fn encode_extents(extents: &[Extent], removed: &[u8]) -> Vec<u8> {
+        if let [only] = extents {
+            if only.delta == 0 {
+                let p = only.ptr;
+                return if removed.is_empty() {
+                    Ptr::new(p.seg, p.off, p.len).encode().to_vec()
+                } else {
+                    p.thinned(p.live, removed)
+                };
+            }
+        }
+        let mut out = Vec::with_capacity(group_len(extents.len(), removed.len()));
+        out.push(GROUP_TAG);
+        out.push(u8::try_from(extents.len()).unwrap_or(u8::MAX));
+        for e in extents {
+            out.extend_from_slice(&e.delta.to_be_bytes());
+            out.extend_from_slice(&e.ptr.seg.to_be_bytes());
+            out.extend_from_slice(&e.ptr.off.to_be_bytes());
+            out.extend_from_slice(&e.ptr.len.to_be_bytes());
+            out.extend_from_slice(&e.ptr.live.min(e.ptr.len).to_be_bytes());
+        }
+        out.extend_from_slice(removed);
+        out
+    }
+}
+
+/// The length of the value [`Ptr::encode_extents`] makes.
+fn encoded_extents_len(n: usize, first_delta: u32, removed: usize) -> usize {
+    match (n, first_delta, removed) {
+        (1, 0, 0) => PTR_LEN,
+        (1, 0, r) => THIN_LEN + r,
+        (n, _, r) => group_len(n, r),
+    }
+}
+
+fn group_len(n: usize, removed: usize) -> usize {
+    GROUP_HEAD + n * EXTENT_LEN + removed
+}
+
+/// One block a pointer names: its first sequence is the key's plus `delta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Extent {
+    pub(crate) delta: u32,
+    pub(crate) ptr: Ptr,
 }
 
 struct Active {
@@ -510,6 +665,16 @@ fn encode(seg: u32, off: u64, ops: Vec<(Vec<u8>, Op)>) -> Result<(Vec<u8>, SledO
                 data_len += block.len();
                 4 + expected.len() + 4 + PTR_LEN
             }
+            Op::Group { old, blocks } => {
+                data_len += blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
+                let kept = old.as_deref().and_then(Ptr::extents).unwrap_or_default();
+                let removed = old.as_deref().and_then(Ptr::removed).map_or(0, <[u8]>::len);
+                let first = kept
+                    .first()
+                    .map(|e| e.delta)
+                    .or(blocks.first().map(|b| b.0));
+                4 + encoded_extents_len(kept.len() + blocks.len(), first.unwrap_or(0), removed)
+            }
         };
     }
     let body_len = ops_len + data_len;
@@ -530,10 +695,10 @@ fn encode(seg: u32, off: u64, ops: Vec<(Vec<u8>, Op)>) -> Result<(Vec<u8>, SledO
         value(&mut out, &key);
         let key = IVec::from(key);
         let mut place = |block: Vec<u8>| {
-            let ptr = Ptr::new(seg, data_at, block.len() as u32).encode();
+            let ptr = Ptr::new(seg, data_at, block.len() as u32);
             data_at += block.len() as u64;
             blocks.push(block);
-            IVec::from(&ptr[..])
+            ptr
         };
         match op {
             Op::Remove => {
@@ -546,17 +711,29 @@ fn encode(seg: u32, off: u64, ops: Vec<(Vec<u8>, Op)>) -> Result<(Vec<u8>, SledO
                 sled_ops.push((key, SledOp::Put(v.into())));
             }
             Op::Block(b) => {
-                let ptr = place(b);
+                let ptr = IVec::from(&place(b).encode()[..]);
                 out.push(1);
                 value(&mut out, &ptr);
                 sled_ops.push((key, SledOp::Put(ptr)));
             }
             Op::Move { expected, block } => {
-                let ptr = place(block);
+                let ptr = IVec::from(&place(block).encode()[..]);
                 out.push(2);
                 value(&mut out, &expected);
                 value(&mut out, &ptr);
                 sled_ops.push((key, SledOp::Swap { expected, new: ptr }));
+            }
+            Op::Group { old, blocks } => {
+                let mut extents = old.as_deref().and_then(Ptr::extents).unwrap_or_default();
+                for (delta, block) in blocks {
+                    let ptr = place(block);
+                    extents.push(Extent { delta, ptr });
+                }
+                let removed = old.as_deref().and_then(Ptr::removed).unwrap_or_default();
+                let v = IVec::from(Ptr::encode_extents(&extents, removed));
+                out.push(1);
+                value(&mut out, &v);
+                sled_ops.push((key, SledOp::Put(v)));
             }
         }
     }
