@@ -319,13 +319,14 @@ impl JetStream {
     fn publish_stats(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
         let (mut messages, mut bytes, mut memory, mut storage) = (0, 0, 0, 0);
+        // (Not `state()`: that reads each stream's first message.)
         for stream in self.streams.values() {
-            if let Ok(state) = stream.store.state() {
-                messages += state.messages;
-                bytes += state.bytes;
+            if let Ok((msgs, stream_bytes)) = stream.store.totals() {
+                messages += msgs;
+                bytes += stream_bytes;
                 match stream.config.storage {
-                    StorageType::Memory => memory += state.bytes,
-                    StorageType::File => storage += state.bytes,
+                    StorageType::Memory => memory += stream_bytes,
+                    StorageType::File => storage += stream_bytes,
                 }
             }
         }

@@ -1174,6 +1174,10 @@ impl StreamStore for SledStore {
         self.read(|core, v| core.state(v))
     }
 
+    fn totals(&self) -> Result<(u64, u64)> {
+        self.read(|core, _| Ok((core.c.msgs, core.c.bytes)))
+    }
+
     fn deleted_seqs(&self) -> Result<Vec<u64>> {
         self.read(|core, v| core.deleted_seqs(v))
     }
@@ -2421,6 +2425,9 @@ mod tests {
     fn same_messages(a: &dyn StreamStore, b: &dyn StreamStore) {
         let (sa, sb) = (a.state().unwrap(), b.state().unwrap());
         assert_eq!(sa, sb);
+        for store in [a, b] {
+            assert_eq!(store.totals().unwrap(), (sa.messages, sa.bytes));
+        }
         for seq in sa.first_seq..=sa.last_seq {
             assert_eq!(a.get(seq).ok(), b.get(seq).ok(), "seq {seq}");
         }

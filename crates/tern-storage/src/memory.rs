@@ -190,6 +190,11 @@ impl StreamStore for MemoryStore {
         inner.core.state(&inner.data)
     }
 
+    fn totals(&self) -> Result<(u64, u64)> {
+        let inner = self.inner.read();
+        Ok((inner.core.c.msgs, inner.core.c.bytes))
+    }
+
     fn deleted_seqs(&self) -> Result<Vec<u64>> {
         let inner = self.inner.read();
         inner.core.deleted_seqs(&inner.data)

@@ -57,6 +57,10 @@ pub trait StreamStore: Send + Sync + fmt::Debug {
     /// The stream's figures.
     fn state(&self) -> Result<StreamState, StorageError>;
 
+    /// Messages and bytes stored: the figures of [`StreamStore::state`]
+    /// that need no message read (its first timestamp does).
+    fn totals(&self) -> Result<(u64, u64), StorageError>;
+
     /// The deleted sequences between `first_seq` and `last_seq`. Scans the
     /// stream: O(messages).
     fn deleted_seqs(&self) -> Result<Vec<u64>, StorageError>;
