@@ -47,10 +47,11 @@ const ENTRY: usize = 8;
 /// its 128 KiB blob limit.
 pub(crate) const BLOCK_DATA_TARGET: usize = 8 << 10;
 /// Data bytes after which a block written to the message log is closed.
-/// Each block costs a sled key (a pointer), and inserting one costs sled
-/// about as much CPU as its 1 KiB messages cost all else: larger blocks
-/// mean fewer keys. Removing messages does not rewrite a logged block, so
-/// its size costs nothing there.
+/// Each block costs 24 bytes of a pointer that is rewritten with each batch
+/// a pointer names (at most 16, see `log`), and, before pointers named
+/// several, a sled key whose insert cost sled about as much CPU as its
+/// 1 KiB messages cost all else. Removing messages does not rewrite a
+/// logged block, so its size costs nothing there.
 pub(crate) const LOGGED_BLOCK_DATA_TARGET: usize = 32 << 10;
 /// Most messages in one block.
 pub(crate) const BLOCK_MAX_MSGS: usize = 1024;
@@ -150,7 +151,8 @@ pub(crate) struct Block {
     /// The positions of the live entries among all, when some are removed.
     live: Option<std::sync::Arc<[u16]>>,
     /// The base of the key whose pointer names this block among others,
-    /// and that pointer, when this is only one of them (a point read).
+    /// and that pointer, when this is only one of them (read alone: a point
+    /// read, or a step of a walk).
     part_of: Option<(u64, sled::IVec)>,
 }
 
@@ -367,6 +369,36 @@ impl Block {
     }
 }
 
+impl Block {
+    /// Like [`Block::without`], in blocks of up to `target` data bytes (a
+    /// record alone may pass it): the first under this block's base, the
+    /// others under their first sequence.
+    pub(crate) fn split_without(
+        &self,
+        mut drop: impl FnMut(u64) -> bool,
+        target: usize,
+    ) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut b = BlockBuilder::with_target(self.base, target);
+        for i in 0..self.count {
+            let seq = self.seq(i);
+            if drop(seq) {
+                continue;
+            }
+            let record = self.record(i);
+            if !b.is_empty() && !b.fits(seq, record.len()) {
+                let full = std::mem::replace(&mut b, BlockBuilder::with_target(seq, target));
+                out.push((full.base(), full.finish()));
+            }
+            b.push(seq, &record);
+        }
+        if !b.is_empty() {
+            out.push((b.base(), b.finish()));
+        }
+        out
+    }
+}
+
 /// Encodes the sequences (ascending, none below `base`) of one subject.
 pub(crate) fn encode_list(base: u64, seqs: &[u64]) -> Vec<u8> {
     let mut w = Writer::with_capacity(2 + seqs.len() * 2 + 4);
@@ -432,6 +464,16 @@ mod tests {
         );
         assert_eq!(&rest.record(1)[..], b"rec13");
         assert!(b.without(|_| true).is_none());
+        // Split: the first block keeps the base, the others start at their
+        // first sequence; each holds what fits.
+        let parts = b.split_without(|s| s == 11, 10);
+        let bases: Vec<u64> = parts.iter().map(|p| p.0).collect();
+        assert_eq!(bases, vec![10, 20]);
+        let first = Block::parse(10, Bytes::from(parts[0].1.clone())).unwrap();
+        assert_eq!((first.len(), first.seq(0), first.seq(1)), (2, 10, 13));
+        let second = Block::parse(20, Bytes::from(parts[1].1.clone())).unwrap();
+        assert_eq!((second.len(), &second.record(0)[..]), (1, &b"rec20"[..]));
+        assert!(b.split_without(|_| true, 10).is_empty());
     }
 
     #[test]

@@ -31,7 +31,7 @@
 //! a few keys per batch rather than two per message: that is most of the
 //! write cost, and sled's memory grows with its keys. Under
 //! `SyncPolicy::Always` the blocks themselves go to the message log and sled
-//! holds 17-byte pointers to them (see the `log` module for why, and for how
+//! holds pointers to them (see the `log` module for why, and for how
 //! the log doubles as the write-ahead log of the batch); a batch adds its
 //! blocks to the stream's last pointer while that has room, so a key stands
 //! for up to 16 batches. Blocks never overlap: a block holds sequences from
@@ -187,9 +187,10 @@ pub struct StorageOptions {
     /// 1 GiB, which would look like memory growing with stored messages).
     /// sled holds the index (block pointers, subject lists, metadata), not
     /// the message bytes; its pages take about two and a half times their
-    /// cached size in memory. With 16-byte messages an 8 MiB cache fills at
-    /// about 6 million of them. A 2 MiB cache filled sooner but cost 10–12%
-    /// of the acked publish rate in more CPU (2026-11-27).
+    /// cached size in memory. With 16-byte messages an 8 MiB cache filled at
+    /// about 6 million of them when each batch added a key (a pointer now
+    /// names up to 16 batches' blocks). A 2 MiB cache filled sooner but cost
+    /// 10–12% of the acked publish rate in more CPU (2026-11-27).
     pub cache_capacity_bytes: u64,
 }
 
@@ -208,11 +209,11 @@ struct Db {
     sync: SyncPolicy,
     /// Where blocks go under [`SyncPolicy::Always`]; see [`crate::log`].
     log: Log,
-    /// A batch holds this shared from reading the pointers it thins until
-    /// it is applied; compaction holds it alone from reading the pointers
-    /// it moves until the moves are applied. Otherwise a removal could
-    /// thin a pointer that a move just replaced, putting back a pointer
-    /// into a segment that is about to be deleted.
+    /// A batch holds this shared from reading the pointers it thins or
+    /// extends until it is applied; compaction holds it alone from reading
+    /// the pointers it moves until the moves are applied. Otherwise a batch
+    /// could rewrite a pointer that a move just replaced, putting back a
+    /// pointer into a segment that is about to be deleted.
     moves: RwLock<()>,
 }
 
@@ -829,8 +830,9 @@ fn cleanup_below(db: &Db, id: u64, fence: u64) -> Result<()> {
     }
     if let Some((k, v)) = prev {
         let base = key_seq(&k);
+        // The last block the key names holds its last sequence.
         let below = db
-            .block(&k, v)?
+            .block_holding(&k, v, u64::MAX)?
             .and_then(|b| b.last_seq())
             .is_some_and(|last| last < fence);
         if base < fence && below {
@@ -970,7 +972,10 @@ pub struct SledStore {
     maintenance: Mutex<()>,
     /// The block read last: a consumer reads a block's messages one call
     /// at a time, and this saves a seek and a header check for each.
-    /// Cleared whenever stored blocks are rewritten or removed.
+    /// Cleared when a batch rewrites or removes stored blocks, or adds blocks
+    /// to the pointer it came from; a compaction move leaves it (the
+    /// messages stay the same), which is why a block read as one of a
+    /// pointer's several never stands for a pointer that names one.
     last_block: Mutex<Option<Block>>,
     /// The last subject list written for each subject that batches wrote to
     /// lately (up to [`TAILS_MAX`]): subject → the base of the list. A batch
@@ -1348,10 +1353,10 @@ struct Group {
 
 impl Group {
     fn fits(&self, base: u64, last: u64, len: usize) -> bool {
-        self.extents < log::GROUP_MAX_EXTENTS
+        base > self.base
+            && self.extents < log::GROUP_MAX_EXTENTS
             && self.bytes + len <= log::GROUP_MAX_BYTES
             && last - self.base < log::GROUP_MAX_SPAN
-            && base > self.base
     }
 }
 
@@ -1487,7 +1492,8 @@ impl Blocks {
 
 /// The stored messages of a stream in sequence order, forward from a
 /// sequence or backward from one, block by block (each block of a pointer
-/// that names several on its own, so a damaged one spoils only itself).
+/// that names several on its own: a damaged one stops only the walks that
+/// reach it, as a damaged block did before pointers named several).
 struct DiskEntries<'a> {
     stream: &'a str,
     db: &'a Db,
@@ -1776,7 +1782,8 @@ impl SledTxn<'_> {
     }
 
     /// The stored block that would hold `seq` (the one with the greatest
-    /// base `<= seq`), if any; it holds `seq` only if [`Block::find`] says so.
+    /// base `<= seq`, of the key with the greatest base `<= seq`), if any;
+    /// it holds `seq` only if [`Block::find`] says so.
     fn block_for(&self, seq: u64) -> Result<Option<Block>> {
         if let Some(b) = self.cached(seq) {
             return Ok(Some(b));
@@ -2081,9 +2088,22 @@ impl SledTxn<'_> {
                         .block(&key, raw.clone())?
                         .ok_or_else(|| self.corrupt(seqs[0]))?,
                 };
-                match b.without(|s| seqs.binary_search(&s).is_ok()) {
-                    Some(rest) => batch.block(&key[..], rest),
-                    None => batch.remove(&key[..]),
+                let dropped = |s: u64| seqs.binary_search(&s).is_ok();
+                if Ptr::extents(&raw).is_some_and(|e| e.len() > 1 || e[0].delta != 0) {
+                    // The blocks a logged pointer named, stored inline: in
+                    // blocks of the inline size, the first under the key.
+                    let parts = b.split_without(dropped, block::BLOCK_DATA_TARGET);
+                    if parts.is_empty() {
+                        batch.remove(&key[..]);
+                    }
+                    for (part_base, data) in parts {
+                        batch.block(&block_key(self.id, part_base)[..], data);
+                    }
+                } else {
+                    match b.without(dropped) {
+                        Some(rest) => batch.block(&key[..], rest),
+                        None => batch.remove(&key[..]),
+                    }
                 }
             }
             batch.release(raw);
@@ -2123,9 +2143,12 @@ impl SledTxn<'_> {
                 if base >= counters.first_seq && !by_block.contains_key(&base) {
                     if let Some(extents) = Ptr::extents(&raw) {
                         blocks.extend(base, raw, &extents);
-                        // The cached block may be this key's, without the
-                        // blocks added now.
-                        self.last_block.lock().take();
+                        // A cached block of this key would stand for it
+                        // without the blocks added now.
+                        let mut cached = self.last_block.lock();
+                        if cached.as_ref().is_some_and(|b| b.key_base() == base) {
+                            *cached = None;
+                        }
                     }
                 }
             }
@@ -3354,6 +3377,53 @@ mod tests {
         let storage = Storage::open(dir.path()).unwrap();
         mirror.check(&storage);
         assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+    }
+
+    #[test]
+    fn a_pointer_to_several_blocks_is_rewritten_inline_in_blocks_of_the_inline_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StreamLimits::default();
+        let mirror = MemoryStore::new("S", limits.clone());
+        {
+            let storage = Storage::open(dir.path()).unwrap();
+            let s = storage.create_stream("S", limits).unwrap();
+            fill(&[&*s, &mirror], 16, 10);
+            assert_eq!(extents_per_key(&storage), vec![16]);
+        }
+        let options = StorageOptions {
+            sync: SyncPolicy::Interval(std::time::Duration::from_millis(50)),
+            ..StorageOptions::default()
+        };
+        {
+            let storage = Storage::open_with(dir.path(), options).unwrap();
+            let s = storage.open_stream("S").unwrap();
+            apply_all(
+                &[&*s, &mirror],
+                vec![StreamOp::Delete {
+                    seq: 5,
+                    erase: false,
+                }],
+            );
+            same_messages(&*s, &mirror);
+            // About 21 KiB that one pointer named, now inline blocks of up
+            // to 8 KiB.
+            let inline: Vec<usize> = storage
+                .db
+                .tree
+                .scan_prefix([TAG_MSG])
+                .map(|item| item.unwrap().1.len())
+                .collect();
+            assert!(inline.len() >= 3, "{inline:?}");
+            assert!(
+                inline
+                    .iter()
+                    .all(|len| *len <= block::BLOCK_DATA_TARGET + 1024),
+                "{inline:?}"
+            );
+            assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        }
+        let storage = Storage::open(dir.path()).unwrap();
+        same_messages(&*storage.open_stream("S").unwrap(), &mirror);
     }
 
     const CRASH_CHILD: &str = "TERN_STORAGE_CRASH_CHILD";

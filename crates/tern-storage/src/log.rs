@@ -5,7 +5,8 @@
 //! values included, every few updates and on every split: a block of
 //! messages is written to disk about three times over. So under
 //! `SyncPolicy::Always` a batch's blocks go to an append-only log instead,
-//! and sled keeps, under each block's key, a 17-byte pointer to them.
+//! and sled keeps pointers to them (17 bytes for one block; a pointer may
+//! name several, see below).
 //!
 //! # Write-ahead
 //!
@@ -26,8 +27,8 @@
 //! # Segments
 //!
 //! The log is a directory of segment files `NNNNNNNNNN.seg`, a new one
-//! every 64 MiB. Every segment is counted: the pointers to it that sled
-//! holds and the bytes they name, taken from what sled actually replaced as
+//! every 64 MiB. Every segment is counted: the blocks in it that sled's
+//! pointers name and their bytes, taken from what sled actually replaced as
 //! records are applied. A segment that no pointer names any more, and whose
 //! records are all applied, is deleted after a sled flush makes both facts
 //! durable. A closed, applied segment that moving its live blocks would at
@@ -70,8 +71,9 @@
 //! pointer becomes a *thinned* one (0xFE) that lists the removed sequences
 //! and counts only the block's `live` bytes (what the remaining messages
 //! would take rewritten). Readers see the block without them; compaction
-//! moves it without them; its key goes once nothing is left. A segment's
-//! live bytes sum the pointers' `live`, so thinned blocks make it sparse.
+//! moves it without them. A block left with nothing leaves its pointer, and
+//! the key goes with the pointer's last block. A segment's live bytes sum
+//! the blocks' `live`, so thinned blocks make it sparse.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -102,8 +104,8 @@ const GROUP_HEAD: usize = 2;
 const EXTENT_LEN: usize = 24;
 /// Most blocks one pointer names.
 pub(crate) const GROUP_MAX_EXTENTS: usize = 16;
-/// Most bytes the blocks of one pointer take: iterating a stream reads a
-/// pointer's blocks together, and compaction moves them together.
+/// Most bytes the blocks of one pointer take: compaction moves them
+/// together, and a removal under an interval policy reads them together.
 pub(crate) const GROUP_MAX_BYTES: usize = 256 << 10;
 /// Most sequences one pointer spans (a block read whole holds at most
 /// 65,536 messages).
@@ -132,6 +134,8 @@ const COMPACT_BELOW_LIVE_SHARE: f64 = 0.5;
 /// What moving one block costs in the log besides its bytes: its op (key,
 /// expected pointer, new pointer, lengths and tag), rounded up; a thinned
 /// pointer's list of removed messages is counted apart (`Segment::listed`).
+/// Counted per block, though the blocks of one pointer move in one op (so
+/// for those it overstates, and compaction waits a little longer).
 const MOVE_OVERHEAD: u64 = 80;
 /// No block is longer: one holds either records of up to 8 KiB together or
 /// a single record, and no message reaches 64 MiB (NATS's `max_payload`
@@ -155,7 +159,7 @@ type SledOps = Vec<(IVec, SledOp)>;
 /// What the log knows of one segment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Segment {
-    /// Pointers into it that sled holds.
+    /// Blocks in it that sled's pointers name.
     pub(crate) pointers: u64,
     /// Bytes of the blocks they point to.
     pub(crate) live: u64,
@@ -422,7 +426,7 @@ impl Ptr {
     }
 
     /// A pointer, if `raw` is one, thinned or not (blocks stored inline
-    /// start with their version byte, never 0xFF or 0xFE).
+    /// start with their version byte, never 0xFF, 0xFE or 0xFD).
     pub(crate) fn decode(raw: &[u8]) -> Option<Ptr> {
         let thin = match *raw.first()? {
             PTR_TAG if raw.len() == PTR_LEN => false,
