@@ -3379,6 +3379,113 @@ mod tests {
         assert_eq!(counted_refs(&storage), scanned_refs(&storage));
     }
 
+    /// Random batches, removals, purges and reads, with compaction moving
+    /// everything and reopens between them, against a memory store: the
+    /// pointers that name several blocks, the cached block and the segment
+    /// counts stay right whatever the order.
+    #[test]
+    fn random_work_with_moves_and_reopens_matches_memory() {
+        for seed in 1..=6u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n.max(1)
+            };
+            let limits = StreamLimits {
+                max_msgs_per_subject: (seed == 2).then_some(20),
+                ..StreamLimits::default()
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let mirror = MemoryStore::new("S", limits.clone());
+            let mut storage = Storage::open(dir.path()).unwrap();
+            let mut s = storage.create_stream("S", limits).unwrap();
+            let subjects = ["s.0", "s.1", "s.2", "s.3", "s.>", ">"];
+            let mut ts = 0;
+            for step in 0..300u64 {
+                let state = mirror.state().unwrap();
+                let span = state.last_seq.saturating_sub(state.first_seq) + 1;
+                let ops: Vec<StreamOp> = match next(20) {
+                    0..=7 => (0..1 + next(40))
+                        .map(|_| {
+                            ts += 1;
+                            let subject = format!("s.{}", next(4));
+                            let size = [10, 100, 1000, 5000][next(4) as usize];
+                            StreamOp::Append(Append::new(subject, vec![b'x'; size], ts))
+                        })
+                        .collect(),
+                    8..=9 => (0..1 + next(10))
+                        .map(|_| StreamOp::Delete {
+                            seq: state.first_seq + next(span),
+                            erase: false,
+                        })
+                        .collect(),
+                    // A run, as acks on a work queue remove them (it may
+                    // empty a block of a pointer).
+                    10..=13 => {
+                        let from = state.first_seq + next(span);
+                        (from..from + 1 + next(60))
+                            .map(|seq| StreamOp::Delete { seq, erase: false })
+                            .collect()
+                    }
+                    14 => vec![StreamOp::Purge(PurgeRequest {
+                        up_to_seq: Some(state.first_seq + next(span / 4 + 1)),
+                        ..PurgeRequest::default()
+                    })],
+                    15 => vec![StreamOp::Purge(PurgeRequest {
+                        filter: Some(format!("s.{}", next(4)).into()),
+                        keep: Some(next(30)),
+                        ..PurgeRequest::default()
+                    })],
+                    16 => {
+                        move_everything(&storage);
+                        Vec::new()
+                    }
+                    17 => {
+                        drop(s);
+                        drop(storage);
+                        storage = Storage::open(dir.path()).unwrap();
+                        s = storage.open_stream("S").unwrap();
+                        Vec::new()
+                    }
+                    _ => {
+                        // Reads, which leave a block in the cache.
+                        let seq = state.first_seq + next(span);
+                        assert_eq!(
+                            s.get(seq).ok(),
+                            mirror.get(seq).ok(),
+                            "seed {seed} step {step}"
+                        );
+                        let subject = format!("s.{}", next(4));
+                        let (x, y) = (
+                            s.next_matching(seq, subject.as_bytes()).unwrap(),
+                            mirror.next_matching(seq, subject.as_bytes()).unwrap(),
+                        );
+                        assert_eq!(
+                            x.map(|m| m.seq),
+                            y.map(|m| m.seq),
+                            "seed {seed} step {step}"
+                        );
+                        Vec::new()
+                    }
+                };
+                if !ops.is_empty() {
+                    let (a, b) = (s.apply_batch(ops.clone()), mirror.apply_batch(ops));
+                    assert_eq!(a, b, "seed {seed} step {step}");
+                }
+                if step % 50 == 49 {
+                    same_messages(&*s, &mirror);
+                    same_subjects(&*s, &mirror, &subjects);
+                    assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+                }
+            }
+            same_messages(&*s, &mirror);
+            same_subjects(&*s, &mirror, &subjects);
+            assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+        }
+    }
+
     #[test]
     fn a_pointer_to_several_blocks_is_rewritten_inline_in_blocks_of_the_inline_size() {
         let dir = tempfile::tempdir().unwrap();
