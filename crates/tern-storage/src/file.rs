@@ -2089,9 +2089,11 @@ impl SledTxn<'_> {
                         .ok_or_else(|| self.corrupt(seqs[0]))?,
                 };
                 let dropped = |s: u64| seqs.binary_search(&s).is_ok();
-                if Ptr::extents(&raw).is_some_and(|e| e.len() > 1 || e[0].delta != 0) {
-                    // The blocks a logged pointer named, stored inline: in
-                    // blocks of the inline size, the first under the key.
+                if Ptr::extents(&raw).is_some() {
+                    // The block(s) a logged pointer named (up to 256 KiB,
+                    // and compaction merges a key's blocks into one), stored
+                    // inline: in blocks of the inline size, the first under
+                    // the key.
                     let parts = b.split_without(dropped, block::BLOCK_DATA_TARGET);
                     if parts.is_empty() {
                         batch.remove(&key[..]);
@@ -2863,9 +2865,11 @@ mod tests {
 
     /// The number of blocks each block key's pointer names, in key order.
     fn extents_per_key(storage: &Storage) -> Vec<usize> {
-        pointers(storage)
-            .values()
-            .map(|(places, _)| places.len())
+        storage
+            .db
+            .tree
+            .scan_prefix([TAG_MSG])
+            .filter_map(|item| Ptr::extents(&item.unwrap().1).map(|e| e.len()))
             .collect()
     }
 
@@ -3403,6 +3407,7 @@ mod tests {
             let mut s = storage.create_stream("S", limits).unwrap();
             let subjects = ["s.0", "s.1", "s.2", "s.3", "s.>", ">"];
             let mut ts = 0;
+            let mut most_extents = 0;
             for step in 0..300u64 {
                 let state = mirror.state().unwrap();
                 let span = state.last_seq.saturating_sub(state.first_seq) + 1;
@@ -3443,20 +3448,27 @@ mod tests {
                         Vec::new()
                     }
                     17 => {
+                        // Reopened under either policy: under an interval
+                        // policy, removals rewrite logged blocks inline.
                         drop(s);
                         drop(storage);
-                        storage = Storage::open(dir.path()).unwrap();
+                        let sync = if next(3) == 0 {
+                            SyncPolicy::Interval(std::time::Duration::from_millis(50))
+                        } else {
+                            SyncPolicy::Always
+                        };
+                        let options = StorageOptions {
+                            sync,
+                            ..StorageOptions::default()
+                        };
+                        storage = Storage::open_with(dir.path(), options).unwrap();
                         s = storage.open_stream("S").unwrap();
                         Vec::new()
                     }
                     _ => {
                         // Reads, which leave a block in the cache.
                         let seq = state.first_seq + next(span);
-                        assert_eq!(
-                            s.get(seq).ok(),
-                            mirror.get(seq).ok(),
-                            "seed {seed} step {step}"
-                        );
+                        assert_eq!(s.get(seq), mirror.get(seq), "seed {seed} step {step}");
                         let subject = format!("s.{}", next(4));
                         let (x, y) = (
                             s.next_matching(seq, subject.as_bytes()).unwrap(),
@@ -3474,6 +3486,8 @@ mod tests {
                     let (a, b) = (s.apply_batch(ops.clone()), mirror.apply_batch(ops));
                     assert_eq!(a, b, "seed {seed} step {step}");
                 }
+                let most = extents_per_key(&storage).into_iter().max().unwrap_or(0);
+                most_extents = most_extents.max(most);
                 if step % 50 == 49 {
                     same_messages(&*s, &mirror);
                     same_subjects(&*s, &mirror, &subjects);
@@ -3483,6 +3497,10 @@ mod tests {
             same_messages(&*s, &mirror);
             same_subjects(&*s, &mirror, &subjects);
             assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+            assert!(
+                most_extents > 4,
+                "seed {seed}: pointers named {most_extents} blocks at most"
+            );
         }
     }
 
