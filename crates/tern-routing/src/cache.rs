@@ -12,7 +12,9 @@ use crate::{MatchResult, Sublist};
 /// at any other generation clears the cache first, so a result is never
 /// returned for a generation other than the one it was computed at. When
 /// the cache is full an arbitrary half of it is dropped, which keeps
-/// inserts O(1) amortized without per-entry bookkeeping.
+/// inserts O(1) amortized without per-entry bookkeeping. Readers that see
+/// many subjects only once (reply inboxes, JetStream ack subjects) use
+/// [`MatchCache::offer`], which caches a subject on its second miss.
 #[derive(Debug)]
 pub struct MatchCache<T> {
     /// Keyed by the subject's bytes, so a reader can look up straight from
@@ -22,6 +24,10 @@ pub struct MatchCache<T> {
     max_entries: usize,
     hits: u64,
     misses: u64,
+    /// Hashes of subjects offered once lately (see [`MatchCache::offer`]),
+    /// one per slot; a newer subject overwrites an older one's slot.
+    seen: Box<[u64]>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl<T: Clone + PartialEq> MatchCache<T> {
@@ -33,6 +39,8 @@ impl<T: Clone + PartialEq> MatchCache<T> {
             max_entries,
             hits: 0,
             misses: 0,
+            seen: vec![0; max_entries.next_power_of_two()].into_boxed_slice(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -74,6 +82,33 @@ impl<T: Clone + PartialEq> MatchCache<T> {
             self.evict_half();
         }
         self.entries.insert(Box::from(subject), result);
+    }
+
+    /// Stores `result` (computed for `subject` at `generation`) only if
+    /// `subject` was offered before lately: a subject published once, such
+    /// as a request's reply inbox or a JetStream ack subject, would take an
+    /// entry (and, the cache full, evict half of the others) for nothing.
+    /// A subject published twice is cached from its second miss on.
+    pub fn offer<S: AsRef<[u8]> + ?Sized>(
+        &mut self,
+        subject: &S,
+        generation: u64,
+        result: Arc<MatchResult<T>>,
+    ) {
+        let subject = subject.as_ref();
+        if self.seen.is_empty() {
+            return;
+        }
+        use std::hash::BuildHasher;
+        // 0 marks an empty slot.
+        let hash = self.hasher.hash_one(subject) | 1;
+        let slot = &mut self.seen[(hash as usize) & (self.seen.len() - 1)];
+        if *slot == hash {
+            *slot = 0;
+            self.insert(subject, generation, result);
+        } else {
+            *slot = hash;
+        }
     }
 
     /// The match for `subject` in `sublist`, from the cache when it is
@@ -181,9 +216,42 @@ mod tests {
     }
 
     #[test]
+    fn an_offered_subject_is_cached_from_its_second_miss() {
+        let mut cache = MatchCache::<u32>::new(8);
+        let result = Arc::new(MatchResult::default());
+        cache.offer("foo", 1, Arc::clone(&result));
+        assert!(cache.get("foo", 1).is_none());
+        cache.offer("foo", 1, Arc::clone(&result));
+        assert!(cache.get("foo", 1).is_some());
+        // Across a generation change the subject counts as seen: its next
+        // miss caches it again.
+        assert!(cache.get("foo", 2).is_none());
+        cache.offer("foo", 2, Arc::clone(&result));
+        cache.offer("foo", 2, Arc::clone(&result));
+        assert!(cache.get("foo", 2).is_some());
+    }
+
+    #[test]
+    fn subjects_offered_once_take_no_entries() {
+        let mut cache = MatchCache::<u32>::new(4);
+        cache.offer("hot", 1, Arc::new(MatchResult::default()));
+        cache.offer("hot", 1, Arc::new(MatchResult::default()));
+        for i in 0..1000 {
+            let inbox = format!("_INBOX.abc.{i}");
+            assert!(cache.get(&inbox, 1).is_none());
+            cache.offer(&inbox, 1, Arc::new(MatchResult::default()));
+        }
+        // The one-off subjects never evicted the hot one.
+        assert_eq!(cache.len(), 1);
+        assert!(cache.get("hot", 1).is_some());
+    }
+
+    #[test]
     fn zero_capacity_disables() {
         let mut cache = MatchCache::<u32>::new(0);
         cache.insert("foo", 1, Arc::new(MatchResult::default()));
+        cache.offer("foo", 1, Arc::new(MatchResult::default()));
+        cache.offer("foo", 1, Arc::new(MatchResult::default()));
         assert!(cache.is_empty());
         assert!(cache.get("foo", 1).is_none());
     }

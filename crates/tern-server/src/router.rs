@@ -434,14 +434,14 @@ impl Router {
         let (result, generation) = self
             .account
             .match_remote(std::str::from_utf8(subject).ok()?);
-        self.remote_cache
-            .insert(subject, generation, result.clone());
+        self.remote_cache.offer(subject, generation, result.clone());
         Some(result)
     }
 
     /// Who gets a message on `subject`: from the cache when it is current,
-    /// else from the sublist. `None` for a subject that is not UTF-8, which
-    /// no subscription can match.
+    /// else from the sublist (and cached if the subject missed before: a
+    /// reply inbox or an ack subject is published once). `None` for a
+    /// subject that is not UTF-8, which no subscription can match.
     pub(crate) fn lookup(&mut self, subject: &[u8]) -> Option<Arc<MatchResult<SubRef>>> {
         let generation = self.account.generation();
         if let Some(hit) = self.cache.get(subject, generation) {
@@ -450,7 +450,7 @@ impl Router {
         let (result, generation) = self
             .account
             .match_subject(std::str::from_utf8(subject).ok()?);
-        self.cache.insert(subject, generation, result.clone());
+        self.cache.offer(subject, generation, result.clone());
         Some(result)
     }
 
