@@ -3383,6 +3383,53 @@ mod tests {
         assert_eq!(counted_refs(&storage), scanned_refs(&storage));
     }
 
+    #[test]
+    fn a_walk_from_a_block_whose_pointer_moved_and_whose_segment_went_reads_on_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StreamLimits::default();
+        let mirror = MemoryStore::new("S", limits.clone());
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", limits).unwrap();
+        fill(&[&*s, &mirror], 3, 5); // one key: blocks 1..=5, 6..=10, 11..=15
+        assert_eq!(extents_per_key(&storage), vec![3]);
+        let first_segment = *storage.db.log.refs().keys().next().unwrap();
+        // Another stream, enough to close the segment S is in.
+        let filler = |name: &str| {
+            let f = storage
+                .create_stream(name, StreamLimits::default())
+                .unwrap();
+            fill(&[&*f], 20, 30);
+        };
+        filler("F");
+        // The store remembers S's first block (a point read), with the
+        // pointer it came from.
+        s.get(2).unwrap();
+        // Every block moves (S's three as one); with F gone, S's old
+        // segment has nothing left and is deleted; moving and deleting
+        // again closes its file.
+        move_everything(&storage);
+        storage.delete_stream("F").unwrap();
+        storage.db.collect();
+        filler("G");
+        storage.delete_stream("G").unwrap();
+        move_everything(&storage);
+        storage.db.collect();
+        assert!(!storage.db.log.refs().contains_key(&first_segment));
+        let path = dir
+            .path()
+            .join("log")
+            .join(format!("{first_segment:010}.seg"));
+        assert!(!path.exists());
+        // A walk from the remembered block goes on with the blocks its
+        // pointer named: they are gone from there, so it reads the key
+        // where it is now, and returns every message once.
+        let (walked, expected) = (s.snapshot().unwrap(), mirror.snapshot().unwrap());
+        assert!(walked == expected, "the walk returned other messages");
+        assert_eq!(s.deleted_seqs().unwrap(), Vec::<u64>::new());
+        same_messages(&*s, &mirror);
+        assert_eq!(counted_refs(&storage), scanned_refs(&storage));
+    }
+
     /// Random batches, removals, purges and reads, with compaction moving
     /// everything and reopens between them, against a memory store: the
     /// pointers that name several blocks, the cached block and the segment
