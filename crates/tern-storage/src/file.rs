@@ -1352,6 +1352,18 @@ struct Group {
 }
 
 impl Group {
+    /// A pointer under `base` that names `extents` (`old`'s, if any) and
+    /// takes blocks after them.
+    fn new(base: u64, old: Option<IVec>, extents: &[Extent]) -> Self {
+        Group {
+            base,
+            old,
+            extents: extents.len(),
+            bytes: extents.iter().map(|e| e.ptr.len() as usize).sum(),
+            blocks: Vec::new(),
+        }
+    }
+
     fn fits(&self, base: u64, last: u64, len: usize) -> bool {
         base > self.base
             && self.extents < log::GROUP_MAX_EXTENTS
@@ -1375,13 +1387,7 @@ impl Blocks {
     /// Adds the blocks to come to the pointer `old` under `base` while it
     /// has room.
     fn extend(&mut self, base: u64, old: IVec, extents: &[Extent]) {
-        self.group = Some(Group {
-            base,
-            extents: extents.len(),
-            bytes: extents.iter().map(|e| e.ptr.len() as usize).sum(),
-            old: Some(old),
-            blocks: Vec::new(),
-        });
+        self.group = Some(Group::new(base, Some(old), extents));
     }
 
     /// Adds a message; sequences come in ascending order.
@@ -1443,13 +1449,7 @@ impl Blocks {
             .is_some_and(|g| g.fits(base, last, data.len()))
         {
             self.finish_group(batch);
-            self.group = Some(Group {
-                base,
-                old: None,
-                extents: 0,
-                bytes: 0,
-                blocks: Vec::new(),
-            });
+            self.group = Some(Group::new(base, None, &[]));
         }
         if let Some(g) = &mut self.group {
             g.extents += 1;
@@ -2447,6 +2447,24 @@ mod tests {
         std::fs::read_dir(dir.join("log")).unwrap().count()
     }
 
+    /// A file stream "S" in a new directory opened with `options`, and a
+    /// memory stream with the same limits to compare it with.
+    fn mirrored(
+        options: StorageOptions,
+        limits: StreamLimits,
+    ) -> (
+        tempfile::TempDir,
+        MemoryStore,
+        Storage,
+        Arc<dyn StreamStore>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = MemoryStore::new("S", limits.clone());
+        let storage = Storage::open_with(dir.path(), options).unwrap();
+        let s = storage.create_stream("S", limits).unwrap();
+        (dir, mirror, storage, s)
+    }
+
     fn same_messages(a: &dyn StreamStore, b: &dyn StreamStore) {
         let (sa, sb) = (a.state().unwrap(), b.state().unwrap());
         assert_eq!(sa, sb);
@@ -2814,11 +2832,8 @@ mod tests {
 
     #[test]
     fn removing_messages_thins_pointers_and_compaction_drops_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = StreamLimits::default();
-        let mirror = MemoryStore::new("S", limits.clone());
-        let storage = Storage::open(dir.path()).unwrap();
-        let s = storage.create_stream("S", limits).unwrap();
+        let (dir, mirror, storage, s) =
+            mirrored(StorageOptions::default(), StreamLimits::default());
         let stores = [&*s, &mirror as &dyn StreamStore];
         fill(&stores, 4, 300);
         let before = pointers(&storage);
@@ -2881,11 +2896,8 @@ mod tests {
 
     #[test]
     fn consecutive_batches_share_a_pointer() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = StreamLimits::default();
-        let mirror = MemoryStore::new("S", limits.clone());
-        let storage = Storage::open(dir.path()).unwrap();
-        let s = storage.create_stream("S", limits).unwrap();
+        let (dir, mirror, storage, s) =
+            mirrored(StorageOptions::default(), StreamLimits::default());
         let stores = [&*s, &mirror as &dyn StreamStore];
         let subjects = ["s.0", "s.1", "s.2", ">"];
         // 40 batches of ten messages, a block each: 16 blocks per key.
@@ -2973,11 +2985,8 @@ mod tests {
 
     #[test]
     fn a_block_read_before_its_pointer_moved_does_not_stand_for_the_moved_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = StreamLimits::default();
-        let mirror = MemoryStore::new("S", limits.clone());
-        let storage = Storage::open(dir.path()).unwrap();
-        let s = storage.create_stream("S", limits).unwrap();
+        let (_dir, mirror, storage, s) =
+            mirrored(StorageOptions::default(), StreamLimits::default());
         let stores = [&*s, &mirror as &dyn StreamStore];
         fill(&stores, 19, 5);
         assert_eq!(extents_per_key(&storage), vec![16, 3]);
@@ -3043,11 +3052,7 @@ mod tests {
 
     /// Subject lists extended across batches, under both sync policies.
     fn extends_subject_lists(options: StorageOptions) {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = StreamLimits::default();
-        let mirror = MemoryStore::new("S", limits.clone());
-        let storage = Storage::open_with(dir.path(), options).unwrap();
-        let s = storage.create_stream("S", limits).unwrap();
+        let (dir, mirror, storage, s) = mirrored(options, StreamLimits::default());
         let stores = [&*s, &mirror as &dyn StreamStore];
         let subjects = ["s.0", "s.1", "s.2", "s.>", ">"];
         // 100 messages per subject per batch: a list takes five batches
@@ -3130,14 +3135,11 @@ mod tests {
     /// the lists it appends to still grow.
     #[test]
     fn a_stream_at_its_limit_extends_its_subject_lists() {
-        let dir = tempfile::tempdir().unwrap();
         let limits = StreamLimits {
             max_msgs: Some(1000),
             ..StreamLimits::default()
         };
-        let mirror = MemoryStore::new("S", limits.clone());
-        let storage = Storage::open(dir.path()).unwrap();
-        let s = storage.create_stream("S", limits).unwrap();
+        let (_dir, mirror, storage, s) = mirrored(StorageOptions::default(), limits);
         let stores = [&*s, &mirror as &dyn StreamStore];
         fill(&stores, 40, 300);
         // 333 live messages per subject in lists of up to 500: at most two
@@ -3151,11 +3153,8 @@ mod tests {
     /// right, whichever are extended.
     #[test]
     fn batches_with_more_subjects_than_remembered_keep_their_lists_right() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = StreamLimits::default();
-        let mirror = MemoryStore::new("S", limits.clone());
-        let storage = Storage::open(dir.path()).unwrap();
-        let s = storage.create_stream("S", limits).unwrap();
+        let (_dir, mirror, _storage, s) =
+            mirrored(StorageOptions::default(), StreamLimits::default());
         let stores = [&*s, &mirror as &dyn StreamStore];
         for (round, subjects) in [(0, 1100), (1, 1100), (2, 600), (3, 1100), (4, 1000)] {
             let ops = (0..subjects)
@@ -3385,11 +3384,8 @@ mod tests {
 
     #[test]
     fn a_walk_from_a_block_whose_pointer_moved_and_whose_segment_went_reads_on_where_it_is() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = StreamLimits::default();
-        let mirror = MemoryStore::new("S", limits.clone());
-        let storage = Storage::open(dir.path()).unwrap();
-        let s = storage.create_stream("S", limits).unwrap();
+        let (dir, mirror, storage, s) =
+            mirrored(StorageOptions::default(), StreamLimits::default());
         fill(&[&*s, &mirror], 3, 5); // one key: blocks 1..=5, 6..=10, 11..=15
         assert_eq!(extents_per_key(&storage), vec![3]);
         let first_segment = *storage.db.log.refs().keys().next().unwrap();
