@@ -825,6 +825,91 @@ async fn workqueue_and_interest_retention() {
     );
 }
 
+/// The deletes of messages acked on a work queue are written with the
+/// consumer's positions, not one fsync per ack; a request, a publish and a
+/// restart still find them gone.
+#[tokio::test]
+async fn work_queue_acks_remove_messages_before_requests_publishes_and_restarts() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = stream::Config {
+        name: "JOBS".into(),
+        subjects: vec!["jobs.>".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_messages: 10,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let worker_config = pull::Config {
+        durable_name: Some("w".into()),
+        ack_policy: AckPolicy::Explicit,
+        ..Default::default()
+    };
+    {
+        let mut server = launch_js(dir.path(), Some(port));
+        let client = connect(&server.url()).await;
+        let js = jetstream::new(client.clone());
+        let mut jobs = js.create_stream(config.clone()).await.unwrap();
+        let worker: jetstream::consumer::PullConsumer =
+            jobs.create_consumer(worker_config.clone()).await.unwrap();
+        for round in 0..3 {
+            for i in 0..10 {
+                js.publish("jobs.x", format!("{round}.{i}").into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap_or_else(|e| panic!("round {round}, job {i}: {e}"));
+            }
+            // Full: one more is refused.
+            let refused = js.publish("jobs.x", "extra".into()).await.unwrap().await;
+            assert!(refused.is_err(), "round {round}: the queue is full");
+            let mut batch = worker.fetch().max_messages(10).messages().await.unwrap();
+            let mut got = 0;
+            while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+                // A plain ack: no reply, nothing waits for a write.
+                msg.unwrap().ack().await.unwrap();
+                got += 1;
+            }
+            assert_eq!(got, 10, "round {round}");
+            client.flush().await.unwrap();
+            if round == 0 {
+                // A request right after the acks sees them applied.
+                let state = jobs.info().await.unwrap().state.clone();
+                assert_eq!(state.messages, 0, "round {round}: acked jobs left");
+            }
+            // Round 1 and 2 publish right after the acks: the queue has room.
+        }
+        let state = jobs.info().await.unwrap().state.clone();
+        assert_eq!((state.messages, state.last_sequence), (0, 30));
+        // Ten more, acked just before a graceful stop.
+        for i in 0..10 {
+            js.publish("jobs.x", format!("last.{i}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let mut batch = worker.fetch().max_messages(10).messages().await.unwrap();
+        while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+            msg.unwrap().ack().await.unwrap();
+        }
+        client.flush().await.unwrap();
+        server.signal("TERM");
+        assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    }
+    let server = launch_js(dir.path(), Some(port));
+    let js = jetstream::new(connect(&server.url()).await);
+    let mut jobs = js.get_stream("JOBS").await.unwrap();
+    let state = jobs.info().await.unwrap().state.clone();
+    assert_eq!(
+        (state.messages, state.last_sequence),
+        (0, 40),
+        "acked before the stop, gone after it"
+    );
+}
+
 #[tokio::test]
 async fn max_deliver_and_term_raise_advisories_and_dead_letters() {
     use async_nats::jetstream::consumer::{pull, AckPolicy};

@@ -369,9 +369,15 @@ impl JetStream {
                 self.handle_flow_control(&msg);
             } else if msg.sid.as_ref() == API_SID {
                 // A pull request's answer is messages, not positions.
-                self.positions_owed |= !msg.subject.windows(10).any(|w| w == b".MSG.NEXT.");
+                let pull = msg.subject.windows(10).any(|w| w == b".MSG.NEXT.");
+                self.positions_owed |= !pull;
                 if !appends.is_empty() {
                     self.store_messages(std::mem::take(&mut appends)).await;
+                }
+                // Other requests may look at a stream: the messages acks
+                // retired are deleted first.
+                if !pull && self.streams.values().any(|s| !s.retired.is_empty()) {
+                    self.save_consumers(true).await;
                 }
                 self.handle_api(msg).await;
             } else {
@@ -420,11 +426,22 @@ impl JetStream {
         let writes: Vec<_> = prepared
             .iter_mut()
             .map(|p| {
-                let store = self.streams.get(&p.name).map(|s| s.store.clone());
-                let ops = std::mem::take(&mut p.ops);
-                store
-                    .filter(|_| !ops.is_empty())
-                    .map(|store| tokio::task::spawn_blocking(move || store.apply_batch(ops)))
+                let stream = self.streams.get_mut(&p.name)?;
+                // Messages acks retired go first, in the same fsync: the
+                // publishes then find the stream as its consumers left it.
+                let retired: Vec<StreamOp> = stream.retired.drain(..).map(retire).collect();
+                let skip = retired.len();
+                let ops: Vec<StreamOp> = retired
+                    .into_iter()
+                    .chain(std::mem::take(&mut p.ops))
+                    .collect();
+                let store = stream.store.clone();
+                (!ops.is_empty()).then(|| {
+                    (
+                        skip,
+                        tokio::task::spawn_blocking(move || store.apply_batch(ops)),
+                    )
+                })
             })
             .collect();
         for (p, write) in prepared.into_iter().zip(writes) {
@@ -433,10 +450,13 @@ impl JetStream {
             // after it returns.
             let results = match write {
                 None => Vec::new(),
-                Some(write) => write.await.unwrap_or_else(|e| {
-                    warn!(stream = %p.name, error = %e, "stream write task failed");
-                    Vec::new()
-                }),
+                Some((skip, write)) => write.await.map_or_else(
+                    |e| {
+                        warn!(stream = %p.name, error = %e, "stream write task failed");
+                        Vec::new()
+                    },
+                    |results| results.into_iter().skip(skip).collect(),
+                ),
             };
             self.finish_writes(p, results).await;
         }
@@ -1647,7 +1667,8 @@ impl JetStream {
 
     /// Under `workqueue` and `interest` retention a message goes once every
     /// consumer that takes it has acknowledged it. The delete is queued and
-    /// written with the consumers' state at the end of the turn.
+    /// written with the consumers' positions (see
+    /// [`JetStream::save_consumers`]).
     fn retire_if_consumed(&mut self, stream_name: &str, seq: u64) {
         let Some(stream) = self.streams.get_mut(stream_name) else {
             return;
@@ -2058,29 +2079,24 @@ impl JetStream {
     /// Persists the state of consumers that changed, and deletes messages
     /// retention says are consumed.
     ///
-    /// Messages retired by acks (workqueue and interest retention) are
-    /// deleted at once. Consumer positions are written at most every
-    /// [`CONSUMER_TICK`] unless `force`: each write is a sync, and a
-    /// position lost in a crash only means redelivery (at least once), so
-    /// acks do not each wait for one.
+    /// Consumer positions, and the deletes of messages retired by acks
+    /// (workqueue and interest retention), are written at most every
+    /// [`CONSUMER_TICK`] unless `force`: each write is a sync, and what a
+    /// crash loses of them only means redelivery (at least once), so acks
+    /// do not each wait for one. Until then a retired message is gone for
+    /// its consumers but still counted by its stream: API requests other
+    /// than pull requests force the write first (see
+    /// [`JetStream::handle_batch`]), and a stream's next publishes take its
+    /// retired messages' deletes along (see [`JetStream::store_messages`]).
     async fn save_consumers(&mut self, force: bool) {
-        let positions = force || self.last_consumer_save.elapsed() >= CONSUMER_TICK;
-        if positions {
-            self.last_consumer_save = std::time::Instant::now();
+        let due = force || self.last_consumer_save.elapsed() >= CONSUMER_TICK;
+        if !due {
+            return;
         }
+        self.last_consumer_save = std::time::Instant::now();
         for stream in self.streams.values_mut() {
-            let mut ops: Vec<StreamOp> = stream
-                .retired
-                .drain(..)
-                .map(|seq| StreamOp::Delete { seq, erase: false })
-                .collect();
-            // A write that happens anyway (retired messages) takes the
-            // positions along.
-            let with_positions = positions || !ops.is_empty();
-            let durable = stream
-                .consumers
-                .values_mut()
-                .filter(|c| c.is_durable() && with_positions);
+            let mut ops: Vec<StreamOp> = stream.retired.drain(..).map(retire).collect();
+            let durable = stream.consumers.values_mut().filter(|c| c.is_durable());
             for consumer in durable {
                 if consumer.dirty {
                     consumer.dirty = false;
@@ -2345,6 +2361,11 @@ struct PreparedWrite {
     /// Per entry of `pending`: the purge its `Nats-Rollup` asks for.
     rollups: Vec<Option<PurgeRequest>>,
     subjects: Vec<Bytes>,
+}
+
+/// The delete of a message its consumers are done with.
+fn retire(seq: u64) -> StreamOp {
+    StreamOp::Delete { seq, erase: false }
 }
 
 fn create_error(e: StorageError) -> ApiError {
