@@ -51,6 +51,10 @@ const STREAM_SID_PREFIX: &str = "stream:";
 const EPHEMERAL_INACTIVE_NS: u64 = 5_000_000_000;
 /// How often redelivery deadlines, request expiry and heartbeats are checked.
 const CONSUMER_TICK: Duration = Duration::from_millis(50);
+/// Deletes of retired messages waiting in one stream that have them
+/// written at the end of the turn, before [`CONSUMER_TICK`] is up: a
+/// bigger batch of deletes holds the stream longer, and takes more memory.
+const RETIRED_MAX: usize = 1024;
 /// How many queued messages one turn of the service takes at most.
 const BATCH_MAX: usize = 4096;
 /// Page size of `STREAM.NAMES` and `STREAM.LIST`, as nats-server's.
@@ -2081,7 +2085,8 @@ impl JetStream {
     ///
     /// Consumer positions, and the deletes of messages retired by acks
     /// (workqueue and interest retention), are written at most every
-    /// [`CONSUMER_TICK`] unless `force`: each write is a sync, and what a
+    /// [`CONSUMER_TICK`] unless `force` or a stream has [`RETIRED_MAX`]
+    /// deletes waiting: each write is a sync, and what a
     /// crash loses of them only means redelivery (at least once), so acks
     /// do not each wait for one. Until then a retired message is gone for
     /// its consumers but still counted by its stream: API requests other
@@ -2089,7 +2094,12 @@ impl JetStream {
     /// [`JetStream::handle_batch`]), and a stream's next publishes take its
     /// retired messages' deletes along (see [`JetStream::store_messages`]).
     async fn save_consumers(&mut self, force: bool) {
-        let due = force || self.last_consumer_save.elapsed() >= CONSUMER_TICK;
+        let due = force
+            || self.last_consumer_save.elapsed() >= CONSUMER_TICK
+            || self
+                .streams
+                .values()
+                .any(|s| s.retired.len() >= RETIRED_MAX);
         if !due {
             return;
         }
