@@ -639,7 +639,8 @@ impl Storage {
 }
 
 /// Compacts the message log in the background while the storage is open:
-/// twice a second it looks (in memory) for sparse segments.
+/// twice a second it looks (in memory) for sparse segments, and closes the
+/// files of segments deleted long enough ago (see `Log::collect`).
 fn compactor(db: std::sync::Weak<Db>) {
     loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
@@ -657,6 +658,8 @@ fn compactor(db: std::sync::Weak<Db>) {
             Ok(moved) => tracing::debug!(blocks = moved, "compacted the message log"),
             Err(e) => tracing::warn!(error = %e, "compacting the message log failed"),
         }
+        // Deleted segments' files close even while nothing is written.
+        db.collect();
     }
 }
 
@@ -2583,6 +2586,55 @@ mod tests {
         storage.delete_stream("K").unwrap();
         assert!(counted_refs(&storage).is_empty());
         assert!(segment_files(dir.path()) <= 1);
+    }
+
+    /// Files this process holds open that were deleted from under `dir`.
+    fn deleted_but_open(dir: &Path) -> usize {
+        let dir = dir.to_string_lossy().into_owned();
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .map(|target| target.to_string_lossy().into_owned())
+            .filter(|target| target.starts_with(&dir) && target.ends_with(" (deleted)"))
+            .count()
+    }
+
+    #[test]
+    fn deleted_segments_give_their_space_back_while_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let s = storage.create_stream("S", StreamLimits::default()).unwrap();
+        for i in 0..40 {
+            let ops = appends(i * 10 + 1, 10, 2000);
+            assert!(s.apply_batch(ops).iter().all(|r| r.is_ok()));
+        }
+        assert!(
+            segment_files(dir.path()) >= 5,
+            "the appends filled segments"
+        );
+        s.apply(StreamOp::Purge(PurgeRequest::default())).unwrap();
+        // The purge's own write deleted the segments it emptied; their
+        // files stay open a moment for readers that were on their way.
+        assert!(segment_files(dir.path()) <= 2);
+        assert!(deleted_but_open(dir.path()) >= 4);
+        // Then they close with nothing else written: the background
+        // compaction pass (twice a second) closes them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while deleted_but_open(dir.path()) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(
+            deleted_but_open(dir.path()),
+            0,
+            "deleted segments still open"
+        );
+        assert_eq!(storage.db.log.retired_open(), 0);
+        // The stream goes on.
+        assert!(s
+            .apply_batch(appends(401, 10, 2000))
+            .iter()
+            .all(|r| r.is_ok()));
+        assert_eq!(s.state().unwrap().messages, 10);
     }
 
     /// Checks streams `{prefix}0`.. that writer `t` filled with

@@ -123,6 +123,13 @@ const SEGMENT_TARGET: u64 = 64 << 10;
 const PREALLOCATE: u64 = 1 << 20;
 #[cfg(test)]
 const PREALLOCATE: u64 = 16 << 10;
+/// How long a deleted segment's file stays open, for readers that found a
+/// pointer into it just before its blocks moved; closing it gives its
+/// space back to the file system.
+#[cfg(not(test))]
+const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+#[cfg(test)]
+const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The first byte of the sled keys whose values are blocks (inline) or
 /// pointers to them: the only keys the log counts pointers of.
@@ -580,10 +587,11 @@ pub(crate) struct Log {
     broken: Mutex<Option<String>>,
     is_broken: AtomicBool,
     /// Open segment files. A deleted segment's stays open (its data
-    /// readable) until the next deletion, for readers that found a pointer
+    /// readable) for [`RETIRED_GRACE`], for readers that found a pointer
     /// into it just before it was moved.
     files: RwLock<HashMap<u32, Arc<File>>>,
-    retired: Mutex<Vec<u32>>,
+    /// Deleted segments whose files are still open, and when each went.
+    retired: Mutex<Vec<(u32, std::time::Instant)>>,
     /// Every segment file with the pointers into it that sled holds.
     refs: Mutex<Segments>,
     /// Segments already given to compaction: a block it could not move
@@ -1109,6 +1117,7 @@ impl Log {
         if test_hooks::NO_GC.load(Ordering::SeqCst) {
             return Ok(());
         }
+        self.close_retired();
         if !self.gc_due.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
@@ -1133,12 +1142,7 @@ impl Log {
             return Ok(());
         }
         tree.flush()?;
-        // Files deleted last time are closed now; those deleted now stay
-        // open until next time.
         let mut retired = self.retired.lock();
-        for id in retired.drain(..) {
-            self.files.write().remove(&id);
-        }
         for id in dead {
             match fs::remove_file(self.dir.join(segment_name(id))) {
                 Ok(()) => {}
@@ -1150,9 +1154,33 @@ impl Log {
             }
             self.refs.lock().remove(&id);
             self.compacted.lock().remove(&id);
-            retired.push(id);
+            retired.push((id, std::time::Instant::now()));
         }
         Ok(())
+    }
+
+    /// Closes the files of segments deleted at least [`RETIRED_GRACE`] ago:
+    /// until then the file system cannot give their space back. Cheap when
+    /// there are none; runs with every [`Log::collect`], which the
+    /// compaction thread also calls twice a second.
+    fn close_retired(&self) {
+        let mut retired = self.retired.lock();
+        if retired.is_empty() {
+            return;
+        }
+        retired.retain(|&(id, at)| {
+            let keep = at.elapsed() < RETIRED_GRACE;
+            if !keep {
+                self.files.write().remove(&id);
+            }
+            keep
+        });
+    }
+
+    /// How many deleted segments still have their files open (for tests).
+    #[cfg(test)]
+    pub(crate) fn retired_open(&self) -> usize {
+        self.retired.lock().len()
     }
 
     /// Closed, applied segments that moving their live blocks would at
