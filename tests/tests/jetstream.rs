@@ -910,6 +910,54 @@ async fn work_queue_acks_remove_messages_before_requests_publishes_and_restarts(
     );
 }
 
+/// A direct get whose subject ends like a pull request's is still a
+/// request that must not find an acked work-queue message.
+#[tokio::test]
+async fn a_direct_get_after_an_ack_does_not_find_the_acked_job() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let jobs = js
+        .create_stream(stream::Config {
+            name: "JOBS".into(),
+            subjects: vec!["jobs.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let subject = "jobs.MSG.NEXT.x";
+    js.publish(subject, "job".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let worker: jetstream::consumer::PullConsumer = jobs
+        .create_consumer(pull::Config {
+            durable_name: Some("w".into()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = worker.fetch().max_messages(1).messages().await.unwrap();
+    let msg = timeout(WAIT, batch.next()).await.unwrap().unwrap().unwrap();
+    msg.ack().await.unwrap();
+    let reply = timeout(
+        WAIT,
+        client.request(format!("$JS.API.DIRECT.GET.JOBS.{subject}"), "".into()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let status = reply.status.map(u16::from);
+    assert_eq!(status, Some(404), "the acked job is gone: {reply:?}");
+}
+
 #[tokio::test]
 async fn max_deliver_and_term_raise_advisories_and_dead_letters() {
     use async_nats::jetstream::consumer::{pull, AckPolicy};

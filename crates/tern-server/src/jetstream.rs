@@ -286,6 +286,8 @@ impl JetStream {
                     self.push_heartbeats_and_cleanup(now);
                     self.router.finish_batch();
                     self.save_consumers(true).await;
+                    // Deletes the save wrote show in /jsz without a publish.
+                    self.publish_stats();
                 }
                 first = rx.recv() => {
                     let Some(first) = first else { break };
@@ -364,7 +366,9 @@ impl JetStream {
     /// Handles a batch in order; publishes are collected per stream and
     /// written together before the next API request is answered.
     async fn handle_batch(&mut self, batch: Vec<InternalMsg>) {
-        let mut appends: Vec<InternalMsg> = Vec::new();
+        // Each publish with how many retired messages its stream had when
+        // it came: those deletes are written before it.
+        let mut appends: Vec<(InternalMsg, usize)> = Vec::new();
         for msg in batch {
             if msg.sid.as_ref() == ACK_SID {
                 self.positions_owed |= msg.reply.is_some();
@@ -373,7 +377,7 @@ impl JetStream {
                 self.handle_flow_control(&msg);
             } else if msg.sid.as_ref() == API_SID {
                 // A pull request's answer is messages, not positions.
-                let pull = msg.subject.windows(10).any(|w| w == b".MSG.NEXT.");
+                let pull = msg.subject.starts_with(b"$JS.API.CONSUMER.MSG.NEXT.");
                 self.positions_owed |= !pull;
                 if !appends.is_empty() {
                     self.store_messages(std::mem::take(&mut appends)).await;
@@ -385,7 +389,11 @@ impl JetStream {
                 }
                 self.handle_api(msg).await;
             } else {
-                appends.push(msg);
+                let retired = self
+                    .streams
+                    .get(stream_of(&msg))
+                    .map_or(0, |s| s.retired.len());
+                appends.push((msg, retired));
             }
         }
         if !appends.is_empty() {
@@ -413,13 +421,11 @@ impl JetStream {
 
     /// Stores the publishes of one batch, one `apply_batch` per stream, and
     /// acknowledges each after the store reports it durable.
-    async fn store_messages(&mut self, msgs: Vec<InternalMsg>) {
-        let mut by_stream: BTreeMap<String, Vec<InternalMsg>> = BTreeMap::new();
-        for msg in msgs {
-            let name = std::str::from_utf8(&msg.sid[STREAM_SID_PREFIX.len().min(msg.sid.len())..])
-                .unwrap_or_default()
-                .to_owned();
-            by_stream.entry(name).or_default().push(msg);
+    async fn store_messages(&mut self, msgs: Vec<(InternalMsg, usize)>) {
+        let mut by_stream: BTreeMap<String, Vec<(InternalMsg, usize)>> = BTreeMap::new();
+        for (msg, retired) in msgs {
+            let name = stream_of(&msg).to_owned();
+            by_stream.entry(name).or_default().push((msg, retired));
         }
         let mut prepared: Vec<PreparedWrite> = by_stream
             .into_iter()
@@ -431,20 +437,35 @@ impl JetStream {
             .iter_mut()
             .map(|p| {
                 let stream = self.streams.get_mut(&p.name)?;
-                // Messages acks retired go first, in the same fsync: the
-                // publishes then find the stream as its consumers left it.
-                let retired: Vec<StreamOp> = stream.retired.drain(..).map(retire).collect();
-                let skip = retired.len();
-                let ops: Vec<StreamOp> = retired
-                    .into_iter()
-                    .chain(std::mem::take(&mut p.ops))
-                    .collect();
+                // The deletes of messages acks retired before a publish
+                // came go before it, in the same fsync, with the positions
+                // that retired them at the end: each publish finds the
+                // stream as the acks before it left it.
+                let marks = std::mem::take(&mut p.marks);
+                let before_last = marks.last().copied().unwrap_or(0);
+                let (retired, owed) = consumers_owe(stream, before_last, false);
+                let owed_ops = owed.len();
+                let mut owed = owed.into_iter();
+                let mut ops = Vec::with_capacity(p.ops.len() + owed_ops);
+                let mut is_owed = Vec::with_capacity(ops.capacity());
+                let mut deleted = 0;
+                for (op, mark) in std::mem::take(&mut p.ops).into_iter().zip(marks) {
+                    while deleted < mark.min(retired.len()) {
+                        ops.extend(owed.next());
+                        is_owed.push(true);
+                        deleted += 1;
+                    }
+                    ops.push(op);
+                    is_owed.push(false);
+                }
+                for op in owed {
+                    ops.push(op);
+                    is_owed.push(true);
+                }
                 let store = stream.store.clone();
                 (!ops.is_empty()).then(|| {
-                    (
-                        skip,
-                        tokio::task::spawn_blocking(move || store.apply_batch(ops)),
-                    )
+                    let write = tokio::task::spawn_blocking(move || store.apply_batch(ops));
+                    (retired, owed_ops, is_owed, write)
                 })
             })
             .collect();
@@ -454,13 +475,24 @@ impl JetStream {
             // after it returns.
             let results = match write {
                 None => Vec::new(),
-                Some((skip, write)) => write.await.map_or_else(
-                    |e| {
+                Some((retired, owed_ops, is_owed, write)) => {
+                    let all = write.await.unwrap_or_else(|e| {
                         warn!(stream = %p.name, error = %e, "stream write task failed");
                         Vec::new()
-                    },
-                    |results| results.into_iter().skip(skip).collect(),
-                ),
+                    });
+                    let (mut owed, mut results) = (Vec::new(), Vec::new());
+                    for (result, owed_op) in all.into_iter().zip(is_owed) {
+                        if owed_op {
+                            owed.push(result);
+                        } else {
+                            results.push(result);
+                        }
+                    }
+                    if let Some(stream) = self.streams.get_mut(&p.name) {
+                        still_owed(stream, &retired, owed_ops, &owed);
+                    }
+                    results
+                }
             };
             self.finish_writes(p, results).await;
         }
@@ -468,7 +500,11 @@ impl JetStream {
 
     /// Checks one stream's publishes of a batch: each either becomes an op
     /// (answered once the batch is written) or is answered now.
-    fn prepare_writes(&mut self, name: &str, msgs: Vec<InternalMsg>) -> Option<PreparedWrite> {
+    fn prepare_writes(
+        &mut self,
+        name: &str,
+        msgs: Vec<(InternalMsg, usize)>,
+    ) -> Option<PreparedWrite> {
         let now = self.now_ns();
         let stream = self.streams.get_mut(name)?;
         let window = u64::try_from(stream.config.duplicate_window.max(0)).unwrap_or(0);
@@ -482,7 +518,8 @@ impl JetStream {
         // For each entry of `pending`: the purge its `Nats-Rollup` asks for.
         let mut rollups: Vec<Option<PurgeRequest>> = Vec::new();
         let mut subjects: Vec<Bytes> = Vec::new();
-        for msg in msgs {
+        let mut marks = Vec::new();
+        for (msg, retired) in msgs {
             let headers = msg.headers.as_ref().and_then(|h| Headers::decode(h).ok());
             let header = |name: &str| {
                 headers
@@ -589,6 +626,7 @@ impl JetStream {
                 }
             };
             ops.push(StreamOp::Append(append));
+            marks.push(retired);
             pending.push((msg.reply.clone(), msg_id));
             rollups.push(rollup);
             subjects.push(msg.subject.clone());
@@ -597,6 +635,7 @@ impl JetStream {
             name: name.to_owned(),
             now,
             ops,
+            marks,
             pending,
             replies,
             rollups,
@@ -2105,20 +2144,13 @@ impl JetStream {
         }
         self.last_consumer_save = std::time::Instant::now();
         for stream in self.streams.values_mut() {
-            let mut ops: Vec<StreamOp> = stream.retired.drain(..).map(retire).collect();
-            let durable = stream.consumers.values_mut().filter(|c| c.is_durable());
-            for consumer in durable {
-                if consumer.dirty {
-                    consumer.dirty = false;
-                    ops.push(StreamOp::SaveConsumerState {
-                        name: consumer.name.clone(),
-                        state: consumer.state(),
-                    });
-                }
-            }
+            let (retired, ops) = consumers_owe(stream, stream.retired.len(), true);
             if !ops.is_empty() {
-                let store = stream.store.clone();
-                let _ = tokio::task::spawn_blocking(move || store.apply_batch(ops)).await;
+                let (store, n) = (stream.store.clone(), ops.len());
+                let results = tokio::task::spawn_blocking(move || store.apply_batch(ops))
+                    .await
+                    .unwrap_or_default();
+                still_owed(stream, &retired, n, &results);
             }
         }
     }
@@ -2364,6 +2396,9 @@ struct PreparedWrite {
     now: u64,
     /// What goes to the store.
     ops: Vec<StreamOp>,
+    /// Per op: how many retired messages its stream had when its publish
+    /// came (their deletes go before it).
+    marks: Vec<usize>,
     /// Per op, and per in-batch duplicate: reply subject and message id.
     pending: Vec<(Option<Bytes>, Option<String>)>,
     /// Answers decided before the write.
@@ -2373,9 +2408,76 @@ struct PreparedWrite {
     subjects: Vec<Bytes>,
 }
 
-/// The delete of a message its consumers are done with.
-fn retire(seq: u64) -> StreamOp {
-    StreamOp::Delete { seq, erase: false }
+/// The stream a publish the service received is for (from its sid).
+fn stream_of(msg: &InternalMsg) -> &str {
+    std::str::from_utf8(&msg.sid[STREAM_SID_PREFIX.len().min(msg.sid.len())..]).unwrap_or_default()
+}
+
+/// What a stream's consumers owe its store: the deletes of the first
+/// `retired` messages they retired, and the positions of its durable
+/// consumers that moved (if `positions`, or along with deletes: a message
+/// is deleted together with the positions that retired it). Returns the
+/// retired sequences and the ops, deletes first (see [`still_owed`]).
+fn consumers_owe(
+    stream: &mut Stream,
+    retired: usize,
+    positions: bool,
+) -> (Vec<u64>, Vec<StreamOp>) {
+    let retired: Vec<u64> = stream
+        .retired
+        .drain(..retired.min(stream.retired.len()))
+        .collect();
+    if retired.is_empty() && !positions {
+        return (retired, Vec::new());
+    }
+    let mut ops: Vec<StreamOp> = retired
+        .iter()
+        .map(|&seq| StreamOp::Delete { seq, erase: false })
+        .collect();
+    for consumer in stream.consumers.values_mut() {
+        if consumer.is_durable() && consumer.dirty {
+            consumer.dirty = false;
+            ops.push(StreamOp::SaveConsumerState {
+                name: consumer.name.clone(),
+                state: consumer.state(),
+            });
+        }
+    }
+    (retired, ops)
+}
+
+/// Takes back what a write of [`consumers_owe`]'s `ops` ops did not do,
+/// given their `results` (fewer if the write failed as a whole):
+/// retired messages still there are deleted with a later write, and
+/// positions are written again.
+fn still_owed(
+    stream: &mut Stream,
+    retired: &[u64],
+    ops: usize,
+    results: &[Result<tern_storage::OpResult, StorageError>],
+) {
+    // Worth another try: a write that did not happen (an I/O error, or
+    // another op's). A message already gone, or damaged, is not.
+    let failed = |i: usize| {
+        results.get(i).is_none_or(|r| {
+            r.as_ref()
+                .is_err_and(|e| e.is_backend() || matches!(e, StorageError::BatchAborted))
+        })
+    };
+    let again: Vec<u64> = (0..retired.len())
+        .filter(|&i| failed(i))
+        .map(|i| retired[i])
+        .collect();
+    let positions_failed = (retired.len()..ops).any(failed);
+    if !again.is_empty() {
+        warn!(stream = %stream.config.name, messages = again.len(), "deleting consumed messages failed; retrying later");
+        stream.retired.extend(again);
+    }
+    if positions_failed {
+        for consumer in stream.consumers.values_mut() {
+            consumer.dirty |= consumer.is_durable();
+        }
+    }
 }
 
 fn create_error(e: StorageError) -> ApiError {
