@@ -267,6 +267,9 @@ pub struct Server {
     monitor_task: Option<JoinHandle<()>>,
     https_task: Option<JoinHandle<()>>,
     websocket_task: Option<JoinHandle<()>>,
+    /// The JetStream services: a stop waits for them to write what they
+    /// hold (consumer positions, deletes of consumed messages).
+    jetstream_tasks: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -388,6 +391,7 @@ impl Server {
             None => None,
         };
 
+        let mut jetstream_tasks = Vec::new();
         if shared.opts.jetstream.enabled {
             let store_dir = shared
                 .opts
@@ -400,7 +404,7 @@ impl Server {
                 store_dir.clone(),
                 shared.global_account(),
             )?;
-            tokio::spawn(service);
+            jetstream_tasks.push(tokio::spawn(service));
             // Accounts configured with `jetstream: enabled` each get their
             // own service and store.
             for name in &shared.opts.auth.jetstream_accounts {
@@ -409,7 +413,7 @@ impl Server {
                     store_dir.clone(),
                     shared.account(name),
                 )?;
-                tokio::spawn(service);
+                jetstream_tasks.push(tokio::spawn(service));
             }
         }
         let websocket_task = match &shared.opts.websocket {
@@ -465,6 +469,7 @@ impl Server {
             monitor_task,
             https_task,
             websocket_task,
+            jetstream_tasks,
         })
     }
 
@@ -550,6 +555,14 @@ impl Server {
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
         while self.shared.num_clients() > 0 && Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // JetStream writes what it holds before the process goes.
+        for task in self.jetstream_tasks {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = left.max(std::time::Duration::from_secs(5));
+            if tokio::time::timeout(wait, task).await.is_err() {
+                tracing::warn!("JetStream did not stop in time");
+            }
         }
         info!("Server Exiting..");
     }
