@@ -55,6 +55,9 @@ const CONSUMER_TICK: Duration = Duration::from_millis(50);
 /// written at the end of the turn, before [`CONSUMER_TICK`] is up: a
 /// bigger batch of deletes holds the stream longer, and takes more memory.
 const RETIRED_MAX: usize = 1024;
+/// How many queued messages the service still handles once the server is
+/// stopping, at most.
+const SHUTDOWN_DRAIN_MAX: usize = 65_536;
 /// How many queued messages one turn of the service takes at most.
 const BATCH_MAX: usize = 4096;
 /// Page size of `STREAM.NAMES` and `STREAM.LIST`, as nats-server's.
@@ -313,6 +316,24 @@ impl JetStream {
                     }
                 }
             }
+        }
+        // What clients sent before the stop is handled, not dropped: acks
+        // above all, so a graceful stop does not deliver them again.
+        let mut drained = 0;
+        while drained < SHUTDOWN_DRAIN_MAX {
+            let mut batch = Vec::new();
+            while batch.len() < BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(msg) => batch.push(msg),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            drained += batch.len();
+            self.handle_batch(batch).await;
+            self.router.finish_batch();
         }
         self.save_consumers(true).await;
         for stream in self.streams.values() {
