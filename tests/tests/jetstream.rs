@@ -1023,6 +1023,85 @@ async fn a_work_queue_killed_mid_consumption_loses_no_job() {
     assert!(after.len() >= (JOBS / 2) as usize);
 }
 
+/// A message whose bytes were damaged on disk is reported as an error by
+/// `MSG.GET` and `DIRECT.GET`, never as "no message found" (a Key/Value
+/// client would take that for a missing key), and never served.
+#[tokio::test]
+async fn a_damaged_message_is_an_error_not_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let payload = |i: u64| format!("payload-{i:04}-{}", "x".repeat(100));
+    {
+        let mut server = launch_js(dir.path(), Some(port));
+        let js = jetstream::new(connect(&server.url()).await);
+        js.create_stream(stream::Config {
+            allow_direct: true,
+            ..orders()
+        })
+        .await
+        .unwrap();
+        for i in 1..=20u64 {
+            js.publish(format!("orders.{i}"), payload(i).into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        server.signal("TERM");
+        assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    }
+    // Flip a byte inside message 11's payload, wherever the log keeps it.
+    let needle = payload(11);
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(dir.path().join("jetstream").join("log")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes
+            .windows(needle.len())
+            .position(|w| w == needle.as_bytes())
+        {
+            bytes[at + 20] ^= 0xff;
+            std::fs::write(&path, bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    assert_eq!(damaged, 1, "message 11 found once in the log");
+    let server = launch_js(dir.path(), Some(port));
+    let client = connect(&server.url()).await;
+    let ask = |subject: String, body: &'static str| {
+        let client = client.clone();
+        async move {
+            timeout(WAIT, client.request(subject, body.into()))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let reply = ask("$JS.API.STREAM.MSG.GET.ORDERS".into(), r#"{"seq":11}"#).await;
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["error"]["code"], 500, "{body}");
+    assert_eq!(body["error"]["err_code"], 10051, "{body}");
+    let reply = ask(
+        "$JS.API.STREAM.MSG.GET.ORDERS".into(),
+        r#"{"last_by_subj":"orders.11"}"#,
+    )
+    .await;
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["error"]["code"], 500, "{body}");
+    let reply = ask("$JS.API.DIRECT.GET.ORDERS".into(), r#"{"seq":11}"#).await;
+    assert_eq!(reply.status.map(u16::from), Some(500), "{reply:?}");
+    assert!(reply.payload.is_empty());
+    // Its neighbours read as ever, and a message that is not there is 404.
+    let reply = ask("$JS.API.STREAM.MSG.GET.ORDERS".into(), r#"{"seq":12}"#).await;
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["message"]["seq"], 12, "{body}");
+    let reply = ask("$JS.API.STREAM.MSG.GET.ORDERS".into(), r#"{"seq":99}"#).await;
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["error"]["code"], 404, "{body}");
+    let reply = ask("$JS.API.DIRECT.GET.ORDERS".into(), r#"{"seq":99}"#).await;
+    assert_eq!(reply.status.map(u16::from), Some(404), "{reply:?}");
+}
+
 /// A direct get whose subject ends like a pull request's is still a
 /// request that must not find an acked work-queue message.
 #[tokio::test]

@@ -1284,8 +1284,14 @@ impl JetStream {
                 self.router
                     .route(None, reply, None, Some(&encoded), &message.payload);
             }
-            Err(_) => {
+            Err(e) if e.code == 404 => {
                 let status = Headers::status(404, Some("Message Not Found")).encode();
+                self.router.route(None, reply, None, Some(&status), b"");
+            }
+            // Not "not found": the store could not read it.
+            Err(e) => {
+                let description = e.description.replace(['\r', '\n'], " ");
+                let status = Headers::status(500, Some(&description)).encode();
                 self.router.route(None, reply, None, Some(&status), b"");
             }
         }
@@ -2194,15 +2200,29 @@ fn next_for(
     store: &dyn StreamStore,
 ) -> Option<tern_storage::StoredMessage> {
     while let Some(seq) = consumer.redeliver.pop_first() {
-        if let Ok(message) = store.get(seq) {
-            return Some(message);
+        match store.get(seq) {
+            Ok(message) => return Some(message),
+            // Unreadable for now (a failing disk): still owed, tried again
+            // on the next pass rather than dropped.
+            Err(e) if e.is_backend() => {
+                consumer.redeliver.insert(seq);
+                return None;
+            }
+            // Gone from the stream (or damaged for good, which the store
+            // reports to readers): nothing to redeliver.
+            Err(_) => {
+                consumer.pending.remove(&seq);
+            }
         }
-        // Gone from the stream: nothing to redeliver.
-        consumer.pending.remove(&seq);
     }
     while let Some(seq) = consumer.initial.pop_first() {
-        if let Ok(message) = store.get(seq) {
-            return Some(message);
+        match store.get(seq) {
+            Ok(message) => return Some(message),
+            Err(e) if e.is_backend() => {
+                consumer.initial.insert(seq);
+                return None;
+            }
+            Err(_) => {}
         }
     }
     let filters: Vec<String> = consumer.filters().into_iter().map(str::to_owned).collect();
@@ -2304,21 +2324,33 @@ fn lookup_message(
     request: &MsgGetRequest,
 ) -> Result<tern_storage::StoredMessage, ApiError> {
     let found = if request.seq > 0 && request.next_by_subj.is_empty() {
-        store.get(request.seq).ok()
+        match store.get(request.seq) {
+            Ok(message) => Some(message),
+            Err(StorageError::NotFound) => None,
+            Err(e) => return Err(read_error(&e)),
+        }
     } else if !request.last_by_subj.is_empty() {
         store
             .last_by_subject(request.last_by_subj.as_bytes())
-            .ok()
-            .flatten()
+            .map_err(|e| read_error(&e))?
     } else if !request.next_by_subj.is_empty() {
         store
             .next_matching(request.seq.max(1), request.next_by_subj.as_bytes())
-            .ok()
-            .flatten()
+            .map_err(|e| read_error(&e))?
     } else {
         return Err(ApiErrorCode::BAD_REQUEST.into());
     };
     found.ok_or_else(|| ApiErrorCode::NO_MESSAGE_FOUND.into())
+}
+
+/// A read the store could not do (a failing disk, a damaged block): an
+/// error that says so, never "no message found", which a Key/Value client
+/// would take for a missing key.
+fn read_error(e: &StorageError) -> ApiError {
+    match e {
+        StorageError::NotFound => ApiErrorCode::NO_MESSAGE_FOUND.into(),
+        e => ApiErrorCode::STREAM_GENERAL.with(&[e]),
+    }
 }
 
 /// Decodes a request body. Clients send `null` for absent fields (and for
