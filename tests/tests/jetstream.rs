@@ -1100,6 +1100,49 @@ async fn a_damaged_message_is_an_error_not_a_missing_one() {
     assert_eq!(body["error"]["code"], 404, "{body}");
     let reply = ask("$JS.API.DIRECT.GET.ORDERS".into(), r#"{"seq":99}"#).await;
     assert_eq!(reply.status.map(u16::from), Some(404), "{reply:?}");
+    // A consumer stops at the damaged message, and goes on once it is
+    // deleted.
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream("ORDERS").await.unwrap();
+    let reader: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("r".into()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let read = |max: usize| {
+        let reader = reader.clone();
+        async move {
+            let mut batch = reader
+                .fetch()
+                .max_messages(max)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+                .unwrap();
+            let mut seqs = Vec::new();
+            while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+                let msg = msg.unwrap();
+                msg.ack().await.unwrap();
+                seqs.push(msg.info().unwrap().stream_sequence);
+            }
+            seqs
+        }
+    };
+    assert_eq!(read(20).await, (1..=10).collect::<Vec<u64>>());
+    assert!(read(20).await.is_empty(), "stopped at the damaged message");
+    let reply = ask(
+        "$JS.API.STREAM.MSG.DELETE.ORDERS".into(),
+        r#"{"seq":11,"no_erase":true}"#,
+    )
+    .await;
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["success"], true, "{body}");
+    assert_eq!(read(20).await, (12..=20).collect::<Vec<u64>>());
 }
 
 /// A direct get whose subject ends like a pull request's is still a
