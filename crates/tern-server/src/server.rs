@@ -558,8 +558,7 @@ impl Server {
         }
         // JetStream writes what it holds before the process goes.
         for task in self.jetstream_tasks {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let wait = left.max(std::time::Duration::from_secs(5));
+            let wait = std::time::Duration::from_secs(5);
             if tokio::time::timeout(wait, task).await.is_err() {
                 tracing::warn!("JetStream did not stop in time");
             }
