@@ -1100,6 +1100,13 @@ async fn a_damaged_message_is_an_error_not_a_missing_one() {
     assert_eq!(body["error"]["code"], 404, "{body}");
     let reply = ask("$JS.API.DIRECT.GET.ORDERS".into(), r#"{"seq":99}"#).await;
     assert_eq!(reply.status.map(u16::from), Some(404), "{reply:?}");
+    // Neither a sequence nor a subject, or no JSON: 408, as nats-server.
+    let reply = ask("$JS.API.DIRECT.GET.ORDERS".into(), "{}").await;
+    assert_eq!(reply.status.map(u16::from), Some(408), "{reply:?}");
+    assert_eq!(reply.description.as_deref(), Some("Empty Request"));
+    let reply = ask("$JS.API.DIRECT.GET.ORDERS".into(), "junk").await;
+    assert_eq!(reply.status.map(u16::from), Some(408), "{reply:?}");
+    assert_eq!(reply.description.as_deref(), Some("Malformed Request"));
     // A consumer stops at the damaged message, and goes on once it is
     // deleted.
     use async_nats::jetstream::consumer::{pull, AckPolicy};

@@ -55,8 +55,8 @@ const CONSUMER_TICK: Duration = Duration::from_millis(50);
 /// written at the end of the turn, before [`CONSUMER_TICK`] is up: a
 /// bigger batch of deletes holds the stream longer, and takes more memory.
 const RETIRED_MAX: usize = 1024;
-/// How many queued messages the service still handles once the server is
-/// stopping, at most.
+/// How many queued messages the service still looks at once the server is
+/// stopping (it applies the acks among them), at most.
 const SHUTDOWN_DRAIN_MAX: usize = 65_536;
 /// How many queued messages one turn of the service takes at most.
 const BATCH_MAX: usize = 4096;
@@ -317,23 +317,33 @@ impl JetStream {
                 }
             }
         }
-        // What clients sent before the stop is handled, not dropped: acks
-        // above all, so a graceful stop does not deliver them again.
+        // Acks clients sent before the stop are applied, not dropped, so a
+        // graceful stop does not deliver their messages again; until the
+        // clients are gone (they close on the same signal), or 5 s. Nothing
+        // else is served: its answers would not arrive.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let mut drained = 0;
-        while drained < SHUTDOWN_DRAIN_MAX {
-            let mut batch = Vec::new();
-            while batch.len() < BATCH_MAX {
+        loop {
+            let last = self.server.num_clients() == 0;
+            let mut acks = Vec::new();
+            while drained < SHUTDOWN_DRAIN_MAX {
                 match rx.try_recv() {
-                    Ok(msg) => batch.push(msg),
+                    Ok(msg) => {
+                        drained += 1;
+                        if msg.sid.as_ref() == ACK_SID {
+                            acks.push(msg);
+                        }
+                    }
                     Err(_) => break,
                 }
             }
-            if batch.is_empty() {
+            if !acks.is_empty() {
+                self.handle_batch(acks).await;
+            }
+            if last || drained >= SHUTDOWN_DRAIN_MAX || tokio::time::Instant::now() >= deadline {
                 break;
             }
-            drained += batch.len();
-            self.handle_batch(batch).await;
-            self.router.finish_batch();
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.save_consumers(true).await;
         for stream in self.streams.values() {
@@ -462,9 +472,16 @@ impl JetStream {
                 // came go before it, in the same fsync, with the positions
                 // that retired them at the end: each publish finds the
                 // stream as the acks before it left it.
+                // Positions go with deletes, so when any delete goes, all do
+                // (those of later acks after the last publish): a position
+                // never says acked of a message whose delete it left behind.
                 let marks = std::mem::take(&mut p.marks);
-                let before_last = marks.last().copied().unwrap_or(0);
-                let (retired, owed) = consumers_owe(stream, before_last, false);
+                let carry = if marks.last().is_some_and(|&m| m > 0) {
+                    stream.retired.len()
+                } else {
+                    0
+                };
+                let (retired, owed) = consumers_owe(stream, carry, false);
                 let owed_ops = owed.len();
                 let mut owed = owed.into_iter();
                 let mut ops = Vec::with_capacity(p.ops.len() + owed_ops);
@@ -1236,7 +1253,7 @@ impl JetStream {
     }
 
     /// `DIRECT.GET`: the stored message itself, with `Nats-*` headers, or a
-    /// status-only reply (`404 Message Not Found`, `408 Bad Request`).
+    /// status-only reply (`404 Message Not Found`, `408 Empty Request` or `408 Malformed Request`).
     fn direct_get(&mut self, name: &str, last_subject: &str, body: &[u8], reply: &[u8]) {
         let Some(stream) = self.streams.get(name) else {
             return;
@@ -1248,7 +1265,7 @@ impl JetStream {
             match serde_json::from_slice::<MsgGetRequest>(body) {
                 Ok(r) => r,
                 Err(_) => {
-                    let status = Headers::status(408, Some("Bad Request")).encode();
+                    let status = Headers::status(408, Some("Malformed Request")).encode();
                     self.router.route(None, reply, None, Some(&status), b"");
                     return;
                 }
@@ -1286,6 +1303,11 @@ impl JetStream {
             }
             Err(e) if e.code == 404 => {
                 let status = Headers::status(404, Some("Message Not Found")).encode();
+                self.router.route(None, reply, None, Some(&status), b"");
+            }
+            // Neither a sequence nor a subject (nats-server's words).
+            Err(e) if e.code == 400 => {
+                let status = Headers::status(408, Some("Empty Request")).encode();
                 self.router.route(None, reply, None, Some(&status), b"");
             }
             // Not "not found": the store could not read it.

@@ -72,8 +72,9 @@ pub enum StorageError {
     /// A snapshot that is truncated, has a bad checksum or an unknown record.
     #[error("corrupt snapshot: {0}")]
     CorruptSnapshot(&'static str),
-    /// The batch was not applied because another operation in it failed with
-    /// a [`StorageError::Backend`] error.
+    /// The batch was not applied because another operation in it failed
+    /// (a [`StorageError::Backend`] error, or a damaged record it had to
+    /// read).
     #[error("batch aborted")]
     BatchAborted,
     /// The disk or the embedded database failed. Nothing of the batch is
