@@ -469,12 +469,11 @@ impl JetStream {
             .map(|p| {
                 let stream = self.streams.get_mut(&p.name)?;
                 // The deletes of messages acks retired before a publish
-                // came go before it, in the same fsync, with the positions
-                // that retired them at the end: each publish finds the
-                // stream as the acks before it left it.
-                // Positions go with deletes, so when any delete goes, all do
-                // (those of later acks after the last publish): a position
-                // never says acked of a message whose delete it left behind.
+                // came go before it, in the same fsync, so each publish finds
+                // the stream as the acks before it left it. The positions go
+                // at the end, and with them every waiting delete (later
+                // acks' after the last publish): a position never says acked
+                // of a message whose delete it left behind.
                 let marks = std::mem::take(&mut p.marks);
                 let carry = if marks.last().is_some_and(|&m| m > 0) {
                     stream.retired.len()
@@ -483,23 +482,8 @@ impl JetStream {
                 };
                 let (retired, owed) = consumers_owe(stream, carry, false);
                 let owed_ops = owed.len();
-                let mut owed = owed.into_iter();
-                let mut ops = Vec::with_capacity(p.ops.len() + owed_ops);
-                let mut is_owed = Vec::with_capacity(ops.capacity());
-                let mut deleted = 0;
-                for (op, mark) in std::mem::take(&mut p.ops).into_iter().zip(marks) {
-                    while deleted < mark.min(retired.len()) {
-                        ops.extend(owed.next());
-                        is_owed.push(true);
-                        deleted += 1;
-                    }
-                    ops.push(op);
-                    is_owed.push(false);
-                }
-                for op in owed {
-                    ops.push(op);
-                    is_owed.push(true);
-                }
+                let (ops, is_owed) =
+                    interleave(std::mem::take(&mut p.ops), &marks, retired.len(), owed);
                 let store = stream.store.clone();
                 (!ops.is_empty()).then(|| {
                     let write = tokio::task::spawn_blocking(move || store.apply_batch(ops));
@@ -518,18 +502,22 @@ impl JetStream {
                         warn!(stream = %p.name, error = %e, "stream write task failed");
                         Vec::new()
                     });
-                    let (mut owed, mut results) = (Vec::new(), Vec::new());
-                    for (result, owed_op) in all.into_iter().zip(is_owed) {
-                        if owed_op {
-                            owed.push(result);
-                        } else {
-                            results.push(result);
+                    if is_owed.is_empty() {
+                        all // publishes only
+                    } else {
+                        let (mut owed, mut results) = (Vec::new(), Vec::new());
+                        for (result, owed_op) in all.into_iter().zip(is_owed) {
+                            if owed_op {
+                                owed.push(result);
+                            } else {
+                                results.push(result);
+                            }
                         }
+                        if let Some(stream) = self.streams.get_mut(&p.name) {
+                            still_owed(stream, &retired, owed_ops, &owed);
+                        }
+                        results
                     }
-                    if let Some(stream) = self.streams.get_mut(&p.name) {
-                        still_owed(stream, &retired, owed_ops, &owed);
-                    }
-                    results
                 }
             };
             self.finish_writes(p, results).await;
@@ -2519,6 +2507,40 @@ fn consumers_owe(
         }
     }
     (retired, ops)
+}
+
+/// One write of a stream's `publishes` and what its consumers `owe` (the
+/// first `deletes` of them deletes, the rest positions): before each
+/// publish, the deletes of the acks that came before it (its mark), then
+/// the rest at the end. Returns the ops and, per op, whether it is owed;
+/// with nothing owed, the publishes as they are and no flags.
+fn interleave(
+    publishes: Vec<StreamOp>,
+    marks: &[usize],
+    deletes: usize,
+    owed: Vec<StreamOp>,
+) -> (Vec<StreamOp>, Vec<bool>) {
+    if owed.is_empty() {
+        return (publishes, Vec::new());
+    }
+    let mut ops = Vec::with_capacity(publishes.len() + owed.len());
+    let mut is_owed = Vec::with_capacity(ops.capacity());
+    let mut owed = owed.into_iter();
+    let mut deleted = 0;
+    for (op, &mark) in publishes.into_iter().zip(marks) {
+        while deleted < mark.min(deletes) {
+            ops.extend(owed.next());
+            is_owed.push(true);
+            deleted += 1;
+        }
+        ops.push(op);
+        is_owed.push(false);
+    }
+    for op in owed {
+        ops.push(op);
+        is_owed.push(true);
+    }
+    (ops, is_owed)
 }
 
 /// Takes back what a write of [`consumers_owe`]'s `ops` ops did not do,
