@@ -27,6 +27,25 @@ fn orders() -> stream::Config {
     }
 }
 
+/// A work-queue stream of jobs.
+fn jobs() -> stream::Config {
+    stream::Config {
+        name: "JOBS".into(),
+        subjects: vec!["jobs.>".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    }
+}
+
+/// A durable pull consumer "w" with explicit acks.
+fn worker() -> async_nats::jetstream::consumer::pull::Config {
+    async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some("w".into()),
+        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn stream_create_publish_info_get_delete() {
     let dir = tempfile::tempdir().unwrap();
@@ -735,15 +754,7 @@ async fn workqueue_and_interest_retention() {
     let server = launch_js(dir.path(), None);
     let js = jetstream::new(connect(&server.url()).await);
 
-    let mut wq = js
-        .create_stream(stream::Config {
-            name: "JOBS".into(),
-            subjects: vec!["jobs.>".into()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut wq = js.create_stream(jobs()).await.unwrap();
     for i in 0..3 {
         js.publish("jobs.x", format!("{i}").into())
             .await
@@ -751,14 +762,7 @@ async fn workqueue_and_interest_retention() {
             .await
             .unwrap();
     }
-    let worker: jetstream::consumer::PullConsumer = wq
-        .create_consumer(pull::Config {
-            durable_name: Some("w".into()),
-            ack_policy: AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let worker: jetstream::consumer::PullConsumer = wq.create_consumer(worker()).await.unwrap();
     // A second unfiltered consumer is refused on a work queue.
     assert!(wq
         .create_consumer(pull::Config {
@@ -830,23 +834,15 @@ async fn workqueue_and_interest_retention() {
 /// restart still find them gone.
 #[tokio::test]
 async fn work_queue_acks_remove_messages_before_requests_publishes_and_restarts() {
-    use async_nats::jetstream::consumer::{pull, AckPolicy};
     use futures::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = stream::Config {
-        name: "JOBS".into(),
-        subjects: vec!["jobs.>".into()],
-        retention: stream::RetentionPolicy::WorkQueue,
         max_messages: 10,
         discard: stream::DiscardPolicy::New,
-        ..Default::default()
+        ..jobs()
     };
-    let worker_config = pull::Config {
-        durable_name: Some("w".into()),
-        ack_policy: AckPolicy::Explicit,
-        ..Default::default()
-    };
+    let worker_config = worker();
     {
         let mut server = launch_js(dir.path(), Some(port));
         let client = connect(&server.url()).await;
@@ -916,24 +912,17 @@ async fn work_queue_acks_remove_messages_before_requests_publishes_and_restarts(
 /// every 50 ms) may come again.
 #[tokio::test]
 async fn a_work_queue_killed_mid_consumption_loses_no_job() {
-    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use async_nats::jetstream::consumer::pull;
     use futures::StreamExt;
     use std::collections::BTreeSet;
     use std::time::Instant;
     const JOBS: u64 = 2_000;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = stream::Config {
-        name: "JOBS".into(),
-        subjects: vec!["jobs.>".into()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        ..Default::default()
-    };
+    let config = jobs();
     let worker_config = pull::Config {
-        durable_name: Some("w".into()),
-        ack_policy: AckPolicy::Explicit,
         ack_wait: Duration::from_secs(2),
-        ..Default::default()
+        ..worker()
     };
     // Each job acked before the kill, and when.
     let mut acked: Vec<(u64, Instant)> = Vec::new();
@@ -1156,7 +1145,6 @@ async fn a_damaged_message_is_an_error_not_a_missing_one() {
 /// request that must not find an acked work-queue message.
 #[tokio::test]
 async fn a_direct_get_after_an_ack_does_not_find_the_acked_job() {
-    use async_nats::jetstream::consumer::{pull, AckPolicy};
     use futures::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let server = launch_js(dir.path(), None);
@@ -1164,11 +1152,8 @@ async fn a_direct_get_after_an_ack_does_not_find_the_acked_job() {
     let js = jetstream::new(client.clone());
     let jobs = js
         .create_stream(stream::Config {
-            name: "JOBS".into(),
-            subjects: vec!["jobs.>".into()],
-            retention: stream::RetentionPolicy::WorkQueue,
             allow_direct: true,
-            ..Default::default()
+            ..jobs()
         })
         .await
         .unwrap();
@@ -1178,14 +1163,7 @@ async fn a_direct_get_after_an_ack_does_not_find_the_acked_job() {
         .unwrap()
         .await
         .unwrap();
-    let worker: jetstream::consumer::PullConsumer = jobs
-        .create_consumer(pull::Config {
-            durable_name: Some("w".into()),
-            ack_policy: AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let worker: jetstream::consumer::PullConsumer = jobs.create_consumer(worker()).await.unwrap();
     let mut batch = worker.fetch().max_messages(1).messages().await.unwrap();
     let msg = timeout(WAIT, batch.next()).await.unwrap().unwrap().unwrap();
     msg.ack().await.unwrap();
