@@ -1014,7 +1014,8 @@ async fn a_work_queue_killed_mid_consumption_loses_no_job() {
 
 /// A message whose bytes were damaged on disk is reported as an error by
 /// `MSG.GET` and `DIRECT.GET`, never as "no message found" (a Key/Value
-/// client would take that for a missing key), and never served.
+/// client would take that for a missing key), and never served: consumers
+/// pass over it.
 #[tokio::test]
 async fn a_damaged_message_is_an_error_not_a_missing_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -1096,8 +1097,8 @@ async fn a_damaged_message_is_an_error_not_a_missing_one() {
     let reply = ask("$JS.API.DIRECT.GET.ORDERS".into(), "junk").await;
     assert_eq!(reply.status.map(u16::from), Some(408), "{reply:?}");
     assert_eq!(reply.description.as_deref(), Some("Malformed Request"));
-    // A consumer stops at the damaged message, and goes on once it is
-    // deleted.
+    // A consumer passes over the damaged message, which stays in the
+    // stream, reported as damaged, until it is deleted.
     use async_nats::jetstream::consumer::{pull, AckPolicy};
     use futures::StreamExt;
     let js = jetstream::new(client.clone());
@@ -1129,8 +1130,44 @@ async fn a_damaged_message_is_an_error_not_a_missing_one() {
             seqs
         }
     };
-    assert_eq!(read(20).await, (1..=10).collect::<Vec<u64>>());
-    assert!(read(20).await.is_empty(), "stopped at the damaged message");
+    let all_but_11: Vec<u64> = (1..=20).filter(|s| *s != 11).collect();
+    assert_eq!(read(20).await, all_but_11);
+    assert!(read(20).await.is_empty());
+    let reply = ask("$JS.API.STREAM.MSG.GET.ORDERS".into(), r#"{"seq":11}"#).await;
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(
+        body["error"]["code"], 500,
+        "still there, still damaged: {body}"
+    );
+    // So does a consumer filtered on the damaged message's own subject, and
+    // one that reaches it among other subjects' messages.
+    for filter in ["orders.11", "orders.*"] {
+        let only: jetstream::consumer::PullConsumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: filter.into(),
+                ack_policy: AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut batch = only
+            .fetch()
+            .max_messages(20)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .unwrap();
+        let mut seqs = Vec::new();
+        while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+            seqs.push(msg.unwrap().info().unwrap().stream_sequence);
+        }
+        let expected = if filter == "orders.11" {
+            Vec::new()
+        } else {
+            all_but_11.clone()
+        };
+        assert_eq!(seqs, expected, "filter {filter}");
+    }
     let reply = ask(
         "$JS.API.STREAM.MSG.DELETE.ORDERS".into(),
         r#"{"seq":11,"no_erase":true}"#,
@@ -1138,7 +1175,9 @@ async fn a_damaged_message_is_an_error_not_a_missing_one() {
     .await;
     let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(body["success"], true, "{body}");
-    assert_eq!(read(20).await, (12..=20).collect::<Vec<u64>>());
+    let reply = ask("$JS.API.STREAM.MSG.GET.ORDERS".into(), r#"{"seq":11}"#).await;
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["error"]["code"], 404, "deleted: {body}");
 }
 
 /// A direct get whose subject ends like a pull request's is still a

@@ -2218,9 +2218,11 @@ fn next_for(
                 consumer.redeliver.insert(seq);
                 return None;
             }
-            // Gone from the stream (or damaged for good, which the store
-            // reports to readers): nothing to redeliver.
-            Err(_) => {
+            // Gone from the stream, or damaged for good: nothing to redeliver.
+            Err(e) => {
+                if matches!(e, StorageError::Corrupt { .. }) {
+                    skipped_damaged(consumer, &e);
+                }
                 consumer.pending.remove(&seq);
             }
         }
@@ -2232,27 +2234,67 @@ fn next_for(
                 consumer.initial.insert(seq);
                 return None;
             }
-            Err(_) => {}
+            Err(e) => {
+                if matches!(e, StorageError::Corrupt { .. }) {
+                    skipped_damaged(consumer, &e);
+                }
+            }
         }
     }
     let filters: Vec<String> = consumer.filters().into_iter().map(str::to_owned).collect();
-    let found = if filters.is_empty() {
-        store.next_matching(consumer.next_seq, b">").ok().flatten()
+    let filters: Vec<&str> = if filters.is_empty() {
+        vec![">"]
     } else {
-        filters
-            .iter()
-            .filter_map(|f| {
-                store
-                    .next_matching(consumer.next_seq, f.as_bytes())
-                    .ok()
-                    .flatten()
-            })
-            .min_by_key(|m| m.seq)
+        filters.iter().map(String::as_str).collect()
     };
-    if let Some(message) = &found {
-        consumer.next_seq = message.seq + 1;
+    // A message damaged for good is passed over, as nats-server passes over
+    // the messages it finds lost, rather than stopping the consumer there
+    // for good; it stays in the stream, where `MSG.GET` reports it. A few
+    // per call, so a long damaged stretch cannot hold the service up.
+    for _ in 0..DAMAGED_SKIPS_PER_CALL {
+        let mut found: Option<tern_storage::StoredMessage> = None;
+        let mut damaged: Option<(u64, StorageError)> = None;
+        for filter in &filters {
+            match store.next_matching(consumer.next_seq, filter.as_bytes()) {
+                Ok(Some(message)) => {
+                    if found.as_ref().is_none_or(|f| message.seq < f.seq) {
+                        found = Some(message);
+                    }
+                }
+                Ok(None) => {}
+                Err(e @ StorageError::Corrupt { seq, .. }) if seq >= consumer.next_seq => {
+                    if damaged.as_ref().is_none_or(|(d, _)| seq < *d) {
+                        damaged = Some((seq, e));
+                    }
+                }
+                // Unreadable for now, or not a message: tried again on the
+                // next pass.
+                Err(_) => return None,
+            }
+        }
+        match (found, damaged) {
+            (Some(message), d) if d.as_ref().is_none_or(|(seq, _)| message.seq < *seq) => {
+                consumer.next_seq = message.seq + 1;
+                return Some(message);
+            }
+            (_, Some((seq, e))) => {
+                skipped_damaged(consumer, &e);
+                consumer.next_seq = seq + 1;
+            }
+            _ => return None,
+        }
     }
-    found
+    None
+}
+
+/// Damaged messages a consumer passes over in one call of [`next_for`].
+const DAMAGED_SKIPS_PER_CALL: usize = 64;
+
+fn skipped_damaged(consumer: &Consumer, e: &StorageError) {
+    warn!(
+        consumer = %consumer.name,
+        "passing over a damaged message: {e}; it stays in the stream until deleted"
+    );
 }
 
 /// Messages the consumer has yet to hand out for the first time, counted
