@@ -1151,6 +1151,8 @@ impl StreamStore for SledStore {
                         slot.core = core;
                         Status::Live
                     }
+                    // Kept as the text of a backend error, without its prefix.
+                    Err(StorageError::Backend(text)) => Status::Broken(text),
                     Err(reload) => Status::Broken(reload.to_string()),
                 };
                 return abort(results, &e);
