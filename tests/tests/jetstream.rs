@@ -1012,6 +1012,216 @@ async fn a_work_queue_killed_mid_consumption_loses_no_job() {
     assert!(after.len() >= (JOBS / 2) as usize);
 }
 
+/// `Nats-Msg-Id`s stored within the duplicate window are still duplicates
+/// after a restart, and `Nats-Expected-Last-Msg-Id` still knows the last
+/// message's id (none when the last message had none), as in nats-server.
+#[tokio::test]
+async fn dedupe_and_last_msg_id_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let publish = |id: Option<&str>, expected: Option<&str>| {
+        let mut p = Publish::build().payload("x".into());
+        if let Some(id) = id {
+            p = p.message_id(id);
+        }
+        if let Some(expected) = expected {
+            p = p.expected_last_message_id(expected);
+        }
+        p
+    };
+    {
+        let mut server = launch_js(dir.path(), Some(port));
+        let js = jetstream::new(connect(&server.url()).await);
+        js.create_stream(orders()).await.unwrap();
+        for id in ["m-1", "m-2"] {
+            js.send_publish("orders.a", publish(Some(id), None))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        server.signal("TERM");
+        assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    }
+    let server = launch_js(dir.path(), Some(port));
+    let js = jetstream::new(connect(&server.url()).await);
+    let again = js
+        .send_publish("orders.a", publish(Some("m-1"), None))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(again.duplicate, "{again:?}");
+    assert_eq!(again.sequence, 1);
+    let ack = js
+        .send_publish("orders.a", publish(None, Some("m-2")))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(ack.sequence, 3, "m-2 was the last id");
+    // That message had no id: the last id is none now.
+    let wrong = js
+        .send_publish("orders.a", publish(None, Some("m-2")))
+        .await
+        .unwrap()
+        .await;
+    assert!(wrong.is_err(), "{wrong:?}");
+}
+
+/// On an interest stream, an `all` ack finishes every message below it, and a
+/// consumer with ack policy `none` is done with a message once it has it;
+/// a pull consumer with `headers_only` gets no payloads, only their sizes.
+#[tokio::test]
+async fn interest_retention_with_ack_all_and_none_and_headers_only_pulls() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+    let mut stream = js
+        .create_stream(stream::Config {
+            name: "INT".into(),
+            subjects: vec!["int.>".into()],
+            retention: stream::RetentionPolicy::Interest,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let consumer = |name: &str, ack_policy: AckPolicy, headers_only: bool| pull::Config {
+        durable_name: Some(name.into()),
+        ack_policy,
+        headers_only,
+        ..Default::default()
+    };
+    let all: jetstream::consumer::PullConsumer = stream
+        .create_consumer(consumer("all", AckPolicy::All, false))
+        .await
+        .unwrap();
+    let none: jetstream::consumer::PullConsumer = stream
+        .create_consumer(consumer("none", AckPolicy::None, true))
+        .await
+        .unwrap();
+    for i in 1..=5 {
+        js.publish(format!("int.{i}"), format!("payload {i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // "none" takes all five, headers only: nothing to ack.
+    let mut batch = none.fetch().max_messages(5).messages().await.unwrap();
+    let mut sizes = Vec::new();
+    while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+        let msg = msg.unwrap();
+        assert!(msg.payload.is_empty(), "headers only");
+        let size = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Size"));
+        sizes.push(size.map(|v| v.as_str().to_owned()));
+    }
+    assert_eq!(sizes, vec![Some("9".to_owned()); 5]);
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        5,
+        "all has them"
+    );
+    // "all" takes all five and acks the fourth: one to four are done.
+    let mut batch = all.fetch().max_messages(5).messages().await.unwrap();
+    let mut msgs = Vec::new();
+    while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+        msgs.push(msg.unwrap());
+    }
+    assert_eq!(msgs.len(), 5);
+    assert_eq!(msgs[0].payload, "payload 1");
+    msgs[3].ack().await.unwrap();
+    let mut left = u64::MAX;
+    for _ in 0..100 {
+        left = stream.info().await.unwrap().state.messages;
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 1, "only the fifth is still wanted");
+    msgs[4].ack().await.unwrap();
+    for _ in 0..100 {
+        left = stream.info().await.unwrap().state.messages;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 0);
+}
+
+/// A durable `last_per_subject` consumer stopped before it handed out every
+/// subject's last message goes on with the rest after a restart, rather than
+/// from the start of the stream; a subject written to meanwhile gets its
+/// newer message.
+#[tokio::test]
+async fn last_per_subject_goes_on_after_a_restart() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let fetch = |consumer: jetstream::consumer::PullConsumer, max: usize| async move {
+        let mut batch = consumer.fetch().max_messages(max).messages().await.unwrap();
+        let mut got = Vec::new();
+        while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+            let msg = msg.unwrap();
+            msg.ack().await.unwrap();
+            got.push(String::from_utf8_lossy(&msg.payload).into_owned());
+        }
+        got
+    };
+    {
+        let mut server = launch_js(dir.path(), Some(port));
+        let js = jetstream::new(connect(&server.url()).await);
+        let stream = js.create_stream(orders()).await.unwrap();
+        // Three rounds over four subjects: the lasts are a3, b3, c3, d3.
+        for round in 1..=3 {
+            for subject in ["a", "b", "c", "d"] {
+                js.publish(
+                    format!("orders.{subject}"),
+                    format!("{subject}{round}").into(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            }
+        }
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some("lps".into()),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ack_policy: AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(fetch(consumer, 2).await, ["a3", "b3"]);
+        // c gets a newer message before the restart.
+        js.publish("orders.c", "c4".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        server.signal("TERM");
+        assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    }
+    let server = launch_js(dir.path(), Some(port));
+    let js = jetstream::new(connect(&server.url()).await);
+    let stream = js.get_stream("ORDERS").await.unwrap();
+    let consumer: jetstream::consumer::PullConsumer = stream.get_consumer("lps").await.unwrap();
+    assert_eq!(fetch(consumer.clone(), 10).await, ["d3", "c4"]);
+    js.publish("orders.a", "a5".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(fetch(consumer, 10).await, ["a5"]);
+}
+
 /// A message whose bytes were damaged on disk is reported as an error by
 /// `MSG.GET` and `DIRECT.GET`, never as "no message found" (a Key/Value
 /// client would take that for a missing key), and never served: consumers

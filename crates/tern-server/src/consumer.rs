@@ -60,6 +60,9 @@ pub(crate) struct Consumer {
     /// Stream sequences to hand out before anything new: the last message
     /// of each subject, for `last_per_subject`.
     pub(crate) initial: BTreeSet<u64>,
+    /// `last_per_subject`: the stream's last sequence at creation, which
+    /// `initial` was taken up to (0 for other policies).
+    pub(crate) initial_upto: u64,
     /// When the consumer last had interest or requests (unix ns), for
     /// removing idle ephemeral consumers.
     pub(crate) last_active_ns: u64,
@@ -146,6 +149,7 @@ impl Consumer {
             redelivered_count: 0,
             dirty: true,
             initial: BTreeSet::new(),
+            initial_upto: 0,
             last_active_ns: u64::try_from(created_ns).unwrap_or(0),
             last_sent_ns: u64::try_from(created_ns).unwrap_or(0),
             flow_control_pending: None,
@@ -178,8 +182,12 @@ impl Consumer {
                     deadline_ns: 0,
                 },
             );
-            // Everything unacknowledged at shutdown is due again.
-            consumer.redeliver.insert(seq);
+            // Everything unacknowledged at shutdown is due again, but what
+            // reached `max_deliver` is left to `expire_pending` to give up on.
+            let max = consumer.config.max_deliver;
+            if max <= 0 || deliveries < max as u64 {
+                consumer.redeliver.insert(seq);
+            }
         }
         consumer.dirty = false;
         consumer
@@ -285,37 +293,43 @@ impl Consumer {
         (consumer_seq, deliveries)
     }
 
-    /// Applies an acknowledgement of stream sequence `seq`. Returns true when
-    /// the message is finished with (acked or terminated).
-    pub(crate) fn on_ack(&mut self, seq: u64, kind: AckKind, now_ns: u64) -> bool {
+    /// Applies an acknowledgement of stream sequence `seq`. Returns the
+    /// sequences it finished with (acked or terminated): `seq`, and under
+    /// ack policy `all` every pending one below it; empty for the others.
+    pub(crate) fn on_ack(&mut self, seq: u64, kind: AckKind, now_ns: u64) -> Vec<u64> {
         let Some(pending) = self.pending.get_mut(&seq) else {
-            return false;
+            return Vec::new();
         };
         self.dirty = true;
         match kind {
             AckKind::Ack | AckKind::Next | AckKind::Term => {
-                if self.config.ack_policy == AckPolicy::All {
-                    let done: Vec<u64> = self.pending.range(..=seq).map(|(&s, _)| s).collect();
-                    for s in done {
-                        self.pending.remove(&s);
-                        self.redeliver.remove(&s);
-                    }
+                let done: Vec<u64> = if self.config.ack_policy == AckPolicy::All {
+                    self.pending.range(..=seq).map(|(&s, _)| s).collect()
                 } else {
-                    self.pending.remove(&seq);
-                    self.redeliver.remove(&seq);
+                    vec![seq]
+                };
+                for s in &done {
+                    self.pending.remove(s);
+                    self.redeliver.remove(s);
                 }
                 self.advance_ack_floor();
-                true
+                done
             }
             AckKind::Nak { delay_ns } => {
+                let exhausted = self.config.max_deliver > 0
+                    && pending.deliveries >= self.config.max_deliver as u64;
                 match delay_ns {
                     Some(delay) if delay > 0 => pending.deadline_ns = now_ns + delay,
+                    // Due now. At `max_deliver` it is left to
+                    // `expire_pending`, which gives up on it, rather than
+                    // delivered once more.
+                    _ if exhausted => pending.deadline_ns = now_ns,
                     _ => {
                         pending.deadline_ns = now_ns;
                         self.redeliver.insert(seq);
                     }
                 }
-                false
+                Vec::new()
             }
             AckKind::Progress => {
                 let deliveries = pending.deliveries;
@@ -323,7 +337,7 @@ impl Consumer {
                 if let Some(pending) = self.pending.get_mut(&seq) {
                     pending.deadline_ns = now_ns + wait;
                 }
-                false
+                Vec::new()
             }
         }
     }
@@ -443,6 +457,7 @@ mod tests {
         );
         assert_eq!(AckKind::parse(b"+WPI"), Some(AckKind::Progress));
         assert_eq!(AckKind::parse(b"+TERM reason"), Some(AckKind::Term));
+        assert_eq!(AckKind::parse(b"+NXT {\"batch\":2}"), Some(AckKind::Next));
         assert_eq!(AckKind::parse(b"junk"), None);
     }
 
@@ -451,7 +466,7 @@ mod tests {
         let mut c = consumer(AckPolicy::Explicit);
         c.record_delivery(1, 0);
         c.record_delivery(2, 0);
-        assert!(c.on_ack(2, AckKind::Ack, 10));
+        assert_eq!(c.on_ack(2, AckKind::Ack, 10), [2]);
         assert_eq!(c.ack_floor_stream_seq, 0, "1 is still pending");
         assert!(c.expire_pending(500).is_empty());
         assert!(c.redeliver.is_empty());
@@ -474,9 +489,38 @@ mod tests {
         for seq in 1..=3 {
             c.record_delivery(seq, 0);
         }
-        assert!(c.on_ack(2, AckKind::Ack, 0));
+        assert_eq!(c.on_ack(2, AckKind::Ack, 0), [1, 2]);
         assert_eq!(c.pending.keys().copied().collect::<Vec<_>>(), vec![3]);
         assert_eq!(c.ack_floor_stream_seq, 2);
+    }
+
+    #[test]
+    fn a_nak_at_max_deliver_gives_up_instead_of_redelivering() {
+        let mut c = consumer(AckPolicy::Explicit);
+        for round in 1..=3u64 {
+            c.redeliver.clear();
+            c.record_delivery(1, round);
+            assert!(c
+                .on_ack(1, AckKind::Nak { delay_ns: None }, round)
+                .is_empty());
+            assert_eq!(c.redeliver.contains(&1), round < 3, "round {round}");
+        }
+        assert_eq!(c.expire_pending(3), vec![1]);
+        assert!(c.pending.is_empty());
+    }
+
+    #[test]
+    fn a_restored_message_at_max_deliver_is_not_redelivered() {
+        let mut c = consumer(AckPolicy::Explicit);
+        for at in 0..3 {
+            c.redeliver.clear();
+            c.record_delivery(1, at);
+        }
+        c.record_delivery(2, 3);
+        let state = c.state();
+        let mut back = Consumer::restore("c".into(), c.config.clone(), 0, &state);
+        assert_eq!(back.redeliver.iter().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(back.expire_pending(10), vec![1]);
     }
 
     #[test]
@@ -484,9 +528,9 @@ mod tests {
         let mut c = consumer(AckPolicy::Explicit);
         c.record_delivery(1, 0);
         c.record_delivery(2, 0);
-        assert!(!c.on_ack(1, AckKind::Nak { delay_ns: None }, 5));
+        assert!(c.on_ack(1, AckKind::Nak { delay_ns: None }, 5).is_empty());
         assert!(c.redeliver.contains(&1));
-        assert!(c.on_ack(2, AckKind::Term, 5));
+        assert_eq!(c.on_ack(2, AckKind::Term, 5), [2]);
         assert!(!c.pending.contains_key(&2));
     }
 }

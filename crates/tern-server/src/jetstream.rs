@@ -218,20 +218,35 @@ impl JetStream {
             };
             let consumers = store.load_consumers()?;
             self.install(saved.config, saved.created_ns, store)?;
+            let now = self.now_ns();
             let Some(stream) = self.streams.get_mut(&name) else {
                 continue;
             };
+            rebuild_dedupe(stream, now);
             for (consumer_name, stored) in consumers {
                 let Ok(saved) = serde_json::from_slice::<SavedConsumer>(&stored.config) else {
                     warn!(stream = %name, consumer = %consumer_name, "unreadable consumer configuration, skipped");
                     continue;
                 };
-                let consumer = Consumer::restore(
+                let mut consumer = Consumer::restore(
                     consumer_name.clone(),
                     saved.config,
                     saved.created_ns,
                     &stored.state,
                 );
+                consumer.initial_upto = saved.initial_upto;
+                if saved.initial_upto > consumer.delivered_stream_seq {
+                    // Stopped before handing out every subject's last message:
+                    // those after the last one it did hand out are still owed
+                    // (a subject since written to gets its newer message).
+                    consumer.initial = last_per_subject(
+                        stream.store.as_ref(),
+                        &consumer.filters(),
+                        consumer.delivered_stream_seq,
+                        saved.initial_upto,
+                    );
+                    consumer.next_seq = consumer.next_seq.max(saved.initial_upto + 1);
+                }
                 stream.consumers.insert(consumer_name, consumer);
             }
         }
@@ -727,9 +742,10 @@ impl JetStream {
                     }
                     if let Some(id) = &id {
                         stream.dedupe.insert(id.clone(), (seq, now));
-                        stream.last_msg_id = Some(id.clone());
                         stored_ids.insert(id.clone(), seq);
                     }
+                    // As nats-server: the last message's id, none if it had none.
+                    stream.last_msg_id = id.clone();
                     PubAckResponse::ok(PubAck {
                         stream: name.to_owned(),
                         seq,
@@ -842,11 +858,11 @@ impl JetStream {
                 return;
             }
             ["CONSUMER", "CREATE", stream, rest @ ..] => self
-                .create_consumer(stream, rest.first().copied(), &msg.payload)
+                .create_consumer(stream, rest.first().copied(), false, &msg.payload)
                 .await
                 .map(|v| ("consumer_create_response", v)),
             ["CONSUMER", "DURABLE", "CREATE", stream, durable] => self
-                .create_consumer(stream, Some(durable), &msg.payload)
+                .create_consumer(stream, Some(durable), true, &msg.payload)
                 .await
                 .map(|v| ("consumer_create_response", v)),
             ["CONSUMER", "INFO", stream, name] => self
@@ -1313,9 +1329,18 @@ impl JetStream {
         &mut self,
         stream_name: &str,
         name_in_subject: Option<&str>,
+        legacy_durable: bool,
         body: &[u8],
     ) -> Result<Value, ApiError> {
         let request: tern_protocol::jetstream::CreateConsumerRequest = parse_body(body)?;
+        if legacy_durable && request.config.durable_name.is_empty() {
+            return Err(ApiError {
+                code: 400,
+                err_code: 10018,
+                description: "consumer expected to be durable but a durable name was not set"
+                    .into(),
+            });
+        }
         if !request.stream_name.is_empty() && request.stream_name != stream_name {
             return Err(ApiErrorCode::STREAM_MISMATCH.into());
         }
@@ -1325,12 +1350,7 @@ impl JetStream {
             .get_mut(stream_name)
             .ok_or_else(|| ApiError::from(ApiErrorCode::STREAM_NOT_FOUND))?;
         let mut config = request.config;
-        if config.flow_control && config.deliver_subject.is_empty() {
-            return Err(ApiError {
-                description: "consumer with flow control also needs heartbeats".into(),
-                ..ApiErrorCode::BAD_REQUEST.into()
-            });
-        }
+        validate_consumer(&config, &stream.config)?;
         if let Some(subject_name) = name_in_subject {
             if !config.durable_name.is_empty()
                 && config.durable_name != subject_name
@@ -1360,15 +1380,11 @@ impl JetStream {
         }
         config.name = name.clone();
         let config = config.with_defaults(&stream.config.consumer_limits);
-        if stream.config.retention == tern_protocol::jetstream::RetentionPolicy::WorkQueue
-            && !stream.consumers.contains_key(&name)
-        {
-            if config.ack_policy != tern_protocol::jetstream::AckPolicy::Explicit {
-                return Err(ApiError {
-                    code: 400,
-                    err_code: 10084,
-                    description: "workqueue stream requires explicit ack".into(),
-                });
+        if stream.config.retention == tern_protocol::jetstream::RetentionPolicy::WorkQueue {
+            if config.ack_policy != tern_protocol::jetstream::AckPolicy::Explicit
+                && !stream.consumers.contains_key(&name)
+            {
+                return Err(ApiErrorCode::CONSUMER_WQ_REQUIRES_EXPLICIT_ACK.into());
             }
             let mine: Vec<&str> =
                 if config.filter_subjects.is_empty() && config.filter_subject.is_empty() {
@@ -1384,13 +1400,18 @@ impl JetStream {
                         )
                         .collect()
                 };
-            let overlap = stream.consumers.values().any(|other| {
-                let theirs = other.filters();
-                let theirs = if theirs.is_empty() { vec![">"] } else { theirs };
-                theirs
-                    .iter()
-                    .any(|t| mine.iter().any(|m| subjects_overlap(t, m)))
-            });
+            // Another consumer's filters, not this one's own (an update).
+            let overlap = stream
+                .consumers
+                .values()
+                .filter(|c| c.name != name)
+                .any(|other| {
+                    let theirs = other.filters();
+                    let theirs = if theirs.is_empty() { vec![">"] } else { theirs };
+                    theirs
+                        .iter()
+                        .any(|t| mine.iter().any(|m| subjects_overlap(t, m)))
+                });
             if overlap {
                 return Err(ApiError {
                     code: 400,
@@ -1399,13 +1420,51 @@ impl JetStream {
                 });
             }
         }
-        if let Some(existing) = stream.consumers.get(&name) {
+        let action = request.action;
+        if action == tern_protocol::jetstream::ConsumerAction::Update
+            && !stream.consumers.contains_key(&name)
+        {
+            return Err(ApiErrorCode::CONSUMER_DOES_NOT_EXIST.into());
+        }
+        if let Some(existing) = stream.consumers.get_mut(&name) {
+            if existing.config != config
+                && action == tern_protocol::jetstream::ConsumerAction::Create
+            {
+                return Err(ApiErrorCode::CONSUMER_ALREADY_EXISTS.into());
+            }
             if existing.config != config {
-                return Err(ApiError {
-                    description: "consumer already exists".into(),
-                    code: 400,
-                    err_code: 10148,
-                });
+                // An update: only what nats-server lets change.
+                let bound = !existing.config.deliver_subject.is_empty()
+                    && self
+                        .router
+                        .lookup(existing.config.deliver_subject.as_bytes())
+                        .is_some_and(|r| !r.is_empty());
+                check_consumer_update(&existing.config, &config, bound)?;
+                existing.config = config.clone();
+                existing.dirty = true;
+                if existing.is_durable() {
+                    let saved = serde_json::to_vec(&SavedConsumer {
+                        config,
+                        created_ns: existing.created_ns,
+                        initial_upto: existing.initial_upto,
+                    })
+                    .unwrap_or_default();
+                    let store = stream.store.clone();
+                    let consumer_name = name.clone();
+                    tokio::task::spawn_blocking(move || {
+                        store.apply_batch(vec![StreamOp::SaveConsumerConfig {
+                            name: consumer_name,
+                            config: saved.into(),
+                        }])
+                    })
+                    .await
+                    .map_err(|e| ApiErrorCode::STREAM_STORE_FAILED.with(&[&e]))?
+                    .into_iter()
+                    .find_map(Result::err)
+                    .map_or(Ok(()), |e| {
+                        Err(ApiErrorCode::STREAM_STORE_FAILED.with(&[&e]))
+                    })?;
+                }
             }
         } else {
             let state = stream
@@ -1429,14 +1488,32 @@ impl JetStream {
                 state.last_seq,
                 seq_for_time,
             );
-            if config.deliver_policy == tern_protocol::jetstream::DeliverPolicy::LastPerSubject {
-                consumer.initial = last_per_subject(stream.store.as_ref(), &consumer.filters());
-                consumer.next_seq = state.last_seq + 1;
+            match config.deliver_policy {
+                tern_protocol::jetstream::DeliverPolicy::LastPerSubject => {
+                    consumer.initial =
+                        last_per_subject(stream.store.as_ref(), &consumer.filters(), 0, u64::MAX);
+                    consumer.initial_upto = state.last_seq;
+                    consumer.next_seq = state.last_seq + 1;
+                }
+                // The last message its filters take, not the stream's last.
+                tern_protocol::jetstream::DeliverPolicy::Last if !consumer.filters().is_empty() => {
+                    let last = consumer
+                        .filters()
+                        .iter()
+                        .filter_map(|f| stream.store.last_by_subject(f.as_bytes()).ok().flatten())
+                        .map(|m| m.seq)
+                        .max();
+                    consumer.next_seq = last.unwrap_or(state.last_seq + 1);
+                    consumer.delivered_stream_seq = consumer.next_seq - 1;
+                    consumer.ack_floor_stream_seq = consumer.next_seq - 1;
+                }
+                _ => {}
             }
             if consumer.is_durable() {
                 let saved = serde_json::to_vec(&SavedConsumer {
                     config,
                     created_ns: now as i64,
+                    initial_upto: consumer.initial_upto,
                 })
                 .unwrap_or_default();
                 let store = stream.store.clone();
@@ -1609,7 +1686,7 @@ impl JetStream {
         };
         let before = consumer.pending.get(&seq).copied();
         let finished = consumer.on_ack(seq, kind, now);
-        if finished {
+        if !finished.is_empty() {
             if let (AckKind::Term, Some(pending)) = (kind, before) {
                 let reason = String::from_utf8_lossy(
                     msg.payload
@@ -1628,13 +1705,32 @@ impl JetStream {
                     &reason,
                 );
             }
-            self.retire_if_consumed(stream_name, seq);
+            for seq in finished {
+                self.retire_if_consumed(stream_name, seq);
+            }
         }
-        // +ACK on a sync ack subject: reply empty so the client's ack_sync returns.
-        if let Some(reply) = &msg.reply {
-            let reply = reply.clone();
-            self.reply(&reply, b"");
+        let Some(reply) = msg.reply.clone() else {
+            return;
+        };
+        let pull = self
+            .streams
+            .get(stream_name)
+            .and_then(|s| s.consumers.get(consumer_name))
+            .is_some_and(|c| !c.is_push());
+        if kind == AckKind::Next && pull {
+            // `+NXT`: acked, and what follows (empty for one message, a
+            // batch size, or a pull request's JSON) asks for more, answered
+            // on the ack's reply subject, as nats-server does.
+            let body = msg
+                .payload
+                .trim_ascii()
+                .strip_prefix(b"+NXT")
+                .unwrap_or_default();
+            self.next_request(stream_name, consumer_name, body, &reply);
+            return;
         }
+        // An ack with a reply subject (a client's ack_sync): answered empty.
+        self.reply(&reply, b"");
     }
 
     /// A client answered a flow control request: the push consumer may go on.
@@ -1927,20 +2023,23 @@ impl JetStream {
             }
             sends.push((reply, Bytes::from(ack), message, None));
         }
+        let (headers_only, acks_required) =
+            consumer_flags(&self.streams, stream_name, consumer_name);
+        let mut delivered = Vec::new();
         for (reply, ack, message, status) in sends {
             match status {
                 Some(409) => self.send_status(&reply, 409, "Message Size Exceeds MaxBytes"),
                 Some(_) => self.send_status(&reply, 404, "No Messages"),
                 None => {
-                    self.router.route_to(
-                        None,
-                        &reply,
-                        &message.subject,
-                        Some(&ack),
-                        message.headers.as_deref(),
-                        &message.payload,
-                    );
+                    self.deliver_one(&reply, &ack, &message, headers_only);
+                    delivered.push(message.seq);
                 }
+            }
+        }
+        if !acks_required {
+            // Ack policy none: delivered is done with (interest retention).
+            for seq in delivered {
+                self.retire_if_consumed(stream_name, seq);
             }
         }
     }
@@ -2027,8 +2126,13 @@ impl JetStream {
                 consumer.last_sent_ns = now;
             }
         }
+        let (_, acks_required) = consumer_flags(&self.streams, stream_name, consumer_name);
         for (ack, message, flow_control) in sends {
-            self.push_one(&deliver, &ack, &message, headers_only);
+            self.deliver_one(deliver.as_bytes(), ack.as_bytes(), &message, headers_only);
+            if !acks_required {
+                // Ack policy none: delivered is done with (interest retention).
+                self.retire_if_consumed(stream_name, message.seq);
+            }
             if let Some(reply) = flow_control {
                 let headers = Headers::status(100, Some("FlowControl Request")).encode();
                 self.router.route(
@@ -2042,11 +2146,13 @@ impl JetStream {
         }
     }
 
-    /// Sends one stored message to a push consumer's deliver subject.
-    fn push_one(
+    /// Sends a message to a consumer's client: the pull request's reply
+    /// subject or the push consumer's deliver subject; with `headers_only`,
+    /// its headers and its size (`Nats-Msg-Size`) without the payload.
+    fn deliver_one(
         &mut self,
-        deliver: &str,
-        ack: &str,
+        to: &[u8],
+        ack: &[u8],
         message: &tern_storage::StoredMessage,
         headers_only: bool,
     ) {
@@ -2060,20 +2166,14 @@ impl JetStream {
                     .fields
                     .push(("Nats-Msg-Size".into(), message.payload.len().to_string()));
                 let encoded = headers.encode();
-                self.router.route_to(
-                    None,
-                    deliver.as_bytes(),
-                    &message.subject,
-                    Some(ack.as_bytes()),
-                    Some(&encoded),
-                    b"",
-                );
+                self.router
+                    .route_to(None, to, &message.subject, Some(ack), Some(&encoded), b"");
             } else {
                 self.router.route_to(
                     None,
-                    deliver.as_bytes(),
+                    to,
                     &message.subject,
-                    Some(ack.as_bytes()),
+                    Some(ack),
                     message.headers.as_deref(),
                     &message.payload,
                 );
@@ -2201,6 +2301,70 @@ fn empty_message() -> tern_storage::StoredMessage {
         payload: Bytes::new(),
         timestamp_ns: 0,
     }
+}
+
+/// After a restart, the `Nats-Msg-Id`s of the messages stored within the
+/// duplicate window, and the last message's id, as nats-server rebuilds
+/// them: a publish retried across a restart is still a duplicate.
+fn rebuild_dedupe(stream: &mut Stream, now: u64) {
+    let window = u64::try_from(stream.config.duplicate_window.max(0)).unwrap_or(0);
+    if window == 0 {
+        return;
+    }
+    let store = stream.store.clone();
+    let Ok(state) = store.state() else {
+        return;
+    };
+    if state.messages == 0 {
+        return;
+    }
+    let Ok(Some(mut seq)) = store.seq_for_time(now.saturating_sub(window)) else {
+        return;
+    };
+    while seq <= state.last_seq {
+        let message = match store.next_matching(seq, b">") {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            // Unreadable: passed over, as nats-server does.
+            Err(StorageError::Corrupt { seq: bad, .. }) if bad >= seq => {
+                seq = bad + 1;
+                continue;
+            }
+            Err(e) => {
+                warn!(stream = %stream.config.name, error = %e, "rebuilding de-duplication ids stopped");
+                break;
+            }
+        };
+        seq = message.seq + 1;
+        let id = message
+            .headers
+            .as_deref()
+            .and_then(|h| Headers::decode(h).ok())
+            .and_then(|h| h.get("Nats-Msg-Id").map(str::to_owned))
+            .filter(|id| !id.is_empty());
+        if let Some(id) = &id {
+            stream
+                .dedupe
+                .insert(id.clone(), (message.seq, message.timestamp_ns));
+        }
+        if message.seq == state.last_seq {
+            stream.last_msg_id = id;
+        }
+    }
+}
+
+/// A consumer's `headers_only`, and whether it requires acks.
+fn consumer_flags(
+    streams: &BTreeMap<String, Stream>,
+    stream: &str,
+    consumer: &str,
+) -> (bool, bool) {
+    streams
+        .get(stream)
+        .and_then(|s| s.consumers.get(consumer))
+        .map_or((false, true), |c| {
+            (c.config.headers_only, c.acks_required())
+        })
 }
 
 /// The next message for `consumer`: a redelivery first, else the next new
@@ -2336,8 +2500,14 @@ fn take_pending(remaining: &mut u64, consumer: &Consumer, seq: u64) -> u64 {
     *remaining
 }
 
-/// The last message of each subject matching `filters` (all when empty).
-fn last_per_subject(store: &dyn StreamStore, filters: &[&str]) -> std::collections::BTreeSet<u64> {
+/// The last message of each subject matching `filters` (all when empty),
+/// where that is after `after` and at most `upto`.
+fn last_per_subject(
+    store: &dyn StreamStore,
+    filters: &[&str],
+    after: u64,
+    upto: u64,
+) -> std::collections::BTreeSet<u64> {
     let filters: Vec<&str> = if filters.is_empty() {
         vec![">"]
     } else {
@@ -2350,7 +2520,9 @@ fn last_per_subject(store: &dyn StreamStore, filters: &[&str]) -> std::collectio
         };
         for subject in subjects.keys() {
             if let Ok(Some(message)) = store.last_by_subject(subject) {
-                seqs.insert(message.seq);
+                if message.seq > after && message.seq <= upto {
+                    seqs.insert(message.seq);
+                }
             }
         }
     }
@@ -2362,6 +2534,215 @@ fn last_per_subject(store: &dyn StreamStore, filters: &[&str]) -> std::collectio
 struct SavedConsumer {
     config: tern_protocol::jetstream::ConsumerConfig,
     created_ns: i64,
+    /// `last_per_subject`: the stream's last sequence when the consumer was
+    /// created; the last message of each subject up to it comes first.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    initial_upto: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Checks a consumer configuration as sent (before defaults) the way
+/// nats-server 2.9 does, with its error codes and texts.
+fn validate_consumer(
+    config: &tern_protocol::jetstream::ConsumerConfig,
+    stream: &StreamConfig,
+) -> Result<(), ApiError> {
+    use tern_protocol::jetstream::{AckPolicy, DeliverPolicy, RetentionPolicy};
+    let invalid = |text: &str| Err(ApiErrorCode::CONSUMER_INVALID_POLICY.with(&[&text]));
+    if config.num_replicas > 1 {
+        return Err(ApiErrorCode::STREAM_REPLICAS_NOT_SUPPORTED.into());
+    }
+    if !config.backoff.is_empty() && config.max_deliver <= config.backoff.len() as i64 {
+        return Err(ApiErrorCode::CONSUMER_MAX_DELIVER_BACKOFF.into());
+    }
+    if config.description.len() > 4096 {
+        return Err(ApiErrorCode::CONSUMER_DESCRIPTION_TOO_LONG.with(&[&4096]));
+    }
+    let filters: Vec<&str> = config
+        .filter_subjects
+        .iter()
+        .map(String::as_str)
+        .chain((!config.filter_subject.is_empty()).then_some(config.filter_subject.as_str()))
+        .collect();
+    if config.is_pull() {
+        if config.ack_policy == AckPolicy::None && stream.retention == RetentionPolicy::WorkQueue {
+            return Err(ApiError {
+                code: 400,
+                err_code: 10084,
+                description: "consumer in pull mode requires ack policy".into(),
+            });
+        }
+        if config.rate_limit_bps > 0 {
+            return Err(ApiErrorCode::CONSUMER_PULL_WITH_RATE_LIMIT.into());
+        }
+        if config.max_waiting < 0 {
+            return Err(ApiErrorCode::CONSUMER_MAX_WAITING_NEGATIVE.into());
+        }
+        if config.idle_heartbeat > 0 {
+            return Err(ApiErrorCode::CONSUMER_HB_REQUIRES_PUSH.into());
+        }
+        if config.flow_control {
+            return Err(ApiErrorCode::CONSUMER_FC_REQUIRES_PUSH.into());
+        }
+        if config.max_batch < 0 {
+            return Err(ApiErrorCode::CONSUMER_MAX_REQUEST_BATCH_NEGATIVE.into());
+        }
+        if config.max_expires != 0 && config.max_expires < 1_000_000 {
+            return Err(ApiErrorCode::CONSUMER_MAX_REQUEST_EXPIRES_TOO_SMALL.into());
+        }
+    } else {
+        let deliver = config.deliver_subject.as_str();
+        if deliver.contains(['*', '>']) {
+            return Err(ApiErrorCode::CONSUMER_DELIVER_TO_WILDCARDS.into());
+        }
+        if deliver.split('.').any(str::is_empty) || deliver.contains([' ', '\t']) {
+            return Err(ApiErrorCode::CONSUMER_INVALID_DELIVER_SUBJECT.into());
+        }
+        if stream.subjects.iter().any(|s| subjects_overlap(s, deliver)) {
+            return Err(ApiErrorCode::CONSUMER_DELIVER_CYCLE.into());
+        }
+        if config.max_waiting != 0 {
+            return Err(ApiErrorCode::CONSUMER_PUSH_MAX_WAITING.into());
+        }
+        if config.max_ack_pending > 0 && config.ack_policy == AckPolicy::None {
+            return Err(ApiErrorCode::CONSUMER_MAX_PENDING_ACK_POLICY_REQUIRED.into());
+        }
+        if config.idle_heartbeat > 0 && config.idle_heartbeat < 100_000_000 {
+            return Err(ApiErrorCode::CONSUMER_SMALL_HEARTBEAT.into());
+        }
+    }
+    if !stream.subjects.is_empty()
+        && filters
+            .iter()
+            .any(|f| !stream.subjects.iter().any(|s| subjects_overlap(s, f)))
+    {
+        return Err(ApiErrorCode::CONSUMER_FILTER_NOT_SUBSET.into());
+    }
+    let (seq, time) = (config.opt_start_seq > 0, config.opt_start_time.is_some());
+    let policy = match config.deliver_policy {
+        DeliverPolicy::All => "deliver all",
+        DeliverPolicy::Last => "deliver last",
+        DeliverPolicy::LastPerSubject => "deliver last per subject",
+        DeliverPolicy::New => "deliver new",
+        DeliverPolicy::ByStartSequence => "deliver by start sequence",
+        DeliverPolicy::ByStartTime => "deliver by start time",
+    };
+    match config.deliver_policy {
+        DeliverPolicy::ByStartSequence => {
+            if !seq {
+                return invalid(&format!(
+                    "consumer delivery policy is {policy}, but optional start sequence is not set"
+                ));
+            }
+            if time {
+                return invalid(&format!(
+                    "consumer delivery policy is {policy}, but optional start time is also set"
+                ));
+            }
+        }
+        DeliverPolicy::ByStartTime => {
+            if !time {
+                return invalid(&format!(
+                    "consumer delivery policy is {policy}, but optional start time is not set"
+                ));
+            }
+            if seq {
+                // nats-server's words, doubled "start" included.
+                return invalid(&format!(
+                    "consumer delivery policy is {policy}, but optional start start sequence is also set"
+                ));
+            }
+        }
+        _ => {
+            if seq {
+                return invalid(&format!(
+                    "consumer delivery policy is {policy}, but optional start sequence is also set"
+                ));
+            }
+            if time {
+                return invalid(&format!(
+                    "consumer delivery policy is {policy}, but optional start time is also set"
+                ));
+            }
+        }
+    }
+    if !config.sample_freq.is_empty() {
+        let text = config.sample_freq.trim_end_matches('%');
+        match text.parse::<i64>() {
+            Ok(n) if n >= 0 => {}
+            Ok(_) => {
+                return Err(ApiErrorCode::CONSUMER_INVALID_SAMPLING.with(&[&"value is negative"]))
+            }
+            Err(_) => {
+                return Err(ApiErrorCode::CONSUMER_INVALID_SAMPLING
+                    .with(&[&format!("strconv.Atoi: parsing {text:?}: invalid syntax")]))
+            }
+        }
+    }
+    if config.flow_control && config.idle_heartbeat <= 0 {
+        return Err(ApiErrorCode::CONSUMER_WITH_FLOW_CONTROL_NEEDS_HEARTBEATS.into());
+    }
+    if stream.retention == RetentionPolicy::WorkQueue && config.ack_policy != AckPolicy::Explicit {
+        return Err(ApiErrorCode::CONSUMER_WQ_REQUIRES_EXPLICIT_ACK.into());
+    }
+    Ok(())
+}
+
+/// What of a consumer's configuration an update may change, as nats-server
+/// 2.9 decides it (its error texts, 500 / 10012); `bound` says whether a push
+/// consumer's deliver subject has subscribers.
+fn check_consumer_update(
+    old: &tern_protocol::jetstream::ConsumerConfig,
+    new: &tern_protocol::jetstream::ConsumerConfig,
+    bound: bool,
+) -> Result<(), ApiError> {
+    let refuse = |what: &str| {
+        Err(ApiError {
+            code: 500,
+            err_code: 10012,
+            description: what.into(),
+        })
+    };
+    if old.deliver_policy != new.deliver_policy {
+        return refuse("deliver policy can not be updated");
+    }
+    if old.opt_start_seq != new.opt_start_seq {
+        return refuse("start sequence can not be updated");
+    }
+    if old.opt_start_time != new.opt_start_time {
+        return refuse("start time can not be updated");
+    }
+    if old.ack_policy != new.ack_policy {
+        return refuse("ack policy can not be updated");
+    }
+    if old.replay_policy != new.replay_policy {
+        return refuse("replay policy can not be updated");
+    }
+    if old.idle_heartbeat != new.idle_heartbeat {
+        return refuse("heart beats can not be updated");
+    }
+    if old.flow_control != new.flow_control {
+        return refuse("flow control can not be updated");
+    }
+    if old.max_waiting != new.max_waiting {
+        return refuse("max waiting can not be updated");
+    }
+    if old.deliver_subject != new.deliver_subject {
+        if new.deliver_subject.is_empty() {
+            return refuse("can not update push consumer to pull based");
+        }
+        if bound {
+            return Err(ApiError {
+                code: 400,
+                err_code: 10013,
+                description: "consumer name already in use".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What is saved with each stream so it comes back after a restart.

@@ -1,0 +1,537 @@
+//! Differential tests: one script of JetStream API requests runs against
+//! Debian's `nats-server` (2.9) and against Tern, and the answers must agree
+//! (error `code`, `err_code` and `description`, or success). `make test`
+//! installs nats-server and sets `REQUIRE_NATS_SERVER`, so in CI these
+//! tests cannot skip; run alone without nats-server on the PATH they print
+//! `SKIPPED` and pass.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tern_tests::{connect, free_port, Launch, TernServer};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A nats-server with JetStream in a temporary directory, killed on drop.
+struct NatsServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// None when nats-server is not installed and the run does not require it.
+    fn start() -> Option<NatsServer> {
+        let found = Command::new("nats-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            assert!(
+                std::env::var_os("REQUIRE_NATS_SERVER").is_none(),
+                "nats-server is required (REQUIRE_NATS_SERVER) but not on the PATH"
+            );
+            eprintln!("SKIPPED: nats-server is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(NatsServer {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Both servers, each with a client.
+struct Pair {
+    nats: async_nats::Client,
+    tern: async_nats::Client,
+    _nats_server: NatsServer,
+    _tern_server: TernServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn pair() -> Option<Pair> {
+    let nats_server = NatsServer::start()?;
+    let dir = tempfile::tempdir().unwrap();
+    let tern_server =
+        TernServer::launch(Launch::default().args(&["-js", "-sd", dir.path().to_str().unwrap()]));
+    Some(Pair {
+        nats: connect(&nats_server.url()).await,
+        tern: connect(&tern_server.url()).await,
+        _nats_server: nats_server,
+        _tern_server: tern_server,
+        _dir: dir,
+    })
+}
+
+async fn request(client: &async_nats::Client, subject: &str, body: &Value) -> Value {
+    let reply = timeout(
+        WAIT,
+        client.request(subject.to_owned(), body.to_string().into()),
+    )
+    .await
+    .expect("reply in time")
+    .expect("reply");
+    serde_json::from_slice(&reply.payload).expect("JSON reply")
+}
+
+/// What must agree: the error, or that there was none.
+fn outcome(reply: &Value) -> Value {
+    reply.get("error").cloned().unwrap_or(json!("ok"))
+}
+
+impl Pair {
+    /// Sends the request to both; panics if their outcomes differ. Returns
+    /// Tern's reply.
+    async fn same(&self, subject: &str, body: Value) -> Value {
+        let theirs = request(&self.nats, subject, &body).await;
+        let ours = request(&self.tern, subject, &body).await;
+        assert_eq!(
+            outcome(&ours),
+            outcome(&theirs),
+            "{subject} {body}\n  tern: {ours}\n  nats: {theirs}"
+        );
+        ours
+    }
+
+    async fn publish(&self, subject: &str, payload: &'static str) {
+        for client in [&self.nats, &self.tern] {
+            let reply = timeout(WAIT, client.request(subject.to_owned(), payload.into()))
+                .await
+                .unwrap()
+                .unwrap();
+            let ack: Value = serde_json::from_slice(&reply.payload).unwrap();
+            assert!(ack.get("seq").is_some(), "{ack}");
+        }
+    }
+}
+
+/// Consumer configurations nats-server refuses, refused with its codes and
+/// words; and the ones it takes, taken.
+#[tokio::test]
+async fn consumer_configurations_are_checked_as_nats_server_checks_them() {
+    let Some(p) = pair().await else { return };
+    for (name, subjects, retention) in [("S", "s.>", "limits"), ("W", "w.>", "workqueue")] {
+        p.same(
+            &format!("$JS.API.STREAM.CREATE.{name}"),
+            json!({"name": name, "subjects": [subjects], "storage": "file", "retention": retention}),
+        )
+        .await;
+    }
+    let start_time = "2020-01-01T00:00:00Z";
+    let cases = [
+        ("S", json!({"opt_start_seq": 3})),
+        ("S", json!({"opt_start_time": start_time})),
+        ("S", json!({"deliver_policy": "last", "opt_start_seq": 3})),
+        (
+            "S",
+            json!({"deliver_policy": "new", "opt_start_time": start_time}),
+        ),
+        (
+            "S",
+            json!({"deliver_policy": "last_per_subject", "opt_start_seq": 3}),
+        ),
+        ("S", json!({"deliver_policy": "by_start_sequence"})),
+        (
+            "S",
+            json!({"deliver_policy": "by_start_sequence", "opt_start_seq": 1, "opt_start_time": start_time}),
+        ),
+        ("S", json!({"deliver_policy": "by_start_time"})),
+        (
+            "S",
+            json!({"deliver_policy": "by_start_time", "opt_start_seq": 2, "opt_start_time": start_time}),
+        ),
+        (
+            "S",
+            json!({"deliver_policy": "by_start_sequence", "opt_start_seq": 2}),
+        ),
+        (
+            "S",
+            json!({"deliver_policy": "by_start_time", "opt_start_time": start_time}),
+        ),
+        ("S", json!({"rate_limit_bps": 10})),
+        ("S", json!({"idle_heartbeat": 1_000_000_000})),
+        ("S", json!({"flow_control": true})),
+        (
+            "S",
+            json!({"flow_control": true, "idle_heartbeat": 1_000_000_000}),
+        ),
+        ("S", json!({"max_waiting": -5})),
+        ("S", json!({"max_batch": -2})),
+        ("S", json!({"ack_policy": "none"})),
+        ("S", json!({"deliver_subject": "d.x", "max_waiting": 5})),
+        ("S", json!({"deliver_subject": "d.*"})),
+        ("S", json!({"deliver_subject": "d.x", "flow_control": true})),
+        (
+            "S",
+            json!({"deliver_subject": "d.x", "flow_control": true, "idle_heartbeat": 1_000_000_000}),
+        ),
+        (
+            "S",
+            json!({"deliver_subject": "d.x", "idle_heartbeat": 50_000_000}),
+        ),
+        (
+            "S",
+            json!({"deliver_subject": "d.x", "ack_policy": "none", "max_ack_pending": 5}),
+        ),
+        ("S", json!({"deliver_subject": "s.x"})),
+        (
+            "S",
+            json!({"backoff": [1_000_000_000, 2_000_000_000], "max_deliver": 2}),
+        ),
+        ("S", json!({"backoff": [1_000_000_000, 2_000_000_000]})),
+        (
+            "S",
+            json!({"backoff": [1_000_000_000, 2_000_000_000], "max_deliver": 3}),
+        ),
+        ("S", json!({"description": "x".repeat(4097)})),
+        ("S", json!({"filter_subject": "t.>"})),
+        ("S", json!({"filter_subject": "s.a.>"})),
+        ("S", json!({"sample_freq": "abc"})),
+        ("S", json!({"sample_freq": "50%"})),
+        ("S", json!({"num_replicas": 3})),
+        ("W", json!({"ack_policy": "none"})),
+        ("W", json!({"ack_policy": "all"})),
+        ("W", json!({"deliver_subject": "d.y", "ack_policy": "none"})),
+    ];
+    for (stream, fields) in cases {
+        let mut config = json!({"ack_policy": "explicit"});
+        for (k, v) in fields.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let reply = p
+            .same(
+                &format!("$JS.API.CONSUMER.CREATE.{stream}"),
+                json!({"stream_name": stream, "config": config}),
+            )
+            .await;
+        if let Some(name) = reply["name"].as_str() {
+            for client in [&p.nats, &p.tern] {
+                // Ephemeral names differ: each server deletes its own.
+                let _ = client
+                    .request(
+                        format!("$JS.API.CONSUMER.DELETE.{stream}.{name}"),
+                        "".into(),
+                    )
+                    .await;
+            }
+            let theirs = request(
+                &p.nats,
+                &format!("$JS.API.CONSUMER.NAMES.{stream}"),
+                &json!({}),
+            )
+            .await;
+            for name in theirs["consumers"].as_array().into_iter().flatten() {
+                let _ = p
+                    .nats
+                    .request(
+                        format!(
+                            "$JS.API.CONSUMER.DELETE.{stream}.{}",
+                            name.as_str().unwrap()
+                        ),
+                        "".into(),
+                    )
+                    .await;
+            }
+        }
+    }
+    // The legacy durable form needs a durable name.
+    p.same(
+        "$JS.API.CONSUMER.DURABLE.CREATE.S.X",
+        json!({"stream_name": "S", "config": {"ack_policy": "explicit"}}),
+    )
+    .await;
+}
+
+/// Changing a consumer: what nats-server lets change changes, the rest is
+/// refused with its words; `action` create/update is honoured as 2.10 does.
+#[tokio::test]
+async fn consumer_updates_change_what_nats_server_lets_change() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.S",
+        json!({"name": "S", "subjects": ["s.>"], "storage": "file"}),
+    )
+    .await;
+    let pull =
+        json!({"durable_name": "P", "ack_policy": "explicit", "ack_wait": 30_000_000_000u64});
+    let push = json!({"durable_name": "Q", "ack_policy": "explicit", "deliver_subject": "dq"});
+    let changes = [
+        ("deliver_policy", json!("new")),
+        ("ack_policy", json!("all")),
+        ("replay_policy", json!("original")),
+        ("max_deliver", json!(5)),
+        ("max_ack_pending", json!(7)),
+        ("max_waiting", json!(9)),
+        ("headers_only", json!(true)),
+        ("inactive_threshold", json!(60_000_000_000u64)),
+        ("sample_freq", json!("50%")),
+        ("rate_limit_bps", json!(1000)),
+        ("filter_subject", json!("s.1")),
+        ("max_batch", json!(10)),
+        ("max_expires", json!(5_000_000_000u64)),
+        ("description", json!("d")),
+        ("flow_control", json!(true)),
+        ("idle_heartbeat", json!(5_000_000_000u64)),
+        ("deliver_subject", json!("other")),
+        ("deliver_group", json!("g")),
+    ];
+    for (name, base) in [("P", &pull), ("Q", &push)] {
+        let subject = format!("$JS.API.CONSUMER.CREATE.S.{name}");
+        p.same(&subject, json!({"stream_name": "S", "config": base}))
+            .await;
+        for (field, value) in &changes {
+            let mut config = base.clone();
+            config[*field] = value.clone();
+            let reply = p
+                .same(&subject, json!({"stream_name": "S", "config": config}))
+                .await;
+            if reply.get("error").is_none() {
+                assert_eq!(&reply["config"][*field], value, "{name} {field}: {reply}");
+                // And it stays changed: the info says so.
+                let info = request(
+                    &p.tern,
+                    &format!("$JS.API.CONSUMER.INFO.S.{name}"),
+                    &json!({}),
+                )
+                .await;
+                assert_eq!(&info["config"][*field], value, "{name} {field}: {info}");
+            }
+            p.same(&subject, json!({"stream_name": "S", "config": base}))
+                .await;
+        }
+    }
+    // `action` is nats-server 2.10's (2.9 ignores it): "create" refuses to
+    // change a consumer, "update" to make one.
+    let mut changed = pull.clone();
+    changed["max_deliver"] = json!(9);
+    let reply = request(
+        &p.tern,
+        "$JS.API.CONSUMER.CREATE.S.P",
+        &json!({"stream_name": "S", "config": changed, "action": "create"}),
+    )
+    .await;
+    assert_eq!(reply["error"]["err_code"], 10148, "{reply}");
+    let mut fresh = pull.clone();
+    fresh["durable_name"] = json!("NEW");
+    let reply = request(
+        &p.tern,
+        "$JS.API.CONSUMER.CREATE.S.NEW",
+        &json!({"stream_name": "S", "config": fresh, "action": "update"}),
+    )
+    .await;
+    assert_eq!(reply["error"]["err_code"], 10149, "{reply}");
+}
+
+/// `+NXT` acknowledges and asks for more on the ack's reply subject; a
+/// `-NAK` at `max_deliver` is the last delivery; deliver policy `last` with a
+/// filter starts at the filter's last message.
+#[tokio::test]
+async fn next_naks_and_last_with_a_filter_deliver_as_nats_server_does() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.S",
+        json!({"name": "S", "subjects": ["s.>"], "storage": "file"}),
+    )
+    .await;
+    for (subject, payload) in [
+        ("s.a", "1"),
+        ("s.b", "2"),
+        ("s.a", "3"),
+        ("s.b", "4"),
+        ("s.a", "5"),
+        ("s.b", "6"),
+    ] {
+        p.publish(subject, payload).await;
+    }
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    for client in [&p.nats, &p.tern] {
+        let mut log = Vec::new();
+        request(
+            client,
+            "$JS.API.CONSUMER.CREATE.S.D",
+            &json!({"stream_name": "S", "config": {"durable_name": "D", "ack_policy": "explicit", "filter_subject": "s.a"}}),
+        )
+        .await;
+        // One message, then +NXT for two more on the ack's reply subject.
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.S.D",
+                inbox.clone(),
+                r#"{"batch":1}"#.into(),
+            )
+            .await
+            .unwrap();
+        let first = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+        log.push(String::from_utf8_lossy(&first.payload).into_owned());
+        let more = client.new_inbox();
+        let mut more_sub = client.subscribe(more.clone()).await.unwrap();
+        client
+            .publish_with_reply(first.reply.unwrap(), more, r#"+NXT {"batch":2}"#.into())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let msg = timeout(WAIT, more_sub.next()).await.unwrap().unwrap();
+            log.push(String::from_utf8_lossy(&msg.payload).into_owned());
+        }
+        // A NAK loop ends at max_deliver. (In which order nats-server
+        // redelivers a NAKed message among new ones varies: compared sorted.)
+        let mut naks = Vec::new();
+        request(
+            client,
+            "$JS.API.CONSUMER.CREATE.S.N",
+            &json!({"stream_name": "S", "config": {"durable_name": "N", "ack_policy": "explicit", "filter_subject": "s.b", "max_deliver": 2}}),
+        )
+        .await;
+        for _ in 0..8 {
+            let inbox = client.new_inbox();
+            let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+            client
+                .publish_with_reply(
+                    "$JS.API.CONSUMER.MSG.NEXT.S.N",
+                    inbox,
+                    r#"{"batch":1,"expires":500000000}"#.into(),
+                )
+                .await
+                .unwrap();
+            let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+            match msg.reply {
+                Some(reply) => {
+                    naks.push(format!("nak {}", String::from_utf8_lossy(&msg.payload)));
+                    client.publish(reply, "-NAK".into()).await.unwrap();
+                }
+                None => {
+                    naks.sort();
+                    log.append(&mut naks);
+                    log.push(format!("status {:?}", msg.status.map(u16::from)));
+                    break;
+                }
+            }
+            // The NAK reaches the server before the next request.
+            tern_tests::round_trip(client).await;
+        }
+        // Deliver last, filtered: the filter's last message, not the stream's.
+        let created = request(
+            client,
+            "$JS.API.CONSUMER.CREATE.S",
+            &json!({"stream_name": "S", "config": {"deliver_policy": "last", "filter_subject": "s.a", "ack_policy": "none"}}),
+        )
+        .await;
+        let name = created["name"].as_str().unwrap();
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply(
+                format!("$JS.API.CONSUMER.MSG.NEXT.S.{name}"),
+                inbox,
+                r#"{"batch":5,"no_wait":true}"#.into(),
+            )
+            .await
+            .unwrap();
+        loop {
+            let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+            if msg.status.is_some() {
+                break;
+            }
+            log.push(format!("last {}", String::from_utf8_lossy(&msg.payload)));
+        }
+        seen.push(log);
+    }
+    assert_eq!(seen[1], seen[0], "tern, then nats-server");
+    assert_eq!(
+        seen[0],
+        [
+            "1",
+            "3",
+            "5",
+            "nak 2",
+            "nak 2",
+            "nak 4",
+            "nak 4",
+            "nak 6",
+            "nak 6",
+            "status Some(408)",
+            "last 5"
+        ]
+    );
+}
+
+/// Publish expectations and de-duplication: the same acks (sequence,
+/// duplicate flag, or error) from both servers, including
+/// `Nats-Expected-Last-Msg-Id` after a message without an id.
+#[tokio::test]
+async fn publish_ids_and_expectations_are_acked_as_nats_server_acks_them() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.S",
+        json!({"name": "S", "subjects": ["s.>"], "storage": "file"}),
+    )
+    .await;
+    let steps: [&[(&str, &str)]; 9] = [
+        &[("Nats-Msg-Id", "A")],
+        &[],
+        &[("Nats-Expected-Last-Msg-Id", "A")],
+        &[("Nats-Expected-Last-Msg-Id", "")],
+        &[("Nats-Msg-Id", "B")],
+        &[("Nats-Expected-Last-Msg-Id", "B")],
+        &[("Nats-Msg-Id", "A")],
+        &[("Nats-Expected-Last-Sequence", "6")],
+        &[("Nats-Expected-Last-Subject-Sequence", "1")],
+    ];
+    for headers in steps {
+        let mut acks = Vec::new();
+        for client in [&p.nats, &p.tern] {
+            let mut map = async_nats::HeaderMap::new();
+            for (k, v) in headers {
+                map.insert(*k, *v);
+            }
+            let reply = timeout(
+                WAIT,
+                client.request_with_headers("s.x".to_owned(), map, "x".into()),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            let ack: Value = serde_json::from_slice(&reply.payload).unwrap();
+            acks.push(json!({
+                "seq": ack["seq"],
+                "duplicate": ack.get("duplicate").cloned().unwrap_or(json!(false)),
+                "error": ack.get("error").cloned(),
+            }));
+        }
+        assert_eq!(acks[1], acks[0], "{headers:?}: tern, then nats-server");
+    }
+}
