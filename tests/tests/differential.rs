@@ -535,3 +535,269 @@ async fn publish_ids_and_expectations_are_acked_as_nats_server_acks_them() {
         assert_eq!(acks[1], acks[0], "{headers:?}: tern, then nats-server");
     }
 }
+
+/// Stream updates refuse what nats-server refuses and keep the stream's
+/// consumers and de-duplication ids; purges, deletes and stream state agree.
+#[tokio::test]
+async fn stream_updates_purges_and_state_agree_with_nats_server() {
+    let Some(p) = pair().await else { return };
+    let base = json!({"name": "S", "subjects": ["s.>"], "storage": "file"});
+    let created = p.same("$JS.API.STREAM.CREATE.S", base.clone()).await;
+    assert_eq!(created["did_create"], true, "{created}");
+    assert_eq!(created["state"]["first_seq"], 0, "{created}");
+    p.same(
+        "$JS.API.CONSUMER.CREATE.S.D",
+        json!({"stream_name": "S", "config": {"durable_name": "D", "ack_policy": "explicit"}}),
+    )
+    .await;
+    for i in 0..10u8 {
+        let subject = format!("s.{}", i % 3);
+        for client in [&p.nats, &p.tern] {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("id-{i}").as_str());
+            timeout(
+                WAIT,
+                client.request_with_headers(subject.clone(), headers, "x".into()),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        }
+    }
+    let mut update = base.clone();
+    update["max_msgs"] = json!(100);
+    p.same("$JS.API.STREAM.UPDATE.S", update.clone()).await;
+    // The update kept the consumer and the ids.
+    p.same("$JS.API.CONSUMER.INFO.S.D", json!({})).await;
+    for client in [&p.nats, &p.tern] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", "id-3");
+        let reply = timeout(
+            WAIT,
+            client.request_with_headers("s.0".to_owned(), headers, "x".into()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let ack: Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(ack["duplicate"], true, "{ack}");
+    }
+    for (field, value) in [
+        ("max_consumers", json!(5)),
+        ("retention", json!("workqueue")),
+        ("retention", json!("interest")),
+        ("storage", json!("memory")),
+        ("deny_delete", json!(true)),
+        ("deny_purge", json!(false)),
+        ("deny_purge", json!(true)),
+        ("deny_delete", json!(false)),
+    ] {
+        let mut config = update.clone();
+        config[field] = value;
+        let reply = p.same("$JS.API.STREAM.UPDATE.S", config.clone()).await;
+        if reply.get("error").is_none() {
+            update = config;
+        }
+    }
+    // Deletes and purges are refused now; state agrees.
+    p.same("$JS.API.STREAM.MSG.DELETE.S", json!({"seq": 2}))
+        .await;
+    p.same("$JS.API.STREAM.PURGE.S", json!({})).await;
+    let state = |reply: &Value| {
+        let s = &reply["state"];
+        json!([
+            s["messages"],
+            s["first_seq"],
+            s["last_seq"],
+            s["num_subjects"],
+            s["num_deleted"],
+            s["deleted"],
+            s["subjects"]
+        ])
+    };
+    let theirs = request(
+        &p.nats,
+        "$JS.API.STREAM.INFO.S",
+        &json!({"deleted_details": true, "subjects_filter": "s.1"}),
+    )
+    .await;
+    let ours = request(
+        &p.tern,
+        "$JS.API.STREAM.INFO.S",
+        &json!({"deleted_details": true, "subjects_filter": "s.1"}),
+    )
+    .await;
+    assert_eq!(state(&ours), state(&theirs), "tern {ours}\nnats {theirs}");
+
+    // A stream without those denials: deletes, purges of each kind.
+    p.same(
+        "$JS.API.STREAM.CREATE.T",
+        json!({"name": "T", "subjects": ["t.>"], "storage": "file"}),
+    )
+    .await;
+    for i in 0..12u8 {
+        p.publish(["t.a", "t.b", "t.c"][usize::from(i % 3)], "y")
+            .await;
+    }
+    let purged = |reply: &Value| json!([reply["purged"], reply.get("error")]);
+    for (subject, body) in [
+        ("$JS.API.STREAM.MSG.DELETE.T", json!({"seq": 2})),
+        ("$JS.API.STREAM.MSG.DELETE.T", json!({"seq": 2})),
+        ("$JS.API.STREAM.MSG.DELETE.T", json!({"seq": 99})),
+        (
+            "$JS.API.STREAM.MSG.DELETE.T",
+            json!({"seq": 5, "no_erase": true}),
+        ),
+        ("$JS.API.STREAM.PURGE.T", json!({"filter": "t.a"})),
+        (
+            "$JS.API.STREAM.PURGE.T",
+            json!({"filter": "t.b", "keep": 1}),
+        ),
+        ("$JS.API.STREAM.PURGE.T", json!({"seq": 9, "keep": 1})),
+        ("$JS.API.STREAM.PURGE.T", json!({"seq": 9})),
+        (
+            "$JS.API.STREAM.MSG.GET.T",
+            json!({"seq": 1, "next_by_subj": "t.c"}),
+        ),
+        ("$JS.API.STREAM.MSG.GET.T", json!({"last_by_subj": "t.c"})),
+        ("$JS.API.STREAM.MSG.GET.T", json!({"seq": 1})),
+    ] {
+        let theirs = request(&p.nats, subject, &body).await;
+        let ours = request(&p.tern, subject, &body).await;
+        assert_eq!(
+            purged(&ours),
+            purged(&theirs),
+            "{subject} {body}\n  tern {ours}\n  nats {theirs}"
+        );
+        assert_eq!(
+            ours["message"]["seq"], theirs["message"]["seq"],
+            "{subject} {body}"
+        );
+    }
+    let theirs = request(
+        &p.nats,
+        "$JS.API.STREAM.INFO.T",
+        &json!({"deleted_details": true}),
+    )
+    .await;
+    let ours = request(
+        &p.tern,
+        "$JS.API.STREAM.INFO.T",
+        &json!({"deleted_details": true}),
+    )
+    .await;
+    assert_eq!(state(&ours), state(&theirs), "tern {ours}\nnats {theirs}");
+}
+
+/// The statuses that end pull requests: a `no_wait` request that got some
+/// messages, `max_waiting`, a deleted consumer, a push consumer, a consumer
+/// that does not exist.
+#[tokio::test]
+async fn pull_request_statuses_agree_with_nats_server() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.P",
+        json!({"name": "P", "subjects": ["p.>"], "storage": "file"}),
+    )
+    .await;
+    p.publish("p.x", "m").await;
+    p.publish("p.x", "m").await;
+    p.same(
+        "$JS.API.CONSUMER.CREATE.P.C",
+        json!({"stream_name": "P", "config": {"durable_name": "C", "ack_policy": "explicit", "max_waiting": 1}}),
+    )
+    .await;
+    p.same(
+        "$JS.API.CONSUMER.CREATE.P.Q",
+        json!({"stream_name": "P", "config": {"durable_name": "Q", "ack_policy": "explicit", "deliver_subject": "dq"}}),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for client in [&p.nats, &p.tern] {
+        let mut log = Vec::new();
+        // Asks for 5 without waiting, gets 2, then 408 with what is left.
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.P.C",
+                inbox,
+                r#"{"batch":5,"no_wait":true}"#.into(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+            let headers = msg.headers.as_ref();
+            let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.to_string());
+            log.push(format!(
+                "{:?} {:?} {:?} {:?}",
+                msg.status.map(u16::from),
+                msg.description,
+                header("Nats-Pending-Messages"),
+                header("Nats-Pending-Bytes")
+            ));
+        }
+        // One waiting request is the most; the next gets 409.
+        let waiting = client.new_inbox();
+        let mut waiting_sub = client.subscribe(waiting.clone()).await.unwrap();
+        client
+            .publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.P.C",
+                waiting,
+                r#"{"batch":5,"expires":5000000000}"#.into(),
+            )
+            .await
+            .unwrap();
+        let second = client.new_inbox();
+        let mut second_sub = client.subscribe(second.clone()).await.unwrap();
+        client
+            .publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.P.C",
+                second,
+                r#"{"batch":5,"expires":5000000000}"#.into(),
+            )
+            .await
+            .unwrap();
+        let msg = timeout(WAIT, second_sub.next()).await.unwrap().unwrap();
+        log.push(format!(
+            "{:?} {:?}",
+            msg.status.map(u16::from),
+            msg.description
+        ));
+        // Deleting the consumer ends the waiting request.
+        request(client, "$JS.API.CONSUMER.DELETE.P.C", &json!({})).await;
+        let msg = timeout(WAIT, waiting_sub.next()).await.unwrap().unwrap();
+        log.push(format!(
+            "{:?} {:?}",
+            msg.status.map(u16::from),
+            msg.description
+        ));
+        // A pull request to a push consumer.
+        let push = client.new_inbox();
+        let mut push_sub = client.subscribe(push.clone()).await.unwrap();
+        client
+            .publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.P.Q",
+                push,
+                r#"{"batch":1,"expires":1000000000}"#.into(),
+            )
+            .await
+            .unwrap();
+        let msg = timeout(WAIT, push_sub.next()).await.unwrap().unwrap();
+        log.push(format!(
+            "{:?} {:?}",
+            msg.status.map(u16::from),
+            msg.description
+        ));
+        // A consumer that is not there: no answer at all.
+        let missing = timeout(
+            Duration::from_millis(500),
+            client.request("$JS.API.CONSUMER.MSG.NEXT.P.NOPE", r#"{"batch":1}"#.into()),
+        )
+        .await;
+        log.push(format!("answered: {}", missing.is_ok()));
+        seen.push(log);
+    }
+    assert_eq!(seen[1], seen[0], "tern, then nats-server");
+}

@@ -387,7 +387,11 @@ async fn jsz_and_metrics_show_streams() {
     let server =
         TernServer::launch(Launch::monitored().args(&["-js", "-sd", dir.path().to_str().unwrap()]));
     let js = jetstream::new(connect(&server.url()).await);
-    js.create_stream(orders()).await.unwrap();
+    let stream = js.create_stream(orders()).await.unwrap();
+    stream
+        .create_consumer(worker())
+        .await
+        .expect("a consumer to count");
     for i in 0..3 {
         js.publish("orders.m", format!("{i}").into())
             .await
@@ -398,6 +402,20 @@ async fn jsz_and_metrics_show_streams() {
     let jsz = server.http_json("/jsz");
     assert_eq!(jsz["streams"], 1);
     assert_eq!(jsz["messages"], 3);
+    // The figures follow at the service's next tick (50 ms).
+    let mut jsz = jsz;
+    for _ in 0..100 {
+        if jsz["consumers"] == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        jsz = server.http_json("/jsz");
+    }
+    assert_eq!(jsz["consumers"], 1, "{jsz}");
+    assert_eq!(jsz["accounts"], 1, "{jsz}");
+    let info = js.query_account().await.unwrap();
+    assert_eq!(info.consumers, 1);
+    assert_eq!(info.streams, 1);
     assert!(jsz["api"]["total"].as_u64().unwrap() >= 1);
     assert!(jsz["config"]["store_dir"]
         .as_str()
@@ -405,6 +423,11 @@ async fn jsz_and_metrics_show_streams() {
         .ends_with("jetstream"));
     let metrics = server.http_get("/metrics").body;
     assert!(metrics.contains("tern_jetstream_messages 3"), "{metrics}");
+    assert!(metrics.contains("tern_jetstream_consumers 1"), "{metrics}");
+    assert!(
+        metrics.contains("tern_jetstream_storage_bytes "),
+        "{metrics}"
+    );
     // Without -js, /jsz says it is disabled.
     let plain = TernServer::launch(Launch::monitored());
     assert_eq!(plain.http_json("/jsz")["disabled"], true);

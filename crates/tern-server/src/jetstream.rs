@@ -1,4 +1,4 @@
-//! JetStream, first part: streams on `tern-storage`, the stream half of the
+//! JetStream: streams on `tern-storage`, consumers (`crate::consumer`), the
 //! `$JS.API`, and publish acknowledgements after the write is on disk.
 //!
 //! The service is one of the server's internal clients: it subscribes to
@@ -8,8 +8,8 @@
 //! together are written with one `apply_batch` — one fsync — per stream:
 //! that is the group commit that keeps the safe default fast.
 //!
-//! Consumers are not implemented yet: their API subjects answer with an
-//! error saying so, instead of timing out.
+//! Consumer APIs Tern does not have (pausing, say) answer with an error
+//! saying so, instead of timing out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -92,7 +92,7 @@ pub(crate) struct JetStream {
     api_errors: u64,
     /// The figures this service last added to the server's JetStream
     /// totals, so several services (one per account) add up.
-    published: [u64; 7],
+    published: [u64; 9],
     /// Nanosecond timestamps handed to appends only grow, even if the clock
     /// steps back.
     last_ts: u64,
@@ -182,7 +182,7 @@ impl JetStream {
             streams: BTreeMap::new(),
             api_total: 0,
             api_errors: 0,
-            published: [0; 7],
+            published: [0; 9],
             last_ts: 0,
             last_consumer_save: std::time::Instant::now(),
             positions_owed: false,
@@ -260,19 +260,7 @@ impl JetStream {
         created_ns: i64,
         store: Arc<dyn StreamStore>,
     ) -> Result<(), RoutingError> {
-        let sid = format!("{STREAM_SID_PREFIX}{}", config.name);
-        let mut subs = Vec::new();
-        for subject in &config.subjects {
-            match self.client.subscribe(&self.account, subject, None, &sid) {
-                Ok(sub) => subs.push(sub),
-                Err(e) => {
-                    for sub in &subs {
-                        self.server.remove_subscription(&self.account, sub);
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        let subs = self.subscribe_subjects(&config.name, &config.subjects)?;
         self.streams.insert(
             config.name.clone(),
             Stream {
@@ -391,6 +379,12 @@ impl JetStream {
             storage,
             self.api_total,
             self.api_errors,
+            self.streams
+                .values()
+                .map(|s| s.consumers.len() as u64)
+                .sum(),
+            // This account's service.
+            1,
         ];
         let totals = [
             &js.streams,
@@ -400,6 +394,8 @@ impl JetStream {
             &js.storage,
             &js.api_total,
             &js.api_errors,
+            &js.consumers,
+            &js.accounts,
         ];
         // Each account's service adds its change since it last published;
         // the atomics wrap, so a decrease is a wrapping add.
@@ -893,7 +889,12 @@ impl JetStream {
             Err(error) => {
                 self.api_errors += 1;
                 let kind = response_kind(&tokens);
-                (kind, json!({ "error": error }))
+                if kind == "stream_purge_response" {
+                    // nats-server's purge answers carry the count, errors too.
+                    (kind, json!({ "error": error, "purged": 0 }))
+                } else {
+                    (kind, json!({ "error": error }))
+                }
             }
         };
         let mut envelope = serde_json::Map::new();
@@ -921,6 +922,11 @@ impl JetStream {
             memory,
             storage,
             streams: self.streams.len() as u64,
+            consumers: self
+                .streams
+                .values()
+                .map(|s| s.consumers.len() as u64)
+                .sum(),
             ..AccountInfo::default()
         };
         info.api.total = self.api_total;
@@ -971,7 +977,14 @@ impl JetStream {
         self.install(config, created_ns, store)
             .map_err(|e| ApiErrorCode::STREAM_CREATE.with(&[&e]))?;
         info!(stream = %name, "stream created");
-        self.stream_info(name, &StreamInfoRequest::default()).await
+        let mut info = self
+            .stream_info(name, &StreamInfoRequest::default())
+            .await?;
+        // As nats-server 2.9: a new stream says so.
+        if let Some(object) = info.as_object_mut() {
+            object.insert("did_create".into(), Value::Bool(true));
+        }
+        Ok(info)
     }
 
     async fn update_stream(&mut self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
@@ -985,26 +998,33 @@ impl JetStream {
         let config = config.with_defaults();
         validate_stream_config(&config)?;
         let existing = self.stream(name)?;
-        if existing.config.storage != config.storage {
-            return Err(ApiErrorCode::STREAM_INVALID_CONFIG
-                .with(&[&"stream configuration update can not change storage type"]));
-        }
-        if existing.config.sealed && !config.sealed {
-            return Err(ApiErrorCode::STREAM_INVALID_CONFIG
-                .with(&[&"stream configuration update can not unseal a sealed stream"]));
+        // What nats-server 2.9 refuses to change, in its order and words.
+        let old = &existing.config;
+        let refusal = if old.max_consumers != config.max_consumers {
+            Some("stream configuration update can not change MaxConsumers")
+        } else if old.storage != config.storage {
+            Some("stream configuration update can not change storage type")
+        } else if old.retention != config.retention {
+            Some("stream configuration update can not change retention policy")
+        } else if old.sealed && !config.sealed {
+            Some("stream configuration update can not unseal a sealed stream")
+        } else if old.deny_delete && !config.deny_delete {
+            Some("stream configuration update can not cancel deny message deletes")
+        } else if old.deny_purge && !config.deny_purge {
+            Some("stream configuration update can not cancel deny purge")
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            return Err(ApiErrorCode::STREAM_INVALID_CONFIG.with(&[&refusal]));
         }
         self.check_overlap(name, &config.subjects)?;
-        let Some(mut stream) = self.streams.remove(name) else {
-            return Err(ApiErrorCode::STREAM_NOT_FOUND.into());
-        };
-        for sub in &stream.subs {
-            self.server.remove_subscription(&self.account, sub);
-        }
-        let store = stream.store.clone();
+        let store = existing.store.clone();
+        let created_ns = existing.created_ns;
         let limits = limits_of(&config);
         let saved = serde_json::to_vec(&SavedStream {
             config: config.clone(),
-            created_ns: stream.created_ns,
+            created_ns,
         })
         .unwrap_or_default();
         let result = tokio::task::spawn_blocking(move || {
@@ -1016,14 +1036,58 @@ impl JetStream {
         .await
         .unwrap_or_default();
         if let Some(Err(e)) = result.into_iter().find(|r| r.is_err()) {
-            // Put the stream back as it was.
-            let config = std::mem::take(&mut stream.config);
-            let _ = self.install(config, stream.created_ns, stream.store);
             return Err(ApiErrorCode::STREAM_INVALID_CONFIG.with(&[&e]));
         }
-        self.install(config, stream.created_ns, stream.store)
-            .map_err(|e| ApiErrorCode::STREAM_INVALID_CONFIG.with(&[&e]))?;
+        // The stream keeps its consumers, de-duplication ids and pending
+        // deletes; only its subscriptions follow the new subjects.
+        let old_subjects = existing.config.subjects.clone();
+        let old_subs = self
+            .streams
+            .get_mut(name)
+            .map(|s| std::mem::take(&mut s.subs))
+            .unwrap_or_default();
+        for sub in &old_subs {
+            self.server.remove_subscription(&self.account, sub);
+        }
+        let subs = match self.subscribe_subjects(name, &config.subjects) {
+            Ok(subs) => subs,
+            Err(e) => {
+                let back = self
+                    .subscribe_subjects(name, &old_subjects)
+                    .unwrap_or_default();
+                if let Some(stream) = self.streams.get_mut(name) {
+                    stream.subs = back;
+                }
+                return Err(ApiErrorCode::STREAM_INVALID_CONFIG.with(&[&e]));
+            }
+        };
+        if let Some(stream) = self.streams.get_mut(name) {
+            stream.subs = subs;
+            stream.config = config;
+        }
         self.stream_info(name, &StreamInfoRequest::default()).await
+    }
+
+    /// Subscribes the service to a stream's subjects (all or none).
+    fn subscribe_subjects(
+        &self,
+        stream_name: &str,
+        subjects: &[String],
+    ) -> Result<Vec<SubRef>, RoutingError> {
+        let sid = format!("{STREAM_SID_PREFIX}{stream_name}");
+        let mut subs = Vec::new();
+        for subject in subjects {
+            match self.client.subscribe(&self.account, subject, None, &sid) {
+                Ok(sub) => subs.push(sub),
+                Err(e) => {
+                    for sub in &subs {
+                        self.server.remove_subscription(&self.account, sub);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(subs)
     }
 
     /// Refuses subjects that overlap those of another stream.
@@ -1077,7 +1141,12 @@ impl JetStream {
         let mut out = StreamState {
             messages: state.messages,
             bytes: state.bytes,
-            first_seq: state.first_seq,
+            // A stream that never held a message starts at 0, as nats-server's.
+            first_seq: if state.last_seq == 0 {
+                0
+            } else {
+                state.first_seq
+            },
             first_ts: timestamp(state.first_ts),
             last_seq: state.last_seq,
             last_ts: timestamp(state.last_ts),
@@ -1198,7 +1267,11 @@ impl JetStream {
             return Err(ApiErrorCode::STREAM_SEALED.into());
         }
         if stream.config.deny_purge {
-            return Err(ApiErrorCode::STREAM_PURGE_FAILED.with(&[&"purge not permitted"]));
+            return Err(ApiErrorCode::STREAM_PURGE_FAILED.with(&[&"stream purge not permitted"]));
+        }
+        // A sequence and a count to keep contradict each other (nats-server).
+        if request.seq > 0 && request.keep > 0 {
+            return Err(ApiErrorCode::BAD_REQUEST.into());
         }
         let purge = PurgeRequest {
             filter: (!request.filter.is_empty()).then(|| Bytes::from(request.filter.clone())),
@@ -1244,13 +1317,25 @@ impl JetStream {
         }
         let store = stream.store.clone();
         let erase = !request.no_erase;
-        let result = tokio::task::spawn_blocking(move || store.delete_msg(request.seq, erase))
+        let seq = request.seq;
+        let result = tokio::task::spawn_blocking(move || store.delete_msg(seq, erase))
             .await
             .map_err(|e| ApiErrorCode::STREAM_MSG_DELETE_FAILED.with(&[&e]))?;
         match result {
             Ok(_) => Ok(json!({ "success": true })),
+            // nats-server's answers for a message that is not there, and
+            // for one past the stream's end.
             Err(StorageError::NotFound) => {
-                Err(ApiErrorCode::STREAM_MSG_DELETE_FAILED.with(&[&"no message found"]))
+                let past_end = self
+                    .stream(name)
+                    .ok()
+                    .and_then(|s| s.store.state().ok())
+                    .is_some_and(|state| seq > state.last_seq);
+                if past_end {
+                    Err(ApiErrorCode::STREAM_MSG_DELETE_FAILED.with(&[&"stream store EOF"]))
+                } else {
+                    Err(ApiErrorCode::SEQUENCE_NOT_FOUND.with(&[&seq]))
+                }
             }
             Err(e) => Err(ApiErrorCode::STREAM_MSG_DELETE_FAILED.with(&[&e])),
         }
@@ -1592,12 +1677,16 @@ impl JetStream {
             .streams
             .get_mut(stream_name)
             .ok_or_else(|| ApiError::from(ApiErrorCode::STREAM_NOT_FOUND))?;
-        if stream.consumers.remove(name).is_none() {
+        let Some(consumer) = stream.consumers.remove(name) else {
             return Err(ApiErrorCode::CONSUMER_NOT_FOUND.into());
-        }
+        };
         let store = stream.store.clone();
         let name = name.to_owned();
         let _ = tokio::task::spawn_blocking(move || store.delete_consumer(&name)).await;
+        // Its waiting pull requests end, as nats-server ends them.
+        for request in consumer.waiting {
+            self.send_status(&request.reply, 409, "Consumer Deleted");
+        }
         Ok(json!({ "success": true }))
     }
 
@@ -1647,15 +1736,41 @@ impl JetStream {
             .get_mut(stream_name)
             .and_then(|s| s.consumers.get_mut(name))
         else {
-            self.send_status(reply, 404, "No Messages");
+            // nats-server does not answer a pull request for a consumer
+            // that is not there (the client's request times out).
             return;
         };
+        if consumer.is_push() {
+            self.send_status(reply, 409, "Consumer is push based");
+            return;
+        }
         consumer.last_active_ns = now;
         if !consumer.add_request(Bytes::copy_from_slice(reply), &request, now) {
             self.send_status(reply, 409, "Exceeded MaxWaiting");
             return;
         }
         self.serve_consumer(stream_name, name, now);
+    }
+
+    /// A status that ends a pull request, with what it still asked for
+    /// (`Nats-Pending-Messages`, `Nats-Pending-Bytes`), as nats-server sends.
+    fn send_status_pending(
+        &mut self,
+        reply: &[u8],
+        code: u16,
+        description: &str,
+        msgs: u64,
+        bytes: u64,
+    ) {
+        let mut headers = Headers::status(code, Some(description));
+        headers
+            .fields
+            .push(("Nats-Pending-Messages".into(), msgs.to_string()));
+        headers
+            .fields
+            .push(("Nats-Pending-Bytes".into(), bytes.to_string()));
+        self.router
+            .route(None, reply, None, Some(&headers.encode()), b"");
     }
 
     fn send_status(&mut self, reply: &[u8], code: u16, description: &str) {
@@ -1884,6 +1999,7 @@ impl JetStream {
         for (stream_name, consumer_name) in names {
             let mut statuses: Vec<(Bytes, u16, &'static str)> = Vec::new();
             let mut exhausted: Vec<(u64, u64)> = Vec::new();
+            let mut expired: Vec<(Bytes, u64, u64)> = Vec::new();
             if let Some(consumer) = self
                 .streams
                 .get_mut(&stream_name)
@@ -1895,7 +2011,11 @@ impl JetStream {
                 }
                 consumer.waiting.retain_mut(|r| {
                     if r.expires_ns.is_some_and(|e| e <= now) {
-                        statuses.push((r.reply.clone(), 408, "Request Timeout"));
+                        expired.push((
+                            r.reply.clone(),
+                            r.remaining,
+                            r.remaining_bytes.unwrap_or(0),
+                        ));
                         return false;
                     }
                     if let Some(every) = r.heartbeat_ns {
@@ -1909,6 +2029,9 @@ impl JetStream {
             }
             for (reply, code, text) in statuses {
                 self.send_status(&reply, code, text);
+            }
+            for (reply, msgs, bytes) in expired {
+                self.send_status_pending(&reply, 408, "Request Timeout", msgs, bytes);
             }
             for (seq, deliveries) in exhausted {
                 self.give_up(&stream_name, &consumer_name, seq, deliveries, None, "");
@@ -1945,7 +2068,7 @@ impl JetStream {
             self.serve_push(stream_name, consumer_name, now);
             return;
         }
-        let mut sends: Vec<(Bytes, Bytes, tern_storage::StoredMessage, Option<u16>)> = Vec::new();
+        let mut sends: Vec<PullSend> = Vec::new();
         let Some(stream) = self.streams.get_mut(stream_name) else {
             return;
         };
@@ -1976,7 +2099,16 @@ impl JetStream {
                 // Nothing to give now.
                 if no_wait {
                     if let Some(request) = consumer.waiting.pop_front() {
-                        sends.push((request.reply, Bytes::new(), empty_message(), Some(404)));
+                        // Ran dry: 404 if it got nothing, else 408 with what
+                        // it still asked for, as nats-server 2.9.
+                        let code = if request.delivered > 0 { 408 } else { 404 };
+                        let left = (request.remaining, request.remaining_bytes.unwrap_or(0));
+                        sends.push((
+                            request.reply,
+                            Bytes::new(),
+                            empty_message(),
+                            Some((code, left.0, left.1)),
+                        ));
                     }
                     continue;
                 }
@@ -1996,7 +2128,12 @@ impl JetStream {
                     consumer.initial.insert(message.seq);
                 }
                 if let Some(request) = consumer.waiting.pop_front() {
-                    sends.push((request.reply, Bytes::new(), empty_message(), Some(409)));
+                    sends.push((
+                        request.reply,
+                        Bytes::new(),
+                        empty_message(),
+                        Some((409, 0, 0)),
+                    ));
                 }
                 continue;
             }
@@ -2028,7 +2165,10 @@ impl JetStream {
         let mut delivered = Vec::new();
         for (reply, ack, message, status) in sends {
             match status {
-                Some(409) => self.send_status(&reply, 409, "Message Size Exceeds MaxBytes"),
+                Some((409, _, _)) => self.send_status(&reply, 409, "Message Size Exceeds MaxBytes"),
+                Some((408, msgs, bytes)) => {
+                    self.send_status_pending(&reply, 408, "Request Timeout", msgs, bytes)
+                }
                 Some(_) => self.send_status(&reply, 404, "No Messages"),
                 None => {
                     self.deliver_one(&reply, &ack, &message, headers_only);
@@ -2352,6 +2492,16 @@ fn rebuild_dedupe(stream: &mut Stream, now: u64) {
         }
     }
 }
+
+/// What a serving pass sends for a pull request: (reply subject, ack
+/// subject, message, status). A status ends the request: its code, and the
+/// messages and bytes the request still asked for.
+type PullSend = (
+    Bytes,
+    Bytes,
+    tern_storage::StoredMessage,
+    Option<(u16, u64, u64)>,
+);
 
 /// A consumer's `headers_only`, and whether it requires acks.
 fn consumer_flags(

@@ -679,11 +679,11 @@ async fn jsz(State(s): State<Shared>) -> Response {
         "storage": load(&js.storage),
         "reserved_memory": 0,
         "reserved_storage": 0,
-        "accounts": 1,
+        "accounts": load(&js.accounts),
         "ha_assets": 0,
         "api": {"total": load(&js.api_total), "errors": load(&js.api_errors)},
         "streams": load(&js.streams),
-        "consumers": 0,
+        "consumers": load(&js.consumers),
         "messages": load(&js.messages),
         "bytes": load(&js.bytes),
     }))
@@ -765,6 +765,24 @@ async fn metrics(State(s): State<Shared>) -> Response {
         "gauge",
         "JetStream streams.",
         load(&js.streams),
+    );
+    metric(
+        "tern_jetstream_consumers",
+        "gauge",
+        "JetStream consumers.",
+        load(&js.consumers),
+    );
+    metric(
+        "tern_jetstream_memory_bytes",
+        "gauge",
+        "Bytes stored in memory streams.",
+        load(&js.memory),
+    );
+    metric(
+        "tern_jetstream_storage_bytes",
+        "gauge",
+        "Bytes stored in file streams.",
+        load(&js.storage),
     );
     metric(
         "tern_jetstream_messages",

@@ -46,6 +46,9 @@ pub(crate) struct JetStreamStats {
     pub(crate) storage: AtomicU64,
     pub(crate) api_total: AtomicU64,
     pub(crate) api_errors: AtomicU64,
+    pub(crate) consumers: AtomicU64,
+    /// Accounts with JetStream: each account's service counts itself.
+    pub(crate) accounts: AtomicU64,
     pub(crate) store_dir: Mutex<Option<std::path::PathBuf>>,
 }
 
