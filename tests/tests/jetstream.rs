@@ -1826,3 +1826,39 @@ async fn each_account_has_its_own_jetstream() {
         vec!["b.orders"]
     );
 }
+
+/// Stream features Tern does not have yet are refused with an error that
+/// says so, never taken and ignored.
+#[tokio::test]
+async fn unimplemented_stream_features_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    for (extra, words) in [
+        (
+            r#""republish":{"src":">","dest":"copy.>"}"#,
+            "republish is not implemented",
+        ),
+        (
+            r#""subject_transform":{"src":"r.>","dest":"t.>"}"#,
+            "subject transforms are not implemented",
+        ),
+        (r#""mirror":{"name":"OTHER"}"#, "mirrors and sources"),
+        (r#""sources":[{"name":"OTHER"}]"#, "mirrors and sources"),
+    ] {
+        let body = format!(r#"{{"name":"R","subjects":["r.>"],{extra}}}"#);
+        let reply = timeout(WAIT, client.request("$JS.API.STREAM.CREATE.R", body.into()))
+            .await
+            .unwrap()
+            .unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(reply["error"]["err_code"], 10052, "{reply}");
+        assert!(
+            reply["error"]["description"]
+                .as_str()
+                .unwrap()
+                .contains(words),
+            "{reply}"
+        );
+    }
+}

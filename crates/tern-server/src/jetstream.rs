@@ -3022,6 +3022,15 @@ fn validate_stream_config(config: &StreamConfig) -> Result<(), ApiError> {
         return Err(ApiErrorCode::STREAM_INVALID_CONFIG
             .with(&[&"mirrors and sources are not implemented yet in tern"]));
     }
+    // Taken and ignored, a client would wait for messages that never come.
+    if config.republish.is_some() {
+        return Err(ApiErrorCode::STREAM_INVALID_CONFIG
+            .with(&[&"republish is not implemented yet in tern"]));
+    }
+    if config.subject_transform.is_some() {
+        return Err(ApiErrorCode::STREAM_INVALID_CONFIG
+            .with(&[&"subject transforms are not implemented yet in tern"]));
+    }
     Ok(())
 }
 
