@@ -801,3 +801,99 @@ async fn pull_request_statuses_agree_with_nats_server() {
     }
     assert_eq!(seen[1], seen[0], "tern, then nats-server");
 }
+
+/// `max_ack_pending` holds deliveries back; consumer and stream listings
+/// page and count as nats-server's.
+#[tokio::test]
+async fn max_ack_pending_and_listings_agree_with_nats_server() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.M",
+        json!({"name": "M", "subjects": ["m.>"], "storage": "file"}),
+    )
+    .await;
+    for _ in 0..5 {
+        p.publish("m.x", "m").await;
+    }
+    p.same(
+        "$JS.API.CONSUMER.CREATE.M.C",
+        json!({"stream_name": "M", "config": {"durable_name": "C", "ack_policy": "explicit", "max_ack_pending": 2}}),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for client in [&p.nats, &p.tern] {
+        let mut log = Vec::new();
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.M.C",
+                inbox,
+                r#"{"batch":5,"expires":300000000}"#.into(),
+            )
+            .await
+            .unwrap();
+        let mut acks = Vec::new();
+        for _ in 0..3 {
+            let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+            log.push(format!("{:?}", msg.status.map(u16::from)));
+            if let Some(reply) = msg.reply {
+                acks.push(reply);
+            }
+        }
+        // Acking one lets one more out.
+        client.publish(acks[0].clone(), "".into()).await.unwrap();
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.M.C",
+                inbox,
+                r#"{"batch":5,"expires":300000000}"#.into(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+            log.push(format!("{:?}", msg.status.map(u16::from)));
+        }
+        seen.push(log);
+    }
+    assert_eq!(seen[1], seen[0], "tern, then nats-server");
+    for name in ["D1", "D2", "D3"] {
+        p.same(
+            &format!("$JS.API.CONSUMER.CREATE.M.{name}"),
+            json!({"stream_name": "M", "config": {"durable_name": name, "ack_policy": "explicit"}}),
+        )
+        .await;
+    }
+    p.same("$JS.API.CONSUMER.DELETE.M.D2", json!({})).await;
+    p.same("$JS.API.CONSUMER.DELETE.M.D2", json!({})).await;
+    for (subject, body) in [
+        ("$JS.API.CONSUMER.NAMES.M", json!({})),
+        ("$JS.API.CONSUMER.NAMES.M", json!({"offset": 2})),
+        ("$JS.API.CONSUMER.LIST.M", json!({})),
+        ("$JS.API.STREAM.NAMES", json!({})),
+        ("$JS.API.STREAM.LIST", json!({"offset": 1})),
+    ] {
+        let theirs = request(&p.nats, subject, &body).await;
+        let ours = request(&p.tern, subject, &body).await;
+        let shape = |r: &Value| {
+            let items = r["consumers"].as_array().or(r["streams"].as_array());
+            json!([
+                r["total"],
+                r["offset"],
+                r["limit"],
+                items.map(|i| i.len()),
+                r["consumers"]
+                    .as_array()
+                    .map(|c| c.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+            ])
+        };
+        assert_eq!(
+            shape(&ours),
+            shape(&theirs),
+            "{subject} {body}\n tern {ours}\n nats {theirs}"
+        );
+    }
+}

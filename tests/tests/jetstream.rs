@@ -1862,3 +1862,152 @@ async fn unimplemented_stream_features_are_refused() {
         );
     }
 }
+
+/// Timers: a pull request ends with `408` at its `expires` and sends `100`
+/// heartbeats meanwhile; redeliveries follow `backoff`; `max_age` expires
+/// messages; an idle ephemeral consumer goes after `inactive_threshold`.
+#[tokio::test]
+async fn pull_timers_backoff_max_age_and_inactive_threshold() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let stream = js
+        .create_stream(stream::Config {
+            max_age: Duration::from_secs(1),
+            ..orders()
+        })
+        .await
+        .unwrap();
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("b".into()),
+            ack_policy: AckPolicy::Explicit,
+            backoff: vec![Duration::from_millis(300), Duration::from_millis(600)],
+            max_deliver: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Nothing stored: heartbeats, then 408 at expiry.
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    let asked = std::time::Instant::now();
+    client
+        .publish_with_reply(
+            "$JS.API.CONSUMER.MSG.NEXT.ORDERS.b",
+            inbox,
+            r#"{"batch":1,"expires":700000000,"idle_heartbeat":200000000}"#.into(),
+        )
+        .await
+        .unwrap();
+    let mut statuses = Vec::new();
+    loop {
+        let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+        let code = msg.status.map(u16::from);
+        statuses.push(code);
+        if code != Some(100) {
+            break;
+        }
+    }
+    assert!(
+        asked.elapsed() >= Duration::from_millis(650),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(statuses.last(), Some(&Some(408)), "{statuses:?}");
+    assert!(
+        statuses.len() >= 2,
+        "heartbeats before the end: {statuses:?}"
+    );
+    // One message, never acked: delivered at 0, then after 300 ms and 600 ms.
+    js.publish("orders.1", "x".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut at = Vec::new();
+    let start = std::time::Instant::now();
+    for _ in 0..3 {
+        let msg = timeout(WAIT, messages.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        at.push(start.elapsed());
+        assert_eq!(msg.info().unwrap().delivered as usize, at.len());
+    }
+    assert!(at[1] - at[0] >= Duration::from_millis(280), "{at:?}");
+    assert!(at[2] - at[1] >= Duration::from_millis(580), "{at:?}");
+    drop(messages);
+    // max_age: the message goes within a few seconds of its second.
+    let mut stream = stream;
+    let mut left = 1;
+    for _ in 0..100 {
+        left = stream.info().await.unwrap().state.messages;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "expired by max_age");
+    // An ephemeral consumer nobody uses goes after inactive_threshold.
+    let ephemeral: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            inactive_threshold: Duration::from_millis(300),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let name = ephemeral.cached_info().name.clone();
+    let mut gone = false;
+    for _ in 0..100 {
+        if stream.consumer_info(&name).await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "ephemeral consumer {name} still there");
+}
+
+/// `filter_subjects` (2.10): a consumer takes several subjects, in stream
+/// order.
+#[tokio::test]
+async fn filter_subjects_take_several_subjects() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+    let stream = js.create_stream(orders()).await.unwrap();
+    for (i, subject) in ["a", "b", "c", "a", "c", "b"].iter().enumerate() {
+        js.publish(format!("orders.{subject}"), format!("{subject}{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("ac".into()),
+            ack_policy: AckPolicy::Explicit,
+            filter_subjects: vec!["orders.a".into(), "orders.c".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(10).messages().await.unwrap();
+    let mut got = Vec::new();
+    while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+        let msg = msg.unwrap();
+        msg.ack().await.unwrap();
+        got.push(String::from_utf8_lossy(&msg.payload).into_owned());
+    }
+    assert_eq!(got, ["a0", "c2", "a3", "c4"]);
+    let mut consumer = consumer;
+    assert_eq!(consumer.info().await.unwrap().num_pending, 0);
+}
