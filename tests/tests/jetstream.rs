@@ -1176,6 +1176,82 @@ async fn interest_retention_with_ack_all_and_none_and_headers_only_pulls() {
     assert_eq!(left, 0);
 }
 
+/// On an interest stream, the messages only a deleted consumer still wanted
+/// go with it; the others stay for the consumers that want them.
+#[tokio::test]
+async fn deleting_an_interest_consumer_removes_what_only_it_wanted() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let js = jetstream::new(connect(&server.url()).await);
+    let mut stream = js
+        .create_stream(stream::Config {
+            name: "INT".into(),
+            subjects: vec!["int.>".into()],
+            retention: stream::RetentionPolicy::Interest,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let consumer = |name: &str, filter: &str| pull::Config {
+        durable_name: Some(name.into()),
+        ack_policy: AckPolicy::Explicit,
+        filter_subject: filter.into(),
+        ..Default::default()
+    };
+    let everything: jetstream::consumer::PullConsumer =
+        stream.create_consumer(consumer("all", "")).await.unwrap();
+    stream
+        .create_consumer::<pull::Config>(consumer("a", "int.a"))
+        .await
+        .unwrap();
+    stream
+        .create_consumer::<pull::Config>(consumer("b", "int.b"))
+        .await
+        .unwrap();
+    for subject in ["int.a", "int.b", "int.a", "int.b", "int.c"] {
+        js.publish(subject, "x".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // "all" acks everything; "a" and "b" ack nothing.
+    let mut batch = everything
+        .fetch()
+        .max_messages(10)
+        .messages()
+        .await
+        .unwrap();
+    while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+        msg.unwrap().double_ack().await.unwrap();
+    }
+    let probe = stream.clone();
+    let count = move |expected: u64| {
+        let mut stream = probe.clone();
+        async move {
+            let mut left = u64::MAX;
+            for _ in 0..100 {
+                left = stream.info().await.unwrap().state.messages;
+                if left == expected {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            left
+        }
+    };
+    assert_eq!(count(4).await, 4, "int.c went; a's and b's wait");
+    stream.delete_consumer("a").await.unwrap();
+    assert_eq!(count(2).await, 2, "a's messages went with it");
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.first_sequence, 2, "b's stay: {:?}", info.state);
+    stream.delete_consumer("b").await.unwrap();
+    stream.delete_consumer("all").await.unwrap();
+    assert_eq!(count(0).await, 0);
+}
+
 /// A durable `last_per_subject` consumer stopped before it handed out every
 /// subject's last message goes on with the rest after a restart, rather than
 /// from the start of the stream; a subject written to meanwhile gets its

@@ -64,6 +64,19 @@ const BATCH_MAX: usize = 4096;
 const NAMES_PAGE: usize = 1024;
 const LIST_PAGE: usize = 256;
 
+/// Sequences of one stream [`JetStream::recheck_interest`] looks at per tick.
+const RECHECK_PER_TICK: u64 = 2_000;
+
+impl Stream {
+    /// A consumer went: on an interest stream, what only it wanted goes too.
+    fn consumer_removed(&mut self) {
+        if self.config.retention == tern_protocol::jetstream::RetentionPolicy::Interest {
+            let first = self.store.state().map_or(1, |state| state.first_seq);
+            self.recheck_from = Some(first.max(1));
+        }
+    }
+}
+
 /// One stream: its configuration, its store and its publish state.
 struct Stream {
     config: StreamConfig,
@@ -77,6 +90,9 @@ struct Stream {
     consumers: BTreeMap<String, Consumer>,
     /// Messages consumed under workqueue/interest retention, to delete.
     retired: Vec<u64>,
+    /// Interest retention, after a consumer went: the next sequence to check
+    /// for messages no remaining consumer wants (a few per tick).
+    recheck_from: Option<u64>,
 }
 
 /// The JetStream service of one account (the default account, and every
@@ -272,6 +288,7 @@ impl JetStream {
                 last_msg_id: None,
                 consumers: BTreeMap::new(),
                 retired: Vec::new(),
+                recheck_from: None,
             },
         );
         Ok(())
@@ -287,6 +304,7 @@ impl JetStream {
                 _ = shutdown.changed() => break,
                 _ = expiry.tick() => self.expire().await,
                 _ = consumer_timer.tick() => {
+                    self.recheck_interest();
                     self.tick_consumers();
                     let now = self.now_ns();
                     self.push_heartbeats_and_cleanup(now);
@@ -1680,6 +1698,7 @@ impl JetStream {
         let Some(consumer) = stream.consumers.remove(name) else {
             return Err(ApiErrorCode::CONSUMER_NOT_FOUND.into());
         };
+        stream.consumer_removed();
         let store = stream.store.clone();
         let name = name.to_owned();
         let _ = tokio::task::spawn_blocking(move || store.delete_consumer(&name)).await;
@@ -1981,10 +2000,39 @@ impl JetStream {
             !takes_it
                 || (seq < c.next_seq
                     && !c.pending.contains_key(&seq)
-                    && !c.redeliver.contains(&seq))
+                    && !c.redeliver.contains(&seq)
+                    && !c.initial.contains(&seq))
         });
         if consumed {
             stream.retired.push(seq);
+        }
+    }
+
+    /// Interest retention: after a consumer went, the messages no remaining
+    /// consumer wants are retired, [`RECHECK_PER_TICK`] sequences per tick
+    /// and stream, as nats-server removes them.
+    fn recheck_interest(&mut self) {
+        let due: Vec<(String, u64)> = self
+            .streams
+            .iter()
+            .filter_map(|(name, s)| s.recheck_from.map(|from| (name.clone(), from)))
+            .collect();
+        for (name, from) in due {
+            let Some(last) = self
+                .streams
+                .get(&name)
+                .and_then(|s| s.store.state().ok())
+                .map(|state| state.last_seq)
+            else {
+                continue;
+            };
+            let to = last.min(from.saturating_add(RECHECK_PER_TICK - 1));
+            for seq in from..=to {
+                self.retire_if_consumed(&name, seq);
+            }
+            if let Some(stream) = self.streams.get_mut(&name) {
+                stream.recheck_from = (to < last).then_some(to + 1);
+            }
         }
     }
 
@@ -2380,6 +2428,7 @@ impl JetStream {
         for (stream_name, name) in idle {
             if let Some(stream) = self.streams.get_mut(&stream_name) {
                 stream.consumers.remove(&name);
+                stream.consumer_removed();
             }
         }
         for (deliver, consumer_seq, stream_seq) in heartbeats {
