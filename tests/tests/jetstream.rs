@@ -1252,6 +1252,82 @@ async fn deleting_an_interest_consumer_removes_what_only_it_wanted() {
     assert_eq!(count(0).await, 0);
 }
 
+/// After a restart, ephemeral consumers are gone: on an interest stream,
+/// the messages only they wanted go too. A durable updated without its
+/// durable name stays durable.
+#[tokio::test]
+async fn interest_messages_of_ephemerals_go_after_a_restart() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    {
+        let mut server = launch_js(dir.path(), Some(port));
+        let client = connect(&server.url()).await;
+        let js = jetstream::new(client.clone());
+        let stream = js
+            .create_stream(stream::Config {
+                name: "INT".into(),
+                subjects: vec!["int.>".into()],
+                retention: stream::RetentionPolicy::Interest,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        stream
+            .create_consumer::<pull::Config>(pull::Config {
+                ack_policy: AckPolicy::Explicit,
+                filter_subject: "int.e".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        stream
+            .create_consumer::<pull::Config>(pull::Config {
+                durable_name: Some("d".into()),
+                ack_policy: AckPolicy::Explicit,
+                filter_subject: "int.d".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for subject in ["int.e", "int.d", "int.e", "int.d"] {
+            js.publish(subject, "x".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        // An update of "d" that leaves the durable name out.
+        let reply = client
+            .request(
+                "$JS.API.CONSUMER.CREATE.INT.d",
+                r#"{"stream_name":"INT","config":{"name":"d","ack_policy":"explicit","filter_subject":"int.d","max_deliver":7}}"#.into(),
+            )
+            .await
+            .unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(reply["config"]["durable_name"], "d", "{reply}");
+        assert_eq!(reply["config"]["max_deliver"], 7, "{reply}");
+        server.signal("TERM");
+        assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    }
+    let server = launch_js(dir.path(), Some(port));
+    let js = jetstream::new(connect(&server.url()).await);
+    let mut stream = js.get_stream("INT").await.unwrap();
+    let mut left = u64::MAX;
+    for _ in 0..100 {
+        left = stream.info().await.unwrap().state.messages;
+        if left == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 2, "only d's messages stay");
+    let d = stream.consumer_info("d").await.unwrap();
+    assert_eq!(d.config.max_deliver, 7, "the update was saved");
+    assert_eq!(d.num_pending, 2);
+}
+
 /// A durable `last_per_subject` consumer stopped before it handed out every
 /// subject's last message goes on with the rest after a restart, rather than
 /// from the start of the stream; a subject written to meanwhile gets its
@@ -2086,4 +2162,65 @@ async fn filter_subjects_take_several_subjects() {
     assert_eq!(got, ["a0", "c2", "a3", "c4"]);
     let mut consumer = consumer;
     assert_eq!(consumer.info().await.unwrap().num_pending, 0);
+}
+
+/// A push consumer moved to another deliver subject sends what the old
+/// subscriber had not acked to the new one at once, as nats-server does.
+#[tokio::test]
+async fn a_push_consumer_moved_to_a_new_subject_sends_the_unacked_again() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    js.create_stream(orders()).await.unwrap();
+    for i in 0..3 {
+        js.publish(format!("orders.{i}"), "x".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let create = |deliver: &str| {
+        format!(
+            r#"{{"stream_name":"ORDERS","config":{{"durable_name":"p","ack_policy":"explicit","deliver_subject":"{deliver}"}}}}"#
+        )
+    };
+    let mut first = client.subscribe("first.inbox").await.unwrap();
+    let reply = client
+        .request(
+            "$JS.API.CONSUMER.CREATE.ORDERS.p",
+            create("first.inbox").into(),
+        )
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&reply.payload).contains("error"));
+    for _ in 0..3 {
+        timeout(WAIT, first.next()).await.unwrap().unwrap();
+    }
+    first.unsubscribe().await.unwrap();
+    tern_tests::round_trip(&client).await;
+    let mut second = client.subscribe("second.inbox").await.unwrap();
+    let reply = client
+        .request(
+            "$JS.API.CONSUMER.CREATE.ORDERS.p",
+            create("second.inbox").into(),
+        )
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(
+        reply["config"]["deliver_subject"], "second.inbox",
+        "{reply}"
+    );
+    let mut sequences = Vec::new();
+    for _ in 0..3 {
+        let msg = timeout(WAIT, second.next()).await.unwrap().unwrap();
+        let ack = msg.reply.unwrap().to_string();
+        // $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...
+        let tokens: Vec<&str> = ack.split('.').collect();
+        assert_eq!(tokens[4], "2", "a redelivery: {ack}");
+        sequences.push(tokens[5].to_owned());
+    }
+    assert_eq!(sequences, ["1", "2", "3"]);
 }

@@ -277,7 +277,7 @@ impl Consumer {
             self.delivered_stream_seq = seq;
         }
         if self.acks_required() {
-            let deadline_ns = now_ns + self.ack_wait_ns(deliveries);
+            let deadline_ns = now_ns.saturating_add(self.ack_wait_ns(deliveries));
             self.pending.insert(
                 seq,
                 Pending {
@@ -319,7 +319,7 @@ impl Consumer {
                 let exhausted = self.config.max_deliver > 0
                     && pending.deliveries >= self.config.max_deliver as u64;
                 match delay_ns {
-                    Some(delay) if delay > 0 => pending.deadline_ns = now_ns + delay,
+                    Some(delay) if delay > 0 => pending.deadline_ns = now_ns.saturating_add(delay),
                     // Due now. At `max_deliver` it is left to
                     // `expire_pending`, which gives up on it, rather than
                     // delivered once more.
@@ -335,7 +335,7 @@ impl Consumer {
                 let deliveries = pending.deliveries;
                 let wait = self.ack_wait_ns(deliveries);
                 if let Some(pending) = self.pending.get_mut(&seq) {
-                    pending.deadline_ns = now_ns + wait;
+                    pending.deadline_ns = now_ns.saturating_add(wait);
                 }
                 Vec::new()
             }
@@ -343,7 +343,7 @@ impl Consumer {
     }
 
     /// The ack floor is the last sequence below which everything is acked.
-    fn advance_ack_floor(&mut self) {
+    pub(crate) fn advance_ack_floor(&mut self) {
         match self.pending.iter().next() {
             Some((&seq, p)) => {
                 self.ack_floor_stream_seq = seq - 1;

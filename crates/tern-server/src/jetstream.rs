@@ -64,15 +64,35 @@ const BATCH_MAX: usize = 4096;
 const NAMES_PAGE: usize = 1024;
 const LIST_PAGE: usize = 256;
 
-/// Sequences of one stream [`JetStream::recheck_interest`] looks at per tick.
-const RECHECK_PER_TICK: u64 = 2_000;
+/// Messages of one stream [`JetStream::recheck_interest`] looks at per
+/// tick, and the bytes it reads at most doing so.
+const RECHECK_PER_TICK: u64 = 1_000;
+const RECHECK_BYTES_PER_TICK: usize = 4 << 20;
 
 impl Stream {
-    /// A consumer went: on an interest stream, what only it wanted goes too.
+    /// A consumer went (or its filters changed; or, after a restart, the
+    /// ephemeral ones are gone): on an interest stream, what only it wanted
+    /// goes too. Messages stored later are checked as they come.
     fn consumer_removed(&mut self) {
-        if self.config.retention == tern_protocol::jetstream::RetentionPolicy::Interest {
-            let first = self.store.state().map_or(1, |state| state.first_seq);
-            self.recheck_from = Some(first.max(1));
+        if self.config.retention != tern_protocol::jetstream::RetentionPolicy::Interest {
+            return;
+        }
+        let Ok(state) = self.store.state() else {
+            // Unreadable for now: the whole range, as far as it goes.
+            self.recheck = Some((1, u64::MAX));
+            return;
+        };
+        if state.messages == 0 {
+            return;
+        }
+        match &mut self.recheck {
+            // Checking already: on to the new end, then once more from the
+            // start for what the cursor passed.
+            Some((_, to)) => {
+                *to = (*to).max(state.last_seq);
+                self.recheck_again = true;
+            }
+            None => self.recheck = Some((state.first_seq.max(1), state.last_seq)),
         }
     }
 }
@@ -90,9 +110,11 @@ struct Stream {
     consumers: BTreeMap<String, Consumer>,
     /// Messages consumed under workqueue/interest retention, to delete.
     retired: Vec<u64>,
-    /// Interest retention, after a consumer went: the next sequence to check
-    /// for messages no remaining consumer wants (a few per tick).
-    recheck_from: Option<u64>,
+    /// Interest retention, after a consumer went: the sequences still to
+    /// check for messages no remaining consumer wants (a few per tick), and
+    /// whether another consumer went meanwhile (check again from the start).
+    recheck: Option<(u64, u64)>,
+    recheck_again: bool,
 }
 
 /// The JetStream service of one account (the default account, and every
@@ -265,6 +287,9 @@ impl JetStream {
                 }
                 stream.consumers.insert(consumer_name, consumer);
             }
+            // Ephemeral consumers did not survive the restart: on an
+            // interest stream, what only they wanted goes.
+            stream.consumer_removed();
         }
         Ok(())
     }
@@ -288,7 +313,8 @@ impl JetStream {
                 last_msg_id: None,
                 consumers: BTreeMap::new(),
                 retired: Vec::new(),
-                recheck_from: None,
+                recheck: None,
+                recheck_again: false,
             },
         );
         Ok(())
@@ -1482,6 +1508,13 @@ impl JetStream {
             });
         }
         config.name = name.clone();
+        // A consumer stays durable once it is: an update without the
+        // durable name keeps it (nats-server keeps its state on disk too).
+        if config.durable_name.is_empty() {
+            if let Some(existing) = stream.consumers.get(&name) {
+                config.durable_name = existing.config.durable_name.clone();
+            }
+        }
         let config = config.with_defaults(&stream.config.consumer_limits);
         if stream.config.retention == tern_protocol::jetstream::RetentionPolicy::WorkQueue {
             if config.ack_policy != tern_protocol::jetstream::AckPolicy::Explicit
@@ -1543,30 +1576,61 @@ impl JetStream {
                         .lookup(existing.config.deliver_subject.as_bytes())
                         .is_some_and(|r| !r.is_empty());
                 check_consumer_update(&existing.config, &config, bound)?;
-                existing.config = config.clone();
-                existing.dirty = true;
-                if existing.is_durable() {
+                // Saved first: a failed save changes nothing.
+                if !config.durable_name.is_empty() {
                     let saved = serde_json::to_vec(&SavedConsumer {
-                        config,
+                        config: config.clone(),
                         created_ns: existing.created_ns,
                         initial_upto: existing.initial_upto,
                     })
                     .unwrap_or_default();
+                    let mut ops = vec![StreamOp::SaveConsumerConfig {
+                        name: name.clone(),
+                        config: saved.into(),
+                    }];
+                    if !existing.is_durable() {
+                        // An ephemeral made durable: its position too.
+                        ops.push(StreamOp::SaveConsumerState {
+                            name: name.clone(),
+                            state: existing.state(),
+                        });
+                    }
                     let store = stream.store.clone();
-                    let consumer_name = name.clone();
-                    tokio::task::spawn_blocking(move || {
-                        store.apply_batch(vec![StreamOp::SaveConsumerConfig {
-                            name: consumer_name,
-                            config: saved.into(),
-                        }])
-                    })
-                    .await
-                    .map_err(|e| ApiErrorCode::STREAM_STORE_FAILED.with(&[&e]))?
-                    .into_iter()
-                    .find_map(Result::err)
-                    .map_or(Ok(()), |e| {
-                        Err(ApiErrorCode::STREAM_STORE_FAILED.with(&[&e]))
-                    })?;
+                    let failed = tokio::task::spawn_blocking(move || store.apply_batch(ops))
+                        .await
+                        .map_err(|e| ApiErrorCode::STREAM_STORE_FAILED.with(&[&e]))?
+                        .into_iter()
+                        .find_map(Result::err);
+                    if let Some(e) = failed {
+                        return Err(ApiErrorCode::STREAM_STORE_FAILED.with(&[&e]));
+                    }
+                }
+                let filters_changed = existing.config.filter_subject != config.filter_subject
+                    || existing.config.filter_subjects != config.filter_subjects;
+                let deliver_changed = existing.config.deliver_subject != config.deliver_subject;
+                existing.config = config;
+                existing.dirty = true;
+                if deliver_changed {
+                    // A new subscriber: no flow control request of the old
+                    // one is outstanding, and what the old one had is sent
+                    // again now, as nats-server does.
+                    existing.flow_control_pending = None;
+                    existing.bytes_since_flow_control = 0;
+                    let owed: Vec<u64> = existing.pending.keys().copied().collect();
+                    existing.redeliver.extend(owed);
+                }
+                if filters_changed {
+                    if existing.initial_upto > 0 && !existing.initial.is_empty() {
+                        // Still handing out last messages: the new filters'.
+                        existing.initial = last_per_subject(
+                            stream.store.as_ref(),
+                            &existing.filters(),
+                            existing.delivered_stream_seq,
+                            existing.initial_upto,
+                        );
+                    }
+                    // What only the old filters took may be wanted by nobody.
+                    stream.consumer_removed();
                 }
             }
         } else {
@@ -1989,6 +2053,22 @@ impl JetStream {
         let Ok(message) = stream.store.get(seq) else {
             return;
         };
+        self.retire_message_if_consumed(stream_name, &message);
+    }
+
+    /// [`JetStream::retire_if_consumed`] for a message already read.
+    fn retire_message_if_consumed(
+        &mut self,
+        stream_name: &str,
+        message: &tern_storage::StoredMessage,
+    ) {
+        let Some(stream) = self.streams.get_mut(stream_name) else {
+            return;
+        };
+        if stream.config.retention == tern_protocol::jetstream::RetentionPolicy::Limits {
+            return;
+        }
+        let seq = message.seq;
         let consumed = stream.consumers.values().all(|c| {
             let takes_it = {
                 let filters = c.filters();
@@ -2012,26 +2092,47 @@ impl JetStream {
     /// consumer wants are retired, [`RECHECK_PER_TICK`] sequences per tick
     /// and stream, as nats-server removes them.
     fn recheck_interest(&mut self) {
-        let due: Vec<(String, u64)> = self
+        let due: Vec<(String, (u64, u64))> = self
             .streams
             .iter()
-            .filter_map(|(name, s)| s.recheck_from.map(|from| (name.clone(), from)))
+            .filter_map(|(name, s)| s.recheck.map(|range| (name.clone(), range)))
             .collect();
-        for (name, from) in due {
-            let Some(last) = self
-                .streams
-                .get(&name)
-                .and_then(|s| s.store.state().ok())
-                .map(|state| state.last_seq)
-            else {
-                continue;
-            };
-            let to = last.min(from.saturating_add(RECHECK_PER_TICK - 1));
-            for seq in from..=to {
-                self.retire_if_consumed(&name, seq);
+        for (name, (from, to)) in due {
+            let (mut seq, mut bytes, mut checked) = (from, 0usize, 0u64);
+            while seq <= to && checked < RECHECK_PER_TICK && bytes < RECHECK_BYTES_PER_TICK {
+                let Some(stream) = self.streams.get(&name) else {
+                    break;
+                };
+                // The next stored message, whatever was removed between.
+                let message = match stream.store.next_matching(seq, b">") {
+                    Ok(Some(message)) if message.seq <= to => message,
+                    Ok(_) => {
+                        seq = to.saturating_add(1);
+                        break;
+                    }
+                    // Damaged: passed over, and kept.
+                    Err(StorageError::Corrupt { seq: bad, .. }) if bad >= seq => {
+                        seq = bad.saturating_add(1);
+                        checked += 1;
+                        continue;
+                    }
+                    // Unreadable for now: tried again at the next tick.
+                    Err(_) => break,
+                };
+                bytes += message.payload.len() + message.subject.len();
+                checked += 1;
+                seq = message.seq.saturating_add(1);
+                self.retire_message_if_consumed(&name, &message);
             }
             if let Some(stream) = self.streams.get_mut(&name) {
-                stream.recheck_from = (to < last).then_some(to + 1);
+                stream.recheck = if seq <= to {
+                    Some((seq, to))
+                } else if std::mem::take(&mut stream.recheck_again) {
+                    let first = stream.store.state().map_or(1, |state| state.first_seq);
+                    Some((first.max(1), to))
+                } else {
+                    None
+                };
             }
         }
     }
@@ -2372,7 +2473,7 @@ impl JetStream {
     /// Idle heartbeats of push consumers, and removal of ephemeral consumers
     /// nobody used for their `inactive_threshold`.
     fn push_heartbeats_and_cleanup(&mut self, now: u64) {
-        let mut heartbeats: Vec<(String, u64, u64)> = Vec::new();
+        let mut heartbeats: Vec<(String, u64, u64, Option<String>)> = Vec::new();
         let mut idle: Vec<(String, String)> = Vec::new();
         let mut interest_cache: HashMap<String, bool> = HashMap::new();
         let candidates: Vec<(String, String, String)> = self
@@ -2421,6 +2522,7 @@ impl JetStream {
                         consumer.config.deliver_subject.clone(),
                         consumer.delivered_consumer_seq,
                         consumer.delivered_stream_seq,
+                        consumer.flow_control_pending.clone(),
                     ));
                 }
             }
@@ -2431,7 +2533,7 @@ impl JetStream {
                 stream.consumer_removed();
             }
         }
-        for (deliver, consumer_seq, stream_seq) in heartbeats {
+        for (deliver, consumer_seq, stream_seq, stalled) in heartbeats {
             let mut headers = Headers::status(100, Some("Idle Heartbeat"));
             headers
                 .fields
@@ -2439,6 +2541,11 @@ impl JetStream {
             headers
                 .fields
                 .push(("Nats-Last-Stream".into(), stream_seq.to_string()));
+            // A flow control request the client may have missed: where to
+            // answer it (as nats-server tells stalled consumers).
+            if let Some(reply) = stalled {
+                headers.fields.push(("Nats-Consumer-Stalled".into(), reply));
+            }
             let encoded = headers.encode();
             self.router
                 .route(None, deliver.as_bytes(), None, Some(&encoded), b"");
@@ -2587,6 +2694,8 @@ fn next_for(
                     skipped_damaged(consumer, &e);
                 }
                 consumer.pending.remove(&seq);
+                consumer.advance_ack_floor();
+                consumer.dirty = true;
             }
         }
     }
