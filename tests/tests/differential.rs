@@ -897,3 +897,158 @@ async fn max_ack_pending_and_listings_agree_with_nats_server() {
         );
     }
 }
+
+/// One Key/Value script through async-nats's `kv` module on both servers:
+/// every result (revision, value, error kind) the same.
+#[tokio::test]
+async fn key_value_operations_agree_with_nats_server() {
+    use async_nats::jetstream::kv;
+    let Some(p) = pair().await else { return };
+    let mut seen = Vec::new();
+    for client in [&p.nats, &p.tern] {
+        let js = async_nats::jetstream::new(client.clone());
+        // The bucket's stream as async-nats makes it (its create_key_value
+        // itself fails on nats-server 2.9.10's answer to the 2.10 fields).
+        let created = request(
+            client,
+            "$JS.API.STREAM.CREATE.KV_B",
+            &json!({
+                "name": "KV_B", "subjects": ["$KV.B.>"], "max_msgs_per_subject": 3,
+                "discard": "new", "allow_rollup_hdrs": true, "deny_delete": true,
+                "allow_direct": true, "duplicate_window": 120_000_000_000u64,
+                "max_msg_size": -1, "storage": "file", "num_replicas": 1
+            }),
+        )
+        .await;
+        assert!(created.get("error").is_none(), "{created}");
+        let store: kv::Store = js.get_key_value("B").await.unwrap();
+        let mut log: Vec<String> = Vec::new();
+        let mut note = |what: &str, result: String| log.push(format!("{what}: {result}"));
+        note(
+            "put a",
+            format!(
+                "{:?}",
+                store.put("a", "1".into()).await.map_err(|e| e.kind())
+            ),
+        );
+        note(
+            "put a",
+            format!(
+                "{:?}",
+                store.put("a", "2".into()).await.map_err(|e| e.kind())
+            ),
+        );
+        note(
+            "create a",
+            format!(
+                "{:?}",
+                store.create("a", "x".into()).await.map_err(|e| e.kind())
+            ),
+        );
+        note(
+            "update a@1",
+            format!(
+                "{:?}",
+                store.update("a", "y".into(), 1).await.map_err(|e| e.kind())
+            ),
+        );
+        note(
+            "update a@2",
+            format!(
+                "{:?}",
+                store.update("a", "3".into(), 2).await.map_err(|e| e.kind())
+            ),
+        );
+        note(
+            "get a",
+            format!("{:?}", store.get("a").await.map_err(|e| e.kind())),
+        );
+        note(
+            "put b",
+            format!(
+                "{:?}",
+                store.put("b", "1".into()).await.map_err(|e| e.kind())
+            ),
+        );
+        note(
+            "delete b",
+            format!("{:?}", store.delete("b").await.map_err(|e| e.kind())),
+        );
+        note(
+            "get b",
+            format!("{:?}", store.get("b").await.map_err(|e| e.kind())),
+        );
+        let entry = store
+            .entry("b")
+            .await
+            .unwrap()
+            .map(|e| (e.revision, e.operation));
+        note("entry b", format!("{entry:?}"));
+        note(
+            "create b",
+            format!(
+                "{:?}",
+                store
+                    .create("b", "again".into())
+                    .await
+                    .map_err(|e| e.kind())
+            ),
+        );
+        note(
+            "put c",
+            format!(
+                "{:?}",
+                store.put("c", "1".into()).await.map_err(|e| e.kind())
+            ),
+        );
+        note(
+            "purge c",
+            format!("{:?}", store.purge("c").await.map_err(|e| e.kind())),
+        );
+        for _ in 0..3 {
+            store.put("a", "more".into()).await.unwrap();
+        }
+        let history: Vec<(u64, String)> = {
+            use futures::StreamExt;
+            let mut h = store.history("a").await.unwrap();
+            let mut out = Vec::new();
+            while let Some(entry) = timeout(WAIT, h.next()).await.unwrap() {
+                let entry = entry.unwrap();
+                out.push((
+                    entry.revision,
+                    String::from_utf8_lossy(&entry.value).into_owned(),
+                ));
+            }
+            out
+        };
+        note("history a", format!("{history:?}"));
+        let mut keys: Vec<String> = {
+            use futures::StreamExt;
+            let keys = store.keys().await.unwrap();
+            keys.map(|k| k.unwrap()).collect().await
+        };
+        keys.sort();
+        note("keys", format!("{keys:?}"));
+        let status = store.status().await.unwrap();
+        note(
+            "status",
+            format!("{} {}", status.values(), status.history()),
+        );
+        note(
+            "get rev 2",
+            format!(
+                "{:?}",
+                store
+                    .entry_for_revision("a", 2)
+                    .await
+                    .map(|e| e.map(|e| e.revision))
+                    .map_err(|e| e.kind())
+            ),
+        );
+        seen.push(log);
+    }
+    for (ours, theirs) in seen[1].iter().zip(&seen[0]) {
+        assert_eq!(ours, theirs, "tern, then nats-server");
+    }
+    assert_eq!(seen[1].len(), seen[0].len());
+}
