@@ -1052,3 +1052,71 @@ async fn key_value_operations_agree_with_nats_server() {
     }
     assert_eq!(seen[1].len(), seen[0].len());
 }
+
+/// `max_bytes` counts what nats-server counts (subject, ack subject,
+/// headers, payload), and the statuses that end a request carry what it
+/// still asked for.
+#[tokio::test]
+async fn pull_max_bytes_and_heartbeats_agree_with_nats_server() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.S",
+        json!({"name": "S", "subjects": ["s.>"], "storage": "file"}),
+    )
+    .await;
+    for _ in 0..5 {
+        p.publish("s.x", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx").await;
+    }
+    p.same(
+        "$JS.API.CONSUMER.CREATE.S.D",
+        json!({"stream_name": "S", "config": {"durable_name": "D", "ack_policy": "none"}}),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for client in [&p.nats, &p.tern] {
+        let mut log = Vec::new();
+        for body in [
+            r#"{"batch":10,"max_bytes":100,"expires":500000000}"#,
+            r#"{"batch":10,"max_bytes":100,"no_wait":true}"#,
+            r#"{"batch":10,"max_bytes":200,"no_wait":true}"#,
+            r#"{"batch":10,"expires":300000000,"idle_heartbeat":100000000}"#,
+        ] {
+            let inbox = client.new_inbox();
+            let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+            client
+                .publish_with_reply("$JS.API.CONSUMER.MSG.NEXT.S.D", inbox, body.into())
+                .await
+                .unwrap();
+            for _ in 0..20 {
+                let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+                let header = |name: &str| {
+                    msg.headers
+                        .as_ref()
+                        .and_then(|h| h.get(name))
+                        .map(|v| v.to_string())
+                };
+                match msg.status.map(u16::from) {
+                    None => log.push(format!("msg {}", msg.payload.len())),
+                    Some(code) => {
+                        let entry = format!(
+                            "{code} {:?} {:?} {:?}",
+                            msg.description,
+                            header("Nats-Pending-Messages"),
+                            header("Nats-Pending-Bytes")
+                        );
+                        // How many heartbeats fit before the expiry is
+                        // timing: compared as "some".
+                        if log.last() != Some(&entry) {
+                            log.push(entry);
+                        }
+                        if code != 100 {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        seen.push(log);
+    }
+    assert_eq!(seen[1], seen[0], "tern, then nats-server");
+}

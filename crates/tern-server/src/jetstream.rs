@@ -2263,7 +2263,26 @@ impl JetStream {
                 }
                 break;
             };
+            // As nats-server counts a delivery against max_bytes: subject,
+            // ack reply subject, headers and payload.
+            let ack_len = {
+                let deliveries = consumer
+                    .pending
+                    .get(&message.seq)
+                    .map_or(0, |p| p.deliveries)
+                    + 1;
+                let mut peek = remaining;
+                let pending_count = take_pending(&mut peek, consumer, message.seq);
+                format!(
+                    "$JS.ACK.{stream_name}.{consumer_name}.{deliveries}.{}.{}.{}.{pending_count}",
+                    message.seq,
+                    consumer.delivered_consumer_seq + 1,
+                    message.timestamp_ns
+                )
+                .len()
+            };
             let size = (message.subject.len()
+                + ack_len
                 + message.headers.as_ref().map_or(0, |h| h.len())
                 + message.payload.len()) as u64;
             if byte_budget.is_some_and(|budget| size > budget) {
@@ -2277,11 +2296,12 @@ impl JetStream {
                     consumer.initial.insert(message.seq);
                 }
                 if let Some(request) = consumer.waiting.pop_front() {
+                    let left = (request.remaining, request.remaining_bytes.unwrap_or(0));
                     sends.push((
                         request.reply,
                         Bytes::new(),
                         empty_message(),
-                        Some((409, 0, 0)),
+                        Some((409, left.0, left.1)),
                     ));
                 }
                 continue;
@@ -2314,7 +2334,13 @@ impl JetStream {
         let mut delivered = Vec::new();
         for (reply, ack, message, status) in sends {
             match status {
-                Some((409, _, _)) => self.send_status(&reply, 409, "Message Size Exceeds MaxBytes"),
+                Some((409, msgs, bytes)) => self.send_status_pending(
+                    &reply,
+                    409,
+                    "Message Size Exceeds MaxBytes",
+                    msgs,
+                    bytes,
+                ),
                 Some((408, msgs, bytes)) => {
                     self.send_status_pending(&reply, 408, "Request Timeout", msgs, bytes)
                 }
