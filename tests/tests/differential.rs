@@ -1120,3 +1120,82 @@ async fn pull_max_bytes_and_heartbeats_agree_with_nats_server() {
     }
     assert_eq!(seen[1], seen[0], "tern, then nats-server");
 }
+
+/// Push consumers: `headers_only` deliveries, idle heartbeats and their
+/// headers, and a `deliver_group` consumer that pushes only to members of
+/// its queue group.
+#[tokio::test]
+async fn push_deliveries_agree_with_nats_server() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.S",
+        json!({"name": "S", "subjects": ["s.>"], "storage": "file"}),
+    )
+    .await;
+    for client in [&p.nats, &p.tern] {
+        for _ in 0..3 {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("H", "v");
+            timeout(
+                WAIT,
+                client.request_with_headers("s.x".to_owned(), headers, "xxxxx".into()),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        }
+    }
+    let mut seen = Vec::new();
+    for client in [&p.nats, &p.tern] {
+        let mut log = Vec::new();
+        let mut sub = client.subscribe("dq").await.unwrap();
+        request(
+            client,
+            "$JS.API.CONSUMER.CREATE.S.P",
+            &json!({"stream_name": "S", "config": {"durable_name": "P", "ack_policy": "explicit",
+                "deliver_subject": "dq", "headers_only": true, "idle_heartbeat": 300_000_000u64,
+                "flow_control": true}}),
+        )
+        .await;
+        for _ in 0..4 {
+            let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+            let mut headers: Vec<(String, String)> = msg
+                .headers
+                .iter()
+                .flat_map(|h| h.iter())
+                .map(|(k, v)| (k.to_string(), v.iter().map(|v| v.to_string()).collect()))
+                .collect();
+            headers.sort();
+            log.push(format!(
+                "{} {} {:?} {:?} {headers:?}",
+                msg.subject,
+                msg.payload.len(),
+                msg.status.map(u16::from),
+                msg.description
+            ));
+            if let Some(reply) = msg.reply {
+                if reply.starts_with("$JS.ACK.") {
+                    client.publish(reply, "".into()).await.unwrap();
+                }
+            }
+        }
+        // deliver_group: a plain subscriber is not enough.
+        let mut plain = client.subscribe("dg").await.unwrap();
+        request(
+            client,
+            "$JS.API.CONSUMER.CREATE.S.G",
+            &json!({"stream_name": "S", "config": {"durable_name": "G", "ack_policy": "none",
+                "deliver_subject": "dg", "deliver_group": "g"}}),
+        )
+        .await;
+        let early = timeout(Duration::from_millis(500), plain.next()).await;
+        log.push(format!("plain subscriber alone got one: {}", early.is_ok()));
+        let mut member = client.queue_subscribe("dg", "g".into()).await.unwrap();
+        for _ in 0..3 {
+            timeout(WAIT, member.next()).await.unwrap().unwrap();
+        }
+        log.push("queue member got 3".into());
+        seen.push(log);
+    }
+    assert_eq!(seen[1], seen[0], "tern, then nats-server");
+}

@@ -2359,23 +2359,37 @@ impl JetStream {
         }
     }
 
+    /// Whether a push consumer has someone to deliver to: a subscriber of its
+    /// deliver subject or, with a `deliver_group`, a member of that queue
+    /// group (nats-server does not push to others then).
+    fn delivery_interest(&mut self, deliver: &str, group: &str) -> bool {
+        self.router.lookup(deliver.as_bytes()).is_some_and(|r| {
+            if group.is_empty() {
+                !r.is_empty()
+            } else {
+                r.queues.iter().any(|q| &*q.name == group)
+            }
+        })
+    }
+
     /// Pushes messages to a push consumer's deliver subject while someone
     /// listens there and `max_ack_pending` allows.
     fn serve_push(&mut self, stream_name: &str, consumer_name: &str, now: u64) {
-        let Some(deliver) = self
+        let Some((deliver, group)) = self
             .streams
             .get(stream_name)
             .and_then(|s| s.consumers.get(consumer_name))
-            .map(|c| c.config.deliver_subject.clone())
+            .map(|c| {
+                (
+                    c.config.deliver_subject.clone(),
+                    c.config.deliver_group.clone(),
+                )
+            })
         else {
             return;
         };
         // As nats-server, push only once someone subscribes to the deliver subject.
-        let interest = self
-            .router
-            .lookup(deliver.as_bytes())
-            .is_some_and(|r| !r.is_empty());
-        if !interest {
+        if !self.delivery_interest(&deliver, &group) {
             return;
         }
         let mut sends = Vec::new();
@@ -2501,31 +2515,31 @@ impl JetStream {
     fn push_heartbeats_and_cleanup(&mut self, now: u64) {
         let mut heartbeats: Vec<(String, u64, u64, Option<String>)> = Vec::new();
         let mut idle: Vec<(String, String)> = Vec::new();
-        let mut interest_cache: HashMap<String, bool> = HashMap::new();
-        let candidates: Vec<(String, String, String)> = self
+        let mut interest_cache: HashMap<(String, String), bool> = HashMap::new();
+        let candidates: Vec<(String, String)> = self
             .streams
-            .iter()
-            .flat_map(|(s, st)| {
-                st.consumers
-                    .values()
-                    .filter(|c| c.is_push())
-                    .map(move |c| (s.clone(), c.name.clone(), c.config.deliver_subject.clone()))
+            .values()
+            .flat_map(|st| {
+                st.consumers.values().filter(|c| c.is_push()).map(|c| {
+                    (
+                        c.config.deliver_subject.clone(),
+                        c.config.deliver_group.clone(),
+                    )
+                })
             })
             .collect();
-        for (_, _, deliver) in &candidates {
-            let interest = self
-                .router
-                .lookup(deliver.as_bytes())
-                .is_some_and(|r| !r.is_empty());
-            interest_cache.insert(deliver.clone(), interest);
+        for (deliver, group) in candidates {
+            let interest = self.delivery_interest(&deliver, &group);
+            interest_cache.insert((deliver, group), interest);
         }
         for (stream_name, stream) in &mut self.streams {
             for consumer in stream.consumers.values_mut() {
-                let interest = consumer.is_push()
-                    && interest_cache
-                        .get(&consumer.config.deliver_subject)
-                        .copied()
-                        .unwrap_or(false);
+                let key = (
+                    consumer.config.deliver_subject.clone(),
+                    consumer.config.deliver_group.clone(),
+                );
+                let interest =
+                    consumer.is_push() && interest_cache.get(&key).copied().unwrap_or(false);
                 if interest {
                     consumer.last_active_ns = now;
                 }
