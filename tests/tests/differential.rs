@@ -1199,3 +1199,107 @@ async fn push_deliveries_agree_with_nats_server() {
     }
     assert_eq!(seen[1], seen[0], "tern, then nats-server");
 }
+
+/// Consumer info through fetches, out-of-order acks and a redelivery:
+/// delivered, ack floor and the counts as nats-server keeps them.
+#[tokio::test]
+async fn consumer_info_figures_agree_with_nats_server() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.S",
+        json!({"name": "S", "subjects": ["s.>"], "storage": "file"}),
+    )
+    .await;
+    for i in 0..10u8 {
+        p.publish(["s.0", "s.1"][usize::from(i % 2)], "x").await;
+    }
+    let mut seen = Vec::new();
+    for client in [&p.nats, &p.tern] {
+        let mut log = Vec::new();
+        let figures = |info: &Value| {
+            json!([
+                info["delivered"]["consumer_seq"],
+                info["delivered"]["stream_seq"],
+                info["ack_floor"]["consumer_seq"],
+                info["ack_floor"]["stream_seq"],
+                info["num_ack_pending"],
+                info["num_redelivered"],
+                info["num_waiting"],
+                info["num_pending"],
+                info["delivered"].get("last_active").is_some(),
+                info["ack_floor"].get("last_active").is_some()
+            ])
+        };
+        let info = request(
+            client,
+            "$JS.API.CONSUMER.CREATE.S.D",
+            &json!({"stream_name": "S", "config": {"durable_name": "D", "ack_policy": "explicit",
+                "filter_subject": "s.1", "ack_wait": 400_000_000u64}}),
+        )
+        .await;
+        log.push(figures(&info));
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.S.D",
+                inbox,
+                r#"{"batch":3}"#.into(),
+            )
+            .await
+            .unwrap();
+        let mut replies = Vec::new();
+        for _ in 0..3 {
+            replies.push(
+                timeout(WAIT, sub.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .reply
+                    .unwrap(),
+            );
+        }
+        let info_now = |client: &async_nats::Client| {
+            let client = client.clone();
+            async move {
+                tern_tests::round_trip(&client).await;
+                request(&client, "$JS.API.CONSUMER.INFO.S.D", &json!({})).await
+            }
+        };
+        log.push(figures(&info_now(client).await));
+        // The second first, then the first: the floor moves only then.
+        client
+            .publish(replies[1].clone(), "+ACK".into())
+            .await
+            .unwrap();
+        log.push(figures(&info_now(client).await));
+        client
+            .publish(replies[0].clone(), "+ACK".into())
+            .await
+            .unwrap();
+        log.push(figures(&info_now(client).await));
+        // The third comes again after ack_wait.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.S.D",
+                inbox,
+                r#"{"batch":1}"#.into(),
+            )
+            .await
+            .unwrap();
+        let again = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+        log.push(json!(again
+            .reply
+            .unwrap()
+            .split('.')
+            .skip(4)
+            .take(3)
+            .collect::<Vec<_>>()));
+        log.push(figures(&info_now(client).await));
+        seen.push(log);
+    }
+    assert_eq!(seen[1], seen[0], "tern, then nats-server");
+}

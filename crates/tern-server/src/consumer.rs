@@ -63,6 +63,10 @@ pub(crate) struct Consumer {
     /// `last_per_subject`: the stream's last sequence at creation, which
     /// `initial` was taken up to (0 for other policies).
     pub(crate) initial_upto: u64,
+    /// When the consumer last delivered, and last took an ack (unix ns; 0
+    /// for never): the `last_active` of its info.
+    pub(crate) last_delivery_ns: u64,
+    pub(crate) last_ack_ns: u64,
     /// When the consumer last had interest or requests (unix ns), for
     /// removing idle ephemeral consumers.
     pub(crate) last_active_ns: u64,
@@ -150,6 +154,8 @@ impl Consumer {
             dirty: true,
             initial: BTreeSet::new(),
             initial_upto: 0,
+            last_delivery_ns: 0,
+            last_ack_ns: 0,
             last_active_ns: u64::try_from(created_ns).unwrap_or(0),
             last_sent_ns: u64::try_from(created_ns).unwrap_or(0),
             flow_control_pending: None,
@@ -268,6 +274,7 @@ impl Consumer {
         self.delivered_consumer_seq += 1;
         let consumer_seq = self.delivered_consumer_seq;
         self.dirty = true;
+        self.last_delivery_ns = now_ns;
         let redelivery = self.pending.get(&seq).map_or(0, |p| p.deliveries);
         let deliveries = redelivery + 1;
         if redelivery > 0 {
@@ -308,11 +315,13 @@ impl Consumer {
                 } else {
                     vec![seq]
                 };
-                for s in &done {
-                    self.pending.remove(s);
-                    self.redeliver.remove(s);
+                for &s in &done {
+                    self.redeliver.remove(&s);
+                    if let Some(p) = self.pending.remove(&s) {
+                        self.floor_after_ack(p.consumer_seq, s);
+                    }
                 }
-                self.advance_ack_floor();
+                self.last_ack_ns = now_ns;
                 done
             }
             AckKind::Nak { delay_ns } => {
@@ -344,14 +353,30 @@ impl Consumer {
 
     /// The ack floor is the last sequence below which everything is acked.
     pub(crate) fn advance_ack_floor(&mut self) {
-        match self.pending.iter().next() {
-            Some((&seq, p)) => {
-                self.ack_floor_stream_seq = seq - 1;
-                self.ack_floor_consumer_seq = p.consumer_seq.saturating_sub(1);
-            }
-            None => {
-                self.ack_floor_stream_seq = self.delivered_stream_seq;
-                self.ack_floor_consumer_seq = self.delivered_consumer_seq;
+        // Without an ack (a message given up on, or gone): the floor moves
+        // only once nothing is pending.
+        if self.pending.is_empty() {
+            self.ack_floor_consumer_seq = self.delivered_consumer_seq;
+            self.ack_floor_stream_seq = self.delivered_stream_seq;
+        }
+    }
+
+    /// The ack floor after the delivery `consumer_seq` of stream sequence
+    /// `seq` was acked, as nats-server moves it: everything delivered once
+    /// nothing is pending; else, when the ack is the one right above the
+    /// floor, up to just below the next pending message.
+    fn floor_after_ack(&mut self, consumer_seq: u64, seq: u64) {
+        if self.pending.is_empty() {
+            self.ack_floor_consumer_seq = self.delivered_consumer_seq;
+            self.ack_floor_stream_seq = self.delivered_stream_seq;
+        } else if consumer_seq == self.ack_floor_consumer_seq + 1 {
+            self.ack_floor_consumer_seq = consumer_seq;
+            self.ack_floor_stream_seq = seq;
+            if let Some((&next, p)) = self.pending.range(seq + 1..).next() {
+                if p.consumer_seq > 0 {
+                    self.ack_floor_consumer_seq = p.consumer_seq - 1;
+                    self.ack_floor_stream_seq = next - 1;
+                }
             }
         }
     }

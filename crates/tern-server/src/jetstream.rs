@@ -1738,12 +1738,12 @@ impl JetStream {
             delivered: SequenceInfo {
                 consumer_seq: c.delivered_consumer_seq,
                 stream_seq: c.delivered_stream_seq,
-                last_active: None,
+                last_active: (c.last_delivery_ns > 0).then(|| timestamp(c.last_delivery_ns)),
             },
             ack_floor: SequenceInfo {
                 consumer_seq: c.ack_floor_consumer_seq,
                 stream_seq: c.ack_floor_stream_seq,
-                last_active: None,
+                last_active: (c.last_ack_ns > 0).then(|| timestamp(c.last_ack_ns)),
             },
             num_ack_pending: c.pending.len() as u64,
             num_redelivered: c.redelivered_count,
