@@ -1303,3 +1303,115 @@ async fn consumer_info_figures_agree_with_nats_server() {
     }
     assert_eq!(seen[1], seen[0], "tern, then nats-server");
 }
+
+/// Requests that go wrong in the ways clients get wrong: the same error
+/// (code, err_code, description) from both servers.
+#[tokio::test]
+async fn api_errors_agree_with_nats_server() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.S",
+        json!({"name": "S", "subjects": ["s.>"], "storage": "file"}),
+    )
+    .await;
+    let cases: Vec<(&str, Value)> = vec![
+        (
+            "$JS.API.STREAM.CREATE.T",
+            json!({"name": "U", "subjects": ["t.>"]}),
+        ),
+        (
+            "$JS.API.STREAM.CREATE.T",
+            json!({"name": "T", "subjects": ["s.x"]}),
+        ),
+        (
+            "$JS.API.STREAM.CREATE.T",
+            json!({"name": "T", "subjects": ["t.>"], "num_replicas": 3}),
+        ),
+        (
+            "$JS.API.STREAM.CREATE.T",
+            json!({"name": "T", "subjects": ["t.>"], "max_msgs": 1, "discard": "new", "discard_new_per_subject": true}),
+        ),
+        (
+            "$JS.API.STREAM.CREATE.S",
+            json!({"name": "S", "subjects": ["s.>"], "max_msgs": 5}),
+        ),
+        (
+            "$JS.API.STREAM.UPDATE.NOPE",
+            json!({"name": "NOPE", "subjects": ["n.>"]}),
+        ),
+        ("$JS.API.STREAM.INFO.NOPE", json!({})),
+        ("$JS.API.STREAM.DELETE.NOPE", json!({})),
+        ("$JS.API.STREAM.PURGE.NOPE", json!({})),
+        ("$JS.API.STREAM.MSG.GET.NOPE", json!({"seq": 1})),
+        ("$JS.API.STREAM.MSG.GET.S", json!({"seq": 1})),
+        (
+            "$JS.API.STREAM.MSG.GET.S",
+            json!({"last_by_subj": "s.none"}),
+        ),
+        ("$JS.API.STREAM.MSG.DELETE.NOPE", json!({"seq": 1})),
+        ("$JS.API.CONSUMER.INFO.S.NOPE", json!({})),
+        ("$JS.API.CONSUMER.INFO.NOPE.C", json!({})),
+        ("$JS.API.CONSUMER.DELETE.S.NOPE", json!({})),
+        (
+            "$JS.API.CONSUMER.CREATE.NOPE",
+            json!({"stream_name": "NOPE", "config": {}}),
+        ),
+        (
+            "$JS.API.CONSUMER.CREATE.S",
+            json!({"stream_name": "OTHER", "config": {}}),
+        ),
+        (
+            "$JS.API.CONSUMER.CREATE.S.X",
+            json!({"stream_name": "S", "config": {"durable_name": "Y"}}),
+        ),
+        ("$JS.API.CONSUMER.NAMES.NOPE", json!({})),
+    ];
+    let mut differ = Vec::new();
+    for (subject, body) in cases {
+        let theirs = request(&p.nats, subject, &body).await;
+        let ours = request(&p.tern, subject, &body).await;
+        if outcome(&ours) != outcome(&theirs) {
+            differ.push(format!(
+                "{subject} {body}\n  tern: {}\n  nats: {}",
+                outcome(&ours),
+                outcome(&theirs)
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+/// Consumer names and filters in the create subject against the request.
+#[tokio::test]
+async fn consumer_create_subjects_are_checked_as_nats_server_checks_them() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.S",
+        json!({"name": "S", "subjects": ["s.>"], "storage": "file"}),
+    )
+    .await;
+    for (subject, config) in [
+        (
+            "$JS.API.CONSUMER.CREATE.S.X",
+            json!({"name": "Y", "durable_name": "Y"}),
+        ),
+        (
+            "$JS.API.CONSUMER.CREATE.S.X",
+            json!({"name": "X", "durable_name": "Y"}),
+        ),
+        (
+            "$JS.API.CONSUMER.CREATE.S.X.s.1",
+            json!({"name": "X", "filter_subject": "s.2"}),
+        ),
+        ("$JS.API.CONSUMER.CREATE.S", json!({"name": "a.b"})),
+        ("$JS.API.CONSUMER.CREATE.S", json!({"durable_name": "D"})),
+        ("$JS.API.STREAM.CREATE.T", json!(null)),
+    ] {
+        let body = if subject.starts_with("$JS.API.STREAM") {
+            json!({"name": "T", "subjects": ["t.>"], "max_msgs_per_subject": 1, "discard_new_per_subject": true})
+        } else {
+            json!({"stream_name": "S", "config": config})
+        };
+        p.same(subject, body).await;
+    }
+}

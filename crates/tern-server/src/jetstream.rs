@@ -897,12 +897,21 @@ impl JetStream {
                 self.direct_get(name, &rest.join("."), &msg.payload, &reply);
                 return;
             }
-            ["CONSUMER", "CREATE", stream, rest @ ..] => self
-                .create_consumer(stream, rest.first().copied(), false, &msg.payload)
+            ["CONSUMER", "CREATE", stream, rest @ ..] => {
+                // `.<name>`, then `.<filter>` (which may have dots) in 2.10's form.
+                let filter = (rest.len() > 1).then(|| rest[1..].join("."));
+                self.create_consumer(
+                    stream,
+                    rest.first().copied(),
+                    filter.as_deref(),
+                    false,
+                    &msg.payload,
+                )
                 .await
-                .map(|v| ("consumer_create_response", v)),
+                .map(|v| ("consumer_create_response", v))
+            }
             ["CONSUMER", "DURABLE", "CREATE", stream, durable] => self
-                .create_consumer(stream, Some(durable), true, &msg.payload)
+                .create_consumer(stream, Some(durable), None, true, &msg.payload)
                 .await
                 .map(|v| ("consumer_create_response", v)),
             ["CONSUMER", "INFO", stream, name] => self
@@ -1458,6 +1467,7 @@ impl JetStream {
         &mut self,
         stream_name: &str,
         name_in_subject: Option<&str>,
+        filter_in_subject: Option<&str>,
         legacy_durable: bool,
         body: &[u8],
     ) -> Result<Value, ApiError> {
@@ -1479,18 +1489,33 @@ impl JetStream {
             .get_mut(stream_name)
             .ok_or_else(|| ApiError::from(ApiErrorCode::STREAM_NOT_FOUND))?;
         let mut config = request.config;
-        validate_consumer(&config, &stream.config)?;
-        if let Some(subject_name) = name_in_subject {
-            if !config.durable_name.is_empty()
-                && config.durable_name != subject_name
-                && config.name.is_empty()
-            {
-                return Err(ApiErrorCode::BAD_REQUEST.with(&[]));
+        // The names and filter of the subject against the request's, in
+        // nats-server's words.
+        match name_in_subject {
+            Some(subject_name) => {
+                if !config.durable_name.is_empty() && config.durable_name != subject_name {
+                    return Err(ApiErrorCode::CONSUMER_DURABLE_NAME_NOT_MATCH_SUBJECT.into());
+                }
+                if config.name.is_empty() && config.durable_name.is_empty() {
+                    config.name = subject_name.to_owned();
+                }
             }
-            if config.name.is_empty() && config.durable_name.is_empty() {
-                config.name = subject_name.to_owned();
+            None if !config.durable_name.is_empty() => {
+                return Err(ApiErrorCode::CONSUMER_EPHEMERAL_WITH_DURABLE_NAME.into());
+            }
+            None => {}
+        }
+        if let Some(filter) = filter_in_subject {
+            if config.filter_subject != filter {
+                return Err(ApiErrorCode::CONSUMER_CREATE_FILTER_SUBJECT_MISMATCH.into());
             }
         }
+        for name in [&config.durable_name, &config.name] {
+            if name.contains(['.', '*', '>']) {
+                return Err(ApiErrorCode::CONSUMER_BAD_DURABLE_NAME.into());
+            }
+        }
+        validate_consumer(&config, &stream.config)?;
         let name = if !config.name.is_empty() {
             config.name.clone()
         } else if !config.durable_name.is_empty() {
@@ -3213,8 +3238,18 @@ fn validate_stream_config(config: &StreamConfig) -> Result<(), ApiError> {
         return Err(ApiErrorCode::STREAM_INVALID_CONFIG.with(&[&"max age needs to be >= 0"]));
     }
     if config.num_replicas > 1 {
-        return Err(ApiErrorCode::STREAM_INVALID_CONFIG
-            .with(&[&"replicas > 1 not supported in non-clustered mode"]));
+        return Err(ApiErrorCode::STREAM_REPLICAS_NOT_SUPPORTED.into());
+    }
+    if config.discard_new_per_subject
+        && (config.discard != tern_protocol::jetstream::DiscardPolicy::New
+            || config.max_msgs_per_subject <= 0)
+    {
+        let why = if config.discard != tern_protocol::jetstream::DiscardPolicy::New {
+            "discard new per subject requires discard new policy to be set"
+        } else {
+            "discard new per subject requires max msgs per subject > 0"
+        };
+        return Err(ApiErrorCode::STREAM_INVALID_CONFIG.with(&[&why]));
     }
     if config.mirror.is_some() || !config.sources.is_empty() {
         return Err(ApiErrorCode::STREAM_INVALID_CONFIG
