@@ -1415,3 +1415,73 @@ async fn consumer_create_subjects_are_checked_as_nats_server_checks_them() {
         p.same(subject, body).await;
     }
 }
+
+/// `republish`: stored messages go on to the destination, mapped as
+/// nats-server maps them, with the same headers; invalid settings are
+/// refused with its words.
+#[tokio::test]
+async fn republish_agrees_with_nats_server() {
+    let Some(p) = pair().await else { return };
+    for (i, republish) in [
+        json!({"src": "s.*", "dest": "r.{{wildcard(3)}}"}),
+        json!({"src": "s.*", "dest": "r.>"}),
+        json!({"src": "s.>", "dest": "s.x"}),
+        json!({"src": "t.>", "dest": "r.>"}),
+        json!({"src": "s.>", "dest": "r.>"}),
+        json!({"src": "s.*.*", "dest": "r.{{wildcard(2)}}.{{wildcard(1)}}"}),
+        json!({"src": "s.*", "dest": "r.$1", "headers_only": true}),
+        json!({"dest": "all.>"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("S{i}");
+        let reply = p
+            .same(
+                &format!("$JS.API.STREAM.CREATE.{name}"),
+                json!({"name": name, "subjects": ["s.>"], "republish": republish}),
+            )
+            .await;
+        if reply.get("error").is_some() {
+            continue;
+        }
+        let mut seen = Vec::new();
+        for client in [&p.nats, &p.tern] {
+            let mut sub = client.subscribe(">").await.unwrap();
+            for (subject, payload) in [("s.a.b", "one"), ("s.a", "two"), ("s.a", "three")] {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("K", payload);
+                timeout(
+                    WAIT,
+                    client.request_with_headers(subject.to_owned(), headers, payload.into()),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            }
+            let mut log = Vec::new();
+            while let Ok(Some(msg)) = timeout(Duration::from_millis(300), sub.next()).await {
+                let subject = msg.subject.to_string();
+                if subject.starts_with("s.")
+                    || subject.starts_with("_INBOX")
+                    || subject.starts_with('$')
+                {
+                    continue;
+                }
+                let mut headers: Vec<(String, String)> = msg
+                    .headers
+                    .iter()
+                    .flat_map(|h| h.iter())
+                    .filter(|(k, _)| k.to_string() != "Nats-Time-Stamp")
+                    .map(|(k, v)| (k.to_string(), v.iter().map(|v| v.to_string()).collect()))
+                    .collect();
+                headers.sort();
+                log.push(format!("{subject} {:?} {headers:?}", msg.payload));
+            }
+            seen.push(log);
+        }
+        assert_eq!(seen[1], seen[0], "{republish}: tern, then nats-server");
+        p.same(&format!("$JS.API.STREAM.DELETE.{name}"), json!({}))
+            .await;
+    }
+}

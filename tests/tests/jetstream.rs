@@ -1988,10 +1988,6 @@ async fn unimplemented_stream_features_are_refused() {
     let client = connect(&server.url()).await;
     for (extra, words) in [
         (
-            r#""republish":{"src":">","dest":"copy.>"}"#,
-            "republish is not implemented",
-        ),
-        (
             r#""subject_transform":{"src":"r.>","dest":"t.>"}"#,
             "subject transforms are not implemented",
         ),

@@ -115,6 +115,8 @@ struct Stream {
     /// whether another consumer went meanwhile (check again from the start).
     recheck: Option<(u64, u64)>,
     recheck_again: bool,
+    /// `republish`: where stored messages go next.
+    republish: Option<crate::transform::Transform>,
 }
 
 /// The JetStream service of one account (the default account, and every
@@ -302,6 +304,7 @@ impl JetStream {
         store: Arc<dyn StreamStore>,
     ) -> Result<(), RoutingError> {
         let subs = self.subscribe_subjects(&config.name, &config.subjects)?;
+        let republish = republish_of(&config);
         self.streams.insert(
             config.name.clone(),
             Stream {
@@ -315,6 +318,7 @@ impl JetStream {
                 retired: Vec::new(),
                 recheck: None,
                 recheck_again: false,
+                republish,
             },
         );
         Ok(())
@@ -600,6 +604,8 @@ impl JetStream {
         let mut rollups: Vec<Option<PurgeRequest>> = Vec::new();
         let mut subjects: Vec<Bytes> = Vec::new();
         let mut marks = Vec::new();
+        let mut republish: Vec<(Option<Bytes>, Bytes)> = Vec::new();
+        let mut last_seqs: HashMap<Bytes, u64> = HashMap::new();
         for (msg, retired) in msgs {
             let headers = msg.headers.as_ref().and_then(|h| Headers::decode(h).ok());
             let header = |name: &str| {
@@ -644,6 +650,9 @@ impl JetStream {
                     pending.push((msg.reply.clone(), Some(format!("\0dup:{id}"))));
                     rollups.push(None);
                     subjects.push(msg.subject.clone());
+                    if stream.republish.is_some() {
+                        republish.push((None, Bytes::new()));
+                    }
                     continue;
                 }
             }
@@ -706,6 +715,18 @@ impl JetStream {
                     continue;
                 }
             };
+            if stream.republish.is_some() {
+                republish.push((append.headers.clone(), append.payload.clone()));
+                if !last_seqs.contains_key(&msg.subject) {
+                    let last = stream
+                        .store
+                        .last_by_subject(&msg.subject)
+                        .ok()
+                        .flatten()
+                        .map_or(0, |m| m.seq);
+                    last_seqs.insert(msg.subject.clone(), last);
+                }
+            }
             ops.push(StreamOp::Append(append));
             marks.push(retired);
             pending.push((msg.reply.clone(), msg_id));
@@ -721,6 +742,8 @@ impl JetStream {
             replies,
             rollups,
             subjects,
+            republish,
+            last_seqs,
         })
     }
 
@@ -737,8 +760,14 @@ impl JetStream {
             mut replies,
             rollups,
             subjects,
+            republish,
+            mut last_seqs,
             ..
         } = p;
+        let mut republish = republish.into_iter();
+        // Stored messages to republish: (subject, headers, payload, seq,
+        // the subject's previous sequence).
+        let mut to_republish: Vec<(Bytes, Option<Bytes>, Bytes, u64, u64)> = Vec::new();
         let name = name.as_str();
         let Some(stream) = self.streams.get_mut(name) else {
             return;
@@ -750,6 +779,7 @@ impl JetStream {
         let mut purges = Vec::new();
         let mut stored: Vec<(u64, Bytes)> = Vec::new();
         for (((reply, id), rollup), subject) in pending.into_iter().zip(rollups).zip(subjects) {
+            let content = republish.next();
             if let Some(dup_of) = id.as_deref().and_then(|i| i.strip_prefix("\0dup:")) {
                 if let Some(reply) = reply {
                     let response = match stored_ids.get(dup_of) {
@@ -771,6 +801,10 @@ impl JetStream {
             }
             let response = match results.next() {
                 Some(Ok(tern_storage::OpResult::Appended { seq, .. })) => {
+                    if let Some((headers, payload)) = content {
+                        let previous = last_seqs.insert(subject.clone(), seq).unwrap_or(0);
+                        to_republish.push((subject.clone(), headers, payload, seq, previous));
+                    }
                     stored.push((seq, subject));
                     if let Some(purge) = rollup {
                         purges.push(StreamOp::Purge(PurgeRequest {
@@ -821,11 +855,58 @@ impl JetStream {
             let store = stream.store.clone();
             let _ = tokio::task::spawn_blocking(move || store.apply_batch(purges)).await;
         }
+        self.republish(name, to_republish);
         if self.streams.get(name).is_some_and(|s| s.config.no_ack) {
             return;
         }
         for (reply, response) in replies {
             self.reply_json(&reply, &response);
+        }
+    }
+
+    /// `republish`: each stored message that its source matches, to its
+    /// destination, with `Nats-Stream`, `Nats-Subject`, `Nats-Sequence` and
+    /// `Nats-Last-Sequence` (the subject's previous message) added to its
+    /// headers; only the headers and `Nats-Msg-Size` with `headers_only`.
+    fn republish(&mut self, name: &str, stored: Vec<(Bytes, Option<Bytes>, Bytes, u64, u64)>) {
+        let Some(stream) = self.streams.get(name) else {
+            return;
+        };
+        let (Some(transform), Some(config)) = (&stream.republish, &stream.config.republish) else {
+            return;
+        };
+        let headers_only = config.headers_only;
+        let mut sends = Vec::new();
+        for (subject, headers, payload, seq, previous) in stored {
+            let Some(dest) = transform.apply(&String::from_utf8_lossy(&subject)) else {
+                continue;
+            };
+            let mut h = match headers.as_deref().map(Headers::decode) {
+                Some(Ok(h)) => h,
+                _ => Headers::default(),
+            };
+            let fields = [
+                ("Nats-Stream", name.to_owned()),
+                (
+                    "Nats-Subject",
+                    String::from_utf8_lossy(&subject).into_owned(),
+                ),
+                ("Nats-Sequence", seq.to_string()),
+                ("Nats-Last-Sequence", previous.to_string()),
+            ];
+            for (k, v) in fields {
+                h.fields.push((k.to_owned(), v));
+            }
+            if headers_only {
+                h.fields
+                    .push(("Nats-Msg-Size".to_owned(), payload.len().to_string()));
+            }
+            let body = if headers_only { Bytes::new() } else { payload };
+            sends.push((dest, h.encode(), body));
+        }
+        for (dest, headers, body) in sends {
+            self.router
+                .route(None, dest.as_bytes(), None, Some(&headers), &body);
         }
     }
 
@@ -1116,6 +1197,7 @@ impl JetStream {
         };
         if let Some(stream) = self.streams.get_mut(name) {
             stream.subs = subs;
+            stream.republish = republish_of(&config);
             stream.config = config;
         }
         self.stream_info(name, &StreamInfoRequest::default()).await
@@ -2724,6 +2806,17 @@ type PullSend = (
     Option<(u16, u64, u64)>,
 );
 
+/// A stream's `republish` as a checked transform (validated at create).
+fn republish_of(config: &StreamConfig) -> Option<crate::transform::Transform> {
+    let republish = config.republish.as_ref()?;
+    let src = if republish.src.is_empty() {
+        ">"
+    } else {
+        republish.src.as_str()
+    };
+    crate::transform::Transform::new(src, &republish.dest)
+}
+
 /// A consumer's `headers_only`, and whether it requires acks.
 fn consumer_flags(
     streams: &BTreeMap<String, Stream>,
@@ -3255,11 +3348,31 @@ fn validate_stream_config(config: &StreamConfig) -> Result<(), ApiError> {
         return Err(ApiErrorCode::STREAM_INVALID_CONFIG
             .with(&[&"mirrors and sources are not implemented yet in tern"]));
     }
-    // Taken and ignored, a client would wait for messages that never come.
-    if config.republish.is_some() {
-        return Err(ApiErrorCode::STREAM_INVALID_CONFIG
-            .with(&[&"republish is not implemented yet in tern"]));
+    if let Some(republish) = &config.republish {
+        let src = if republish.src.is_empty() {
+            ">"
+        } else {
+            republish.src.as_str()
+        };
+        if crate::transform::Transform::new(src, &republish.dest).is_none() {
+            return Err(ApiErrorCode::STREAM_INVALID_CONFIG
+                .with(&[&"stream configuration for republish not valid"]));
+        }
+        if !config.subjects.iter().any(|s| subjects_overlap(s, src)) {
+            return Err(ApiErrorCode::STREAM_INVALID_CONFIG.with(&[
+                &"stream configuration for republish source is not valid subset of subjects",
+            ]));
+        }
+        if config
+            .subjects
+            .iter()
+            .any(|s| subjects_overlap(s, &republish.dest))
+        {
+            return Err(ApiErrorCode::STREAM_INVALID_CONFIG
+                .with(&[&"stream configuration for republish destination forms a cycle"]));
+        }
     }
+    // Taken and ignored, a client would wait for messages that never come.
     if config.subject_transform.is_some() {
         return Err(ApiErrorCode::STREAM_INVALID_CONFIG
             .with(&[&"subject transforms are not implemented yet in tern"]));
@@ -3284,6 +3397,10 @@ struct PreparedWrite {
     /// Per entry of `pending`: the purge its `Nats-Rollup` asks for.
     rollups: Vec<Option<PurgeRequest>>,
     subjects: Vec<Bytes>,
+    /// With `republish`: per entry of `pending`, the message's headers and
+    /// payload; and each subject's last sequence before the batch.
+    republish: Vec<(Option<Bytes>, Bytes)>,
+    last_seqs: HashMap<Bytes, u64>,
 }
 
 /// The stream a publish the service received is for (from its sid).

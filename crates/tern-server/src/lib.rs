@@ -22,6 +22,7 @@ mod server;
 pub mod signals;
 mod timefmt;
 mod tls;
+mod transform;
 mod websocket;
 
 pub use options::ServerOptions;
