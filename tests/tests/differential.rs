@@ -1485,3 +1485,69 @@ async fn republish_agrees_with_nats_server() {
             .await;
     }
 }
+
+/// Advisories: stream and consumer actions, NAKs, and the API audit, on
+/// the same subjects with the same fields as nats-server's.
+#[tokio::test]
+async fn advisories_agree_with_nats_server() {
+    let Some(p) = pair().await else { return };
+    let mut seen = Vec::new();
+    for client in [&p.nats, &p.tern] {
+        let mut events = client.subscribe("$JS.EVENT.>").await.unwrap();
+        let steps = [
+            (
+                "$JS.API.STREAM.CREATE.S",
+                json!({"name": "S", "subjects": ["s.>"], "storage": "file"}),
+            ),
+            (
+                "$JS.API.STREAM.UPDATE.S",
+                json!({"name": "S", "subjects": ["s.>"], "storage": "file", "max_msgs": 10}),
+            ),
+            (
+                "$JS.API.CONSUMER.CREATE.S.D",
+                json!({"stream_name": "S", "config": {"durable_name": "D", "ack_policy": "explicit"}}),
+            ),
+        ];
+        for (subject, body) in steps {
+            request(client, subject, &body).await;
+        }
+        timeout(WAIT, client.request("s.1", "x".into()))
+            .await
+            .unwrap()
+            .unwrap();
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.S.D",
+                inbox,
+                r#"{"batch":1}"#.into(),
+            )
+            .await
+            .unwrap();
+        let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+        client
+            .publish(msg.reply.unwrap(), "-NAK".into())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        request(client, "$JS.API.CONSUMER.DELETE.S.D", &json!({})).await;
+        request(client, "$JS.API.STREAM.DELETE.S", &json!({})).await;
+        let mut log = Vec::new();
+        while let Ok(Some(event)) = timeout(Duration::from_millis(500), events.next()).await {
+            let mut body: Value = serde_json::from_slice(&event.payload).unwrap();
+            let object = body.as_object_mut().unwrap();
+            for key in ["id", "timestamp", "server", "client", "request", "response"] {
+                let present = object.remove(key).is_some();
+                object.insert(format!("has {key}"), json!(present));
+            }
+            let sorted: std::collections::BTreeMap<String, Value> =
+                object.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            log.push(format!("{} {sorted:?}", event.subject));
+        }
+        // In which order nats-server's advisories and audits leave varies.
+        log.sort();
+        seen.push(log);
+    }
+    assert_eq!(seen[1], seen[0], "tern, then nats-server");
+}

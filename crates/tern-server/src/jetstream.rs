@@ -864,6 +864,44 @@ impl JetStream {
         }
     }
 
+    /// An advisory on `subject` (`$JS.EVENT.ADVISORY.…`), stamped with an id
+    /// and the time, built only when someone listens.
+    fn advise(&mut self, subject: &str, mut body: Value) {
+        let listened = self
+            .router
+            .lookup(subject.as_bytes())
+            .is_some_and(|r| !r.is_empty());
+        if !listened {
+            return;
+        }
+        if let Some(object) = body.as_object_mut() {
+            let id: String = (0..22).map(|_| fastrand::alphanumeric()).collect();
+            object.insert("id".into(), json!(id));
+            object.insert(
+                "timestamp".into(),
+                json!(timestamp(self.now_ns_peek()).to_rfc3339()),
+            );
+        }
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        self.router
+            .route(None, subject.as_bytes(), None, None, &bytes);
+    }
+
+    fn stream_action(&mut self, stream: &str, action: &str, event: &str) {
+        self.advise(
+            &format!("$JS.EVENT.ADVISORY.STREAM.{event}.{stream}"),
+            json!({"type": "io.nats.jetstream.advisory.v1.stream_action", "stream": stream, "action": action}),
+        );
+    }
+
+    fn consumer_action(&mut self, stream: &str, consumer: &str, action: &str, event: &str) {
+        self.advise(
+            &format!("$JS.EVENT.ADVISORY.CONSUMER.{event}.{stream}.{consumer}"),
+            json!({"type": "io.nats.jetstream.advisory.v1.consumer_action", "stream": stream,
+                "consumer": consumer, "action": action}),
+        );
+    }
+
     /// `republish`: each stored message that its source matches, to its
     /// destination, with `Nats-Stream`, `Nats-Subject`, `Nats-Sequence` and
     /// `Nats-Last-Sequence` (the subject's previous message) added to its
@@ -1039,7 +1077,25 @@ impl JetStream {
         if let Value::Object(fields) = body {
             envelope.extend(fields);
         }
-        self.reply_json(&reply, &Value::Object(envelope));
+        let response = Value::Object(envelope);
+        self.reply_json(&reply, &response);
+        // The audit nats-server sends for every API request it answers.
+        let audit = "$JS.EVENT.ADVISORY.API";
+        if self
+            .router
+            .lookup(audit.as_bytes())
+            .is_some_and(|r| !r.is_empty())
+        {
+            let body = json!({
+                "type": "io.nats.jetstream.advisory.v1.api_audit",
+                "server": self.server.server_name,
+                "client": {"acc": self.account.name},
+                "subject": subject,
+                "request": String::from_utf8_lossy(&msg.payload),
+                "response": response.to_string(),
+            });
+            self.advise(audit, body);
+        }
     }
 
     fn account_info(&self) -> Value {
@@ -1111,6 +1167,7 @@ impl JetStream {
         self.install(config, created_ns, store)
             .map_err(|e| ApiErrorCode::STREAM_CREATE.with(&[&e]))?;
         info!(stream = %name, "stream created");
+        self.stream_action(name, "create", "CREATED");
         let mut info = self
             .stream_info(name, &StreamInfoRequest::default())
             .await?;
@@ -1200,6 +1257,7 @@ impl JetStream {
             stream.republish = republish_of(&config);
             stream.config = config;
         }
+        self.stream_action(name, "modify", "UPDATED");
         self.stream_info(name, &StreamInfoRequest::default()).await
     }
 
@@ -1345,6 +1403,7 @@ impl JetStream {
             }
         }
         info!(stream = %name, "stream deleted");
+        self.stream_action(name, "delete", "DELETED");
         Ok(json!({ "success": true }))
     }
 
@@ -1812,6 +1871,7 @@ impl JetStream {
                 consumer.dirty = false;
             }
             stream.consumers.insert(name.clone(), consumer);
+            self.consumer_action(stream_name, &name, "create", "CREATED");
         }
         self.consumer_info(stream_name, &name)
     }
@@ -1871,12 +1931,13 @@ impl JetStream {
         };
         stream.consumer_removed();
         let store = stream.store.clone();
-        let name = name.to_owned();
-        let _ = tokio::task::spawn_blocking(move || store.delete_consumer(&name)).await;
+        let owned = name.to_owned();
+        let _ = tokio::task::spawn_blocking(move || store.delete_consumer(&owned)).await;
         // Its waiting pull requests end, as nats-server ends them.
         for request in consumer.waiting {
             self.send_status(&request.reply, 409, "Consumer Deleted");
         }
+        self.consumer_action(stream_name, name, "delete", "DELETED");
         Ok(json!({ "success": true }))
     }
 
@@ -1991,6 +2052,14 @@ impl JetStream {
         };
         let before = consumer.pending.get(&seq).copied();
         let finished = consumer.on_ack(seq, kind, now);
+        if let (AckKind::Nak { .. }, Some(pending)) = (kind, before) {
+            self.advise(
+                &format!("$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.{stream_name}.{consumer_name}"),
+                json!({"type": "io.nats.jetstream.advisory.v1.nak", "stream": stream_name,
+                    "consumer": consumer_name, "consumer_seq": pending.consumer_seq,
+                    "stream_seq": seq, "deliveries": pending.deliveries}),
+            );
+        }
         if !finished.is_empty() {
             if let (AckKind::Term, Some(pending)) = (kind, before) {
                 let reason = String::from_utf8_lossy(
@@ -2679,6 +2748,7 @@ impl JetStream {
                 stream.consumers.remove(&name);
                 stream.consumer_removed();
             }
+            self.consumer_action(&stream_name, &name, "delete", "DELETED");
         }
         for (deliver, consumer_seq, stream_seq, stalled) in heartbeats {
             let mut headers = Headers::status(100, Some("Idle Heartbeat"));
