@@ -2227,3 +2227,59 @@ async fn a_push_consumer_moved_to_a_new_subject_sends_the_unacked_again() {
     }
     assert_eq!(sequences, ["1", "2", "3"]);
 }
+
+/// A durable push consumer comes back after a restart: what was not acked
+/// is delivered again, then the rest, to whoever subscribes.
+#[tokio::test]
+async fn a_durable_push_consumer_goes_on_after_a_restart() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let create = r#"{"stream_name":"ORDERS","config":{"durable_name":"p","ack_policy":"explicit","deliver_subject":"push.inbox"}}"#;
+    {
+        let mut server = launch_js(dir.path(), Some(port));
+        let client = connect(&server.url()).await;
+        let js = jetstream::new(client.clone());
+        js.create_stream(orders()).await.unwrap();
+        for i in 1..=4 {
+            js.publish(format!("orders.{i}"), format!("{i}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let mut sub = client.subscribe("push.inbox").await.unwrap();
+        client
+            .request("$JS.API.CONSUMER.CREATE.ORDERS.p", create.into())
+            .await
+            .unwrap();
+        // Ack the first two of four.
+        for i in 1..=4 {
+            let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+            assert_eq!(msg.payload, i.to_string());
+            if i <= 2 {
+                client
+                    .request(msg.reply.unwrap(), "+ACK".into())
+                    .await
+                    .unwrap();
+            }
+        }
+        server.signal("TERM");
+        assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    }
+    let server = launch_js(dir.path(), Some(port));
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    js.publish("orders.5", "5".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut sub = client.subscribe("push.inbox").await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+        got.push(String::from_utf8_lossy(&msg.payload).into_owned());
+    }
+    assert_eq!(got, ["3", "4", "5"]);
+}
