@@ -1468,12 +1468,19 @@ async fn republish_agrees_with_nats_server() {
                 {
                     continue;
                 }
+                // The time differs between the servers; that it is there does not.
                 let mut headers: Vec<(String, String)> = msg
                     .headers
                     .iter()
                     .flat_map(|h| h.iter())
-                    .filter(|(k, _)| k.to_string() != "Nats-Time-Stamp")
-                    .map(|(k, v)| (k.to_string(), v.iter().map(|v| v.to_string()).collect()))
+                    .map(|(k, v)| {
+                        let value = if k.to_string() == "Nats-Time-Stamp" {
+                            "<time>".to_owned()
+                        } else {
+                            v.iter().map(|v| v.to_string()).collect()
+                        };
+                        (k.to_string(), value)
+                    })
                     .collect();
                 headers.sort();
                 log.push(format!("{subject} {:?} {headers:?}", msg.payload));
@@ -1532,6 +1539,13 @@ async fn advisories_agree_with_nats_server() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         request(client, "$JS.API.CONSUMER.DELETE.S.D", &json!({})).await;
+        // A stream deleted with a consumer still on it.
+        request(
+            client,
+            "$JS.API.CONSUMER.CREATE.S.E",
+            &json!({"stream_name": "S", "config": {"durable_name": "E", "ack_policy": "explicit"}}),
+        )
+        .await;
         request(client, "$JS.API.STREAM.DELETE.S", &json!({})).await;
         let mut log = Vec::new();
         while let Ok(Some(event)) = timeout(Duration::from_millis(500), events.next()).await {
@@ -1547,6 +1561,74 @@ async fn advisories_agree_with_nats_server() {
         }
         // In which order nats-server's advisories and audits leave varies.
         log.sort();
+        seen.push(log);
+    }
+    assert_eq!(seen[1], seen[0], "tern, then nats-server");
+}
+
+/// The ack floor past a redelivered message, and under ack policy `all`.
+#[tokio::test]
+async fn ack_floors_after_redeliveries_agree_with_nats_server() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.S",
+        json!({"name": "S", "subjects": ["s.>"], "storage": "file"}),
+    )
+    .await;
+    for _ in 0..6 {
+        p.publish("s.x", "x").await;
+    }
+    let mut seen = Vec::new();
+    for client in [&p.nats, &p.tern] {
+        let mut log = Vec::new();
+        for (name, policy) in [("E", "explicit"), ("A", "all")] {
+            request(
+                client,
+                &format!("$JS.API.CONSUMER.CREATE.S.{name}"),
+                &json!({"stream_name": "S", "config": {"durable_name": name, "ack_policy": policy,
+                    "ack_wait": 400_000_000u64}}),
+            )
+            .await;
+            let subject = format!("$JS.API.CONSUMER.MSG.NEXT.S.{name}");
+            let info = format!("$JS.API.CONSUMER.INFO.S.{name}");
+            let fetch = |n: usize| {
+                let client = client.clone();
+                let subject = subject.clone();
+                async move {
+                    let inbox = client.new_inbox();
+                    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+                    client
+                        .publish_with_reply(subject, inbox, format!(r#"{{"batch":{n}}}"#).into())
+                        .await
+                        .unwrap();
+                    let mut replies = Vec::new();
+                    for _ in 0..n {
+                        let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+                        replies.push(msg.reply.unwrap().to_string());
+                    }
+                    replies
+                }
+            };
+            let mut acked = Vec::new();
+            let first = fetch(3).await;
+            // 1, 2 and 3 go unacked past ack_wait; 1 comes again.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let again = fetch(1).await;
+            acked.push(again[0].clone());
+            acked.push(first[1].clone());
+            for reply in acked {
+                log.push(json!(reply.split('.').skip(4).take(3).collect::<Vec<_>>()));
+                client.publish(reply, "+ACK".into()).await.unwrap();
+                // nats-server takes acks on a queue of its own: let it.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let i = request(client, &info, &json!({})).await;
+                log.push(json!([
+                    i["ack_floor"]["consumer_seq"],
+                    i["ack_floor"]["stream_seq"],
+                    i["num_ack_pending"]
+                ]));
+            }
+        }
         seen.push(log);
     }
     assert_eq!(seen[1], seen[0], "tern, then nats-server");

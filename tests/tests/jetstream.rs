@@ -2283,3 +2283,80 @@ async fn a_durable_push_consumer_goes_on_after_a_restart() {
     }
     assert_eq!(got, ["3", "4", "5"]);
 }
+
+/// nats-server 2.10's checks of consumer names and filter lists.
+#[tokio::test]
+async fn consumer_names_and_filter_lists_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    js.create_stream(orders()).await.unwrap();
+    for (subject, config, err_code) in [
+        (
+            "$JS.API.CONSUMER.CREATE.ORDERS.X",
+            r#"{"name":"X","durable_name":"X2"}"#,
+            10017,
+        ),
+        (
+            "$JS.API.CONSUMER.CREATE.ORDERS",
+            r#"{"name":"X","durable_name":"Y"}"#,
+            10020,
+        ),
+        ("$JS.API.CONSUMER.CREATE.ORDERS.X", r#"{"name":"Y"}"#, 0),
+        (
+            "$JS.API.CONSUMER.CREATE.ORDERS.Z",
+            r#"{"name":"Z","durable_name":"Z"}"#,
+            0,
+        ),
+        (
+            "$JS.API.CONSUMER.CREATE.ORDERS.F",
+            r#"{"filter_subject":"orders.a","filter_subjects":["orders.b"]}"#,
+            10136,
+        ),
+        (
+            "$JS.API.CONSUMER.CREATE.ORDERS.F",
+            r#"{"filter_subjects":["orders.a",""]}"#,
+            10139,
+        ),
+        (
+            "$JS.API.CONSUMER.CREATE.ORDERS.F",
+            r#"{"filter_subjects":["orders.*","orders.a"]}"#,
+            10138,
+        ),
+        (
+            "$JS.API.CONSUMER.CREATE.ORDERS.F.orders.a",
+            r#"{"filter_subjects":["orders.a","orders.b"]}"#,
+            10137,
+        ),
+    ] {
+        let body = format!(r#"{{"stream_name":"ORDERS","config":{config}}}"#);
+        let reply = timeout(WAIT, client.request(subject, body.into()))
+            .await
+            .unwrap()
+            .unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        if err_code == 0 {
+            assert!(reply.get("error").is_none(), "{subject} {config}: {reply}");
+        } else {
+            assert_eq!(
+                reply["error"]["err_code"], err_code,
+                "{subject} {config}: {reply}"
+            );
+        }
+    }
+    // Both names set and different (no name in the subject to check them
+    // against first): 10132.
+    let reply = timeout(
+        WAIT,
+        client.request(
+            "$JS.API.CONSUMER.DURABLE.CREATE.ORDERS.D",
+            r#"{"stream_name":"ORDERS","config":{"durable_name":"D","name":"N"}}"#.into(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["error"]["err_code"], 10132, "{reply}");
+}

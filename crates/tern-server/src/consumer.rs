@@ -285,10 +285,16 @@ impl Consumer {
         }
         if self.acks_required() {
             let deadline_ns = now_ns.saturating_add(self.ack_wait_ns(deliveries));
+            // A redelivery keeps the first delivery's consumer sequence, as
+            // nats-server's pending list does: the ack floor counts on it.
+            let first_consumer_seq = self
+                .pending
+                .get(&seq)
+                .map_or(consumer_seq, |p| p.consumer_seq);
             self.pending.insert(
                 seq,
                 Pending {
-                    consumer_seq,
+                    consumer_seq: first_consumer_seq,
                     deliveries,
                     deadline_ns,
                 },
@@ -300,29 +306,47 @@ impl Consumer {
         (consumer_seq, deliveries)
     }
 
-    /// Applies an acknowledgement of stream sequence `seq`. Returns the
-    /// sequences it finished with (acked or terminated): `seq`, and under
-    /// ack policy `all` every pending one below it; empty for the others.
-    pub(crate) fn on_ack(&mut self, seq: u64, kind: AckKind, now_ns: u64) -> Vec<u64> {
+    /// Applies an acknowledgement of stream sequence `seq`, whose ack subject
+    /// named consumer sequence `delivery_seq`. Returns the sequences it
+    /// finished with (acked or terminated): `seq`, and under ack policy `all`
+    /// every pending one below it; empty for the others.
+    pub(crate) fn on_ack(
+        &mut self,
+        seq: u64,
+        kind: AckKind,
+        now_ns: u64,
+        delivery_seq: u64,
+    ) -> Vec<u64> {
         let Some(pending) = self.pending.get_mut(&seq) else {
             return Vec::new();
         };
         self.dirty = true;
         match kind {
             AckKind::Ack | AckKind::Next | AckKind::Term => {
-                let done: Vec<u64> = if self.config.ack_policy == AckPolicy::All {
-                    self.pending.range(..=seq).map(|(&s, _)| s).collect()
-                } else {
-                    vec![seq]
-                };
-                for &s in &done {
-                    self.redeliver.remove(&s);
-                    if let Some(p) = self.pending.remove(&s) {
-                        self.floor_after_ack(p.consumer_seq, s);
-                    }
-                }
                 self.last_ack_ns = now_ns;
-                done
+                if self.config.ack_policy == AckPolicy::All {
+                    // Everything up to it, and the floor straight to it, as
+                    // nats-server does; an ack at or below the floor (by
+                    // either sequence) changes nothing there either.
+                    if delivery_seq <= self.ack_floor_consumer_seq
+                        || seq <= self.ack_floor_stream_seq
+                    {
+                        return Vec::new();
+                    }
+                    let done: Vec<u64> = self.pending.range(..=seq).map(|(&s, _)| s).collect();
+                    for &s in &done {
+                        self.pending.remove(&s);
+                        self.redeliver.remove(&s);
+                    }
+                    self.ack_floor_stream_seq = seq;
+                    self.ack_floor_consumer_seq = delivery_seq;
+                    return done;
+                }
+                self.redeliver.remove(&seq);
+                if let Some(p) = self.pending.remove(&seq) {
+                    self.floor_after_ack(p.consumer_seq, seq);
+                }
+                vec![seq]
             }
             AckKind::Nak { delay_ns } => {
                 let exhausted = self.config.max_deliver > 0
@@ -491,7 +515,7 @@ mod tests {
         let mut c = consumer(AckPolicy::Explicit);
         c.record_delivery(1, 0);
         c.record_delivery(2, 0);
-        assert_eq!(c.on_ack(2, AckKind::Ack, 10), [2]);
+        assert_eq!(c.on_ack(2, AckKind::Ack, 10, 2), [2]);
         assert_eq!(c.ack_floor_stream_seq, 0, "1 is still pending");
         assert!(c.expire_pending(500).is_empty());
         assert!(c.redeliver.is_empty());
@@ -514,7 +538,7 @@ mod tests {
         for seq in 1..=3 {
             c.record_delivery(seq, 0);
         }
-        assert_eq!(c.on_ack(2, AckKind::Ack, 0), [1, 2]);
+        assert_eq!(c.on_ack(2, AckKind::Ack, 0, 2), [1, 2]);
         assert_eq!(c.pending.keys().copied().collect::<Vec<_>>(), vec![3]);
         assert_eq!(c.ack_floor_stream_seq, 2);
     }
@@ -526,7 +550,7 @@ mod tests {
             c.redeliver.clear();
             c.record_delivery(1, round);
             assert!(c
-                .on_ack(1, AckKind::Nak { delay_ns: None }, round)
+                .on_ack(1, AckKind::Nak { delay_ns: None }, round, round)
                 .is_empty());
             assert_eq!(c.redeliver.contains(&1), round < 3, "round {round}");
         }
@@ -549,13 +573,45 @@ mod tests {
     }
 
     #[test]
+    fn the_ack_floor_moves_past_a_redelivered_message_as_nats_servers_does() {
+        let mut c = consumer(AckPolicy::Explicit);
+        for seq in 1..=3 {
+            c.record_delivery(seq, 0);
+        }
+        // 1 comes again as delivery 4; acked there, then 2.
+        c.on_ack(1, AckKind::Nak { delay_ns: None }, 1, 1);
+        c.redeliver.clear();
+        let (consumer_seq, deliveries) = c.record_delivery(1, 2);
+        assert_eq!((consumer_seq, deliveries), (4, 2));
+        c.on_ack(1, AckKind::Ack, 3, 4);
+        assert_eq!((c.ack_floor_consumer_seq, c.ack_floor_stream_seq), (1, 1));
+        c.on_ack(2, AckKind::Ack, 3, 2);
+        assert_eq!((c.ack_floor_consumer_seq, c.ack_floor_stream_seq), (2, 2));
+        c.on_ack(3, AckKind::Ack, 3, 3);
+        assert_eq!((c.ack_floor_consumer_seq, c.ack_floor_stream_seq), (4, 3));
+        // Ack all: the floor goes straight to the acked delivery.
+        let mut all = consumer(AckPolicy::All);
+        for seq in 1..=4 {
+            all.record_delivery(seq, 0);
+        }
+        all.pending.remove(&1);
+        assert_eq!(all.on_ack(3, AckKind::Ack, 1, 3), [2, 3]);
+        assert_eq!(
+            (all.ack_floor_consumer_seq, all.ack_floor_stream_seq),
+            (3, 3)
+        );
+    }
+
+    #[test]
     fn nak_redelivers_now_and_term_finishes() {
         let mut c = consumer(AckPolicy::Explicit);
         c.record_delivery(1, 0);
         c.record_delivery(2, 0);
-        assert!(c.on_ack(1, AckKind::Nak { delay_ns: None }, 5).is_empty());
+        assert!(c
+            .on_ack(1, AckKind::Nak { delay_ns: None }, 5, 1)
+            .is_empty());
         assert!(c.redeliver.contains(&1));
-        assert_eq!(c.on_ack(2, AckKind::Term, 5), [2]);
+        assert_eq!(c.on_ack(2, AckKind::Term, 5, 2), [2]);
         assert!(!c.pending.contains_key(&2));
     }
 }

@@ -767,7 +767,7 @@ impl JetStream {
         let mut republish = republish.into_iter();
         // Stored messages to republish: (subject, headers, payload, seq,
         // the subject's previous sequence).
-        let mut to_republish: Vec<(Bytes, Option<Bytes>, Bytes, u64, u64)> = Vec::new();
+        let mut to_republish: Vec<Republished> = Vec::new();
         let name = name.as_str();
         let Some(stream) = self.streams.get_mut(name) else {
             return;
@@ -800,10 +800,17 @@ impl JetStream {
                 continue;
             }
             let response = match results.next() {
-                Some(Ok(tern_storage::OpResult::Appended { seq, .. })) => {
+                Some(Ok(tern_storage::OpResult::Appended { seq, timestamp_ns })) => {
                     if let Some((headers, payload)) = content {
                         let previous = last_seqs.insert(subject.clone(), seq).unwrap_or(0);
-                        to_republish.push((subject.clone(), headers, payload, seq, previous));
+                        to_republish.push((
+                            subject.clone(),
+                            headers,
+                            payload,
+                            seq,
+                            previous,
+                            timestamp_ns,
+                        ));
                     }
                     stored.push((seq, subject));
                     if let Some(purge) = rollup {
@@ -906,7 +913,7 @@ impl JetStream {
     /// destination, with `Nats-Stream`, `Nats-Subject`, `Nats-Sequence` and
     /// `Nats-Last-Sequence` (the subject's previous message) added to its
     /// headers; only the headers and `Nats-Msg-Size` with `headers_only`.
-    fn republish(&mut self, name: &str, stored: Vec<(Bytes, Option<Bytes>, Bytes, u64, u64)>) {
+    fn republish(&mut self, name: &str, stored: Vec<Republished>) {
         let Some(stream) = self.streams.get(name) else {
             return;
         };
@@ -914,11 +921,22 @@ impl JetStream {
             return;
         };
         let headers_only = config.headers_only;
+        let own_subjects = stream.config.subjects.clone();
         let mut sends = Vec::new();
-        for (subject, headers, payload, seq, previous) in stored {
+        // (nats-server 2.9 adds no Nats-Time-Stamp here; 2.10 does.)
+        for (subject, headers, payload, seq, previous, _stored_ns) in stored {
             let Some(dest) = transform.apply(&String::from_utf8_lossy(&subject)) else {
                 continue;
             };
+            // A destination the stream itself takes would store, republish,
+            // store ... for ever: not sent.
+            if own_subjects
+                .iter()
+                .any(|s| tern_protocol::subject::matches(s.as_bytes(), dest.as_bytes()))
+            {
+                warn!(stream = %name, subject = %dest, "republish destination is one of the stream's own subjects; not sent");
+                continue;
+            }
             let mut h = match headers.as_deref().map(Headers::decode) {
                 Some(Ok(h)) => h,
                 _ => Headers::default(),
@@ -1384,6 +1402,14 @@ impl JetStream {
         for sub in &stream.subs {
             self.server.remove_subscription(&self.account, sub);
         }
+        // Its consumers go with it, each with its advisory, and their
+        // waiting pull requests end as a deleted consumer's do.
+        for (consumer_name, consumer) in &stream.consumers {
+            for request in &consumer.waiting {
+                self.send_status(&request.reply, 409, "Consumer Deleted");
+            }
+            self.consumer_action(name, consumer_name, "delete", "DELETED");
+        }
         if stream.config.storage == StorageType::File {
             // The name goes now (durably); wiping millions of records takes
             // a while, so it runs on the blocking pool after the reply.
@@ -1645,6 +1671,29 @@ impl JetStream {
                 return Err(ApiErrorCode::CONSUMER_EPHEMERAL_WITH_DURABLE_NAME.into());
             }
             None => {}
+        }
+        if !config.name.is_empty()
+            && !config.durable_name.is_empty()
+            && config.name != config.durable_name
+        {
+            return Err(ApiErrorCode::CONSUMER_CREATE_DURABLE_AND_NAME_MISMATCH.into());
+        }
+        if !config.filter_subject.is_empty() && !config.filter_subjects.is_empty() {
+            return Err(ApiErrorCode::CONSUMER_DUPLICATE_FILTER_SUBJECTS.into());
+        }
+        if config.filter_subjects.iter().any(String::is_empty) {
+            return Err(ApiErrorCode::CONSUMER_EMPTY_FILTER.into());
+        }
+        let overlapping = config.filter_subjects.iter().enumerate().any(|(i, a)| {
+            config.filter_subjects[i + 1..]
+                .iter()
+                .any(|b| subjects_overlap(a, b))
+        });
+        if overlapping {
+            return Err(ApiErrorCode::CONSUMER_OVERLAPPING_SUBJECT_FILTERS.into());
+        }
+        if filter_in_subject.is_some() && !config.filter_subjects.is_empty() {
+            return Err(ApiErrorCode::CONSUMER_MULTIPLE_FILTERS_NOT_ALLOWED.into());
         }
         if let Some(filter) = filter_in_subject {
             if config.filter_subject != filter {
@@ -2033,9 +2082,15 @@ impl JetStream {
     fn handle_ack(&mut self, msg: &InternalMsg) {
         let subject = String::from_utf8_lossy(&msg.subject).into_owned();
         let tokens: Vec<&str> = subject.split('.').collect();
-        let (stream_name, consumer_name, seq) = match tokens.as_slice() {
-            ["$JS", "ACK", stream, consumer, _delivered, sseq, ..] => {
-                (*stream, *consumer, sseq.parse::<u64>().unwrap_or(0))
+        let (stream_name, consumer_name, seq, delivery_seq) = match tokens.as_slice() {
+            ["$JS", "ACK", stream, consumer, _delivered, sseq, cseq, ..] => (
+                *stream,
+                *consumer,
+                sseq.parse::<u64>().unwrap_or(0),
+                cseq.parse::<u64>().unwrap_or(0),
+            ),
+            ["$JS", "ACK", stream, consumer, _delivered, sseq] => {
+                (*stream, *consumer, sseq.parse::<u64>().unwrap_or(0), 0)
             }
             _ => return,
         };
@@ -2051,12 +2106,12 @@ impl JetStream {
             return;
         };
         let before = consumer.pending.get(&seq).copied();
-        let finished = consumer.on_ack(seq, kind, now);
+        let finished = consumer.on_ack(seq, kind, now, delivery_seq);
         if let (AckKind::Nak { .. }, Some(pending)) = (kind, before) {
             self.advise(
                 &format!("$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.{stream_name}.{consumer_name}"),
                 json!({"type": "io.nats.jetstream.advisory.v1.nak", "stream": stream_name,
-                    "consumer": consumer_name, "consumer_seq": pending.consumer_seq,
+                    "consumer": consumer_name, "consumer_seq": delivery_seq,
                     "stream_seq": seq, "deliveries": pending.deliveries}),
             );
         }
@@ -2075,7 +2130,7 @@ impl JetStream {
                     consumer_name,
                     seq,
                     pending.deliveries,
-                    Some(pending.consumer_seq),
+                    Some(delivery_seq),
                     &reason,
                 );
             }
@@ -2441,14 +2496,20 @@ impl JetStream {
             };
             // As nats-server counts a delivery against max_bytes: subject,
             // ack reply subject, headers and payload.
-            let ack_len = {
+            // Only a request with max_bytes needs the size, so only then is
+            // the ack subject it will get spelled out ahead of the delivery.
+            let ack_len = if byte_budget.is_some() {
                 let deliveries = consumer
                     .pending
                     .get(&message.seq)
                     .map_or(0, |p| p.deliveries)
                     + 1;
-                let mut peek = remaining;
-                let pending_count = take_pending(&mut peek, consumer, message.seq);
+                // As take_pending will count it once the delivery is recorded.
+                let pending_count = if deliveries <= 1 {
+                    remaining.saturating_sub(1)
+                } else {
+                    remaining
+                };
                 format!(
                     "$JS.ACK.{stream_name}.{consumer_name}.{deliveries}.{}.{}.{}.{pending_count}",
                     message.seq,
@@ -2456,6 +2517,8 @@ impl JetStream {
                     message.timestamp_ns
                 )
                 .len()
+            } else {
+                0
             };
             let size = (message.subject.len()
                 + ack_len
@@ -2500,7 +2563,9 @@ impl JetStream {
             }
             request.delivered += 1;
             let reply = request.reply.clone();
-            if request.remaining == 0 {
+            // Done when the count is, or when max_bytes is used up exactly
+            // (nats-server ends the request then, without a status).
+            if request.remaining == 0 || request.remaining_bytes == Some(0) {
                 consumer.waiting.pop_front();
             }
             sends.push((reply, Bytes::from(ack), message, None));
@@ -2875,6 +2940,10 @@ type PullSend = (
     tern_storage::StoredMessage,
     Option<(u16, u64, u64)>,
 );
+
+/// A stored message to republish: subject, headers, payload, sequence, the
+/// subject's previous sequence, and when it was stored.
+type Republished = (Bytes, Option<Bytes>, Bytes, u64, u64, u64);
 
 /// A stream's `republish` as a checked transform (validated at create).
 fn republish_of(config: &StreamConfig) -> Option<crate::transform::Transform> {

@@ -26,7 +26,7 @@ impl Transform {
     /// source does not have, or a `>` the source does not end with.
     pub(crate) fn new(src: &str, dest: &str) -> Option<Transform> {
         let src: Vec<String> = src.split('.').map(str::to_owned).collect();
-        if src.iter().any(|t| t.is_empty() || t.contains([' ', '\t']))
+        if src.iter().any(|t| t.is_empty() || has_space_or_control(t))
             || src[..src.len() - 1].iter().any(|t| t == ">")
             || src.iter().any(|t| t.len() > 1 && t.contains(['*', '>']))
         {
@@ -37,7 +37,7 @@ impl Transform {
         let tokens: Vec<&str> = dest.split('.').collect();
         let mut out = Vec::with_capacity(tokens.len());
         for (i, token) in tokens.iter().enumerate() {
-            if token.is_empty() || (token.contains([' ', '\t']) && reference(token).is_none()) {
+            if token.is_empty() || (has_space_or_control(token) && reference(token).is_none()) {
                 return None;
             }
             if *token == ">" {
@@ -99,6 +99,12 @@ impl Transform {
     }
 }
 
+/// Whether a subject token holds a space or a control character (CR and LF
+/// would let a destination forge protocol lines).
+fn has_space_or_control(token: &str) -> bool {
+    token.bytes().any(|b| b <= b' ' || b == 0x7f)
+}
+
 /// `{{wildcard(n)}}` (spaces allowed inside the braces) or `$n`: n.
 fn reference(token: &str) -> Option<usize> {
     if let Some(n) = token.strip_prefix('$') {
@@ -153,6 +159,9 @@ mod tests {
             ("s.>.x", "r.x"),
             ("s.*", "r.$0"),
             ("s.*", "r.{{partition(3)}}"),
+            ("s.*", "r.x\r\nMSG evil 1 2"),
+            ("s.*", "r.\u{7f}"),
+            ("s\n.*", "r.x"),
         ] {
             assert_eq!(Transform::new(src, dest), None, "{src} -> {dest}");
         }
