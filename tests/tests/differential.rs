@@ -125,9 +125,10 @@ impl Pair {
         ours
     }
 
-    async fn publish(&self, subject: &str, payload: &'static str) {
+    async fn publish(&self, subject: &str, payload: &str) {
         for client in [&self.nats, &self.tern] {
-            let reply = timeout(WAIT, client.request(subject.to_owned(), payload.into()))
+            let body = bytes::Bytes::copy_from_slice(payload.as_bytes());
+            let reply = timeout(WAIT, client.request(subject.to_owned(), body))
                 .await
                 .unwrap()
                 .unwrap();
@@ -1632,4 +1633,92 @@ async fn ack_floors_after_redeliveries_agree_with_nats_server() {
         seen.push(log);
     }
     assert_eq!(seen[1], seen[0], "tern, then nats-server");
+}
+
+/// `sample_freq` ack metrics, and `rate_limit_bps` pacing a push consumer
+/// (a burst of the largest publishable message, then the rate).
+#[tokio::test]
+async fn ack_sampling_and_rate_limits_agree_with_nats_server() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.S",
+        json!({"name": "S", "subjects": ["s.>"], "storage": "file"}),
+    )
+    .await;
+    for _ in 0..2 {
+        p.publish("s.x", "x").await;
+    }
+    let mut seen = Vec::new();
+    for client in [&p.nats, &p.tern] {
+        let mut log = Vec::new();
+        let mut metrics = client.subscribe("$JS.EVENT.METRIC.>").await.unwrap();
+        request(
+            client,
+            "$JS.API.CONSUMER.CREATE.S.D",
+            &json!({"stream_name": "S", "config": {"durable_name": "D", "ack_policy": "explicit",
+                "sample_freq": "100%"}}),
+        )
+        .await;
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.S.D",
+                inbox,
+                r#"{"batch":2}"#.into(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
+            client
+                .publish(msg.reply.unwrap(), "+ACK".into())
+                .await
+                .unwrap();
+        }
+        for _ in 0..2 {
+            let metric = timeout(WAIT, metrics.next()).await.unwrap().unwrap();
+            let mut body: Value = serde_json::from_slice(&metric.payload).unwrap();
+            let object = body.as_object_mut().unwrap();
+            for key in ["id", "timestamp", "ack_time"] {
+                let present = object.remove(key).is_some();
+                object.insert(format!("has {key}"), json!(present));
+            }
+            let sorted: std::collections::BTreeMap<String, Value> =
+                object.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            log.push(format!("{} {sorted:?}", metric.subject));
+        }
+        log.sort();
+        seen.push(log);
+    }
+    assert_eq!(seen[1], seen[0], "tern, then nats-server");
+
+    // 2 MB at 4 Mbit/s: 1 MiB at once, the rest at 500 KB/s.
+    p.same(
+        "$JS.API.STREAM.CREATE.R",
+        json!({"name": "R", "subjects": ["r.>"], "storage": "file"}),
+    )
+    .await;
+    let payload = "y".repeat(50_000);
+    for _ in 0..40 {
+        p.publish("r.x", &payload).await;
+    }
+    for client in [&p.nats, &p.tern] {
+        let mut sub = client.subscribe("dr").await.unwrap();
+        let start = std::time::Instant::now();
+        request(
+            client,
+            "$JS.API.CONSUMER.CREATE.R.P",
+            &json!({"stream_name": "R", "config": {"durable_name": "P", "ack_policy": "none",
+                "deliver_subject": "dr", "rate_limit_bps": 4_000_000}}),
+        )
+        .await;
+        let mut at = Vec::new();
+        for _ in 0..40 {
+            timeout(WAIT, sub.next()).await.unwrap().unwrap();
+            at.push(start.elapsed());
+        }
+        assert!(at[39] >= Duration::from_millis(1500), "paced: {:?}", at[39]);
+        assert!(at[39] < Duration::from_secs(6), "not stalled: {:?}", at[39]);
+    }
 }

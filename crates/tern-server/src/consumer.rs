@@ -14,12 +14,16 @@ pub(crate) const FLOW_CONTROL_BYTES: u64 = 256 * 1024;
 /// A message handed out and not yet acknowledged.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pending {
-    /// The consumer sequence of its latest delivery.
+    /// The consumer sequence of its first delivery (nats-server keeps that
+    /// one; the ack floor counts on it).
     pub(crate) consumer_seq: u64,
     /// How many times it has been delivered.
     pub(crate) deliveries: u64,
     /// When it is delivered again if not acknowledged (unix ns).
     pub(crate) deadline_ns: u64,
+    /// When it was last delivered (unix ns; 0 if unknown, after a restart),
+    /// for the ack time of `sample_freq` metrics.
+    pub(crate) delivered_ns: u64,
 }
 
 /// A `MSG.NEXT` request still waiting for messages.
@@ -67,6 +71,10 @@ pub(crate) struct Consumer {
     /// for never): the `last_active` of its info.
     pub(crate) last_delivery_ns: u64,
     pub(crate) last_ack_ns: u64,
+    /// `rate_limit_bps` of a push consumer: bytes it may send now, and when
+    /// that was worked out (unix ns).
+    pub(crate) rate_tokens: f64,
+    pub(crate) rate_updated_ns: u64,
     /// When the consumer last had interest or requests (unix ns), for
     /// removing idle ephemeral consumers.
     pub(crate) last_active_ns: u64,
@@ -156,6 +164,8 @@ impl Consumer {
             initial_upto: 0,
             last_delivery_ns: 0,
             last_ack_ns: 0,
+            rate_tokens: 0.0,
+            rate_updated_ns: 0,
             last_active_ns: u64::try_from(created_ns).unwrap_or(0),
             last_sent_ns: u64::try_from(created_ns).unwrap_or(0),
             flow_control_pending: None,
@@ -186,6 +196,7 @@ impl Consumer {
                     consumer_seq,
                     deliveries,
                     deadline_ns: 0,
+                    delivered_ns: 0,
                 },
             );
             // Everything unacknowledged at shutdown is due again, but what
@@ -249,6 +260,41 @@ impl Consumer {
         filters
     }
 
+    /// Whether `rate_limit_bps` lets a push of `bytes` go now; takes them if
+    /// so. The bucket holds a second's worth, at least `burst` bytes (the
+    /// largest message a client can publish), and starts full.
+    pub(crate) fn rate_allows(&mut self, bytes: u64, now_ns: u64, burst: u64) -> bool {
+        let bps = self.config.rate_limit_bps;
+        if bps == 0 {
+            return true;
+        }
+        let per_second = bps as f64 / 8.0;
+        let capacity = per_second.max(burst as f64);
+        if self.rate_updated_ns == 0 {
+            self.rate_tokens = capacity;
+        } else {
+            let elapsed = now_ns.saturating_sub(self.rate_updated_ns) as f64 / 1e9;
+            self.rate_tokens = (self.rate_tokens + elapsed * per_second).min(capacity);
+        }
+        self.rate_updated_ns = now_ns;
+        if self.rate_tokens >= bytes as f64 {
+            self.rate_tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether `sample_freq` picks this ack for a metric (`"50%"` or `"50"`).
+    pub(crate) fn samples_ack(&self) -> bool {
+        let text = self.config.sample_freq.trim().trim_end_matches('%');
+        match text.parse::<u32>() {
+            Ok(0) | Err(_) => false,
+            Ok(p) if p >= 100 => true,
+            Ok(p) => fastrand::u32(0..100) < p,
+        }
+    }
+
     /// Whether `max_ack_pending` lets another message out.
     pub(crate) fn can_deliver_more(&self) -> bool {
         !self.acks_required()
@@ -297,6 +343,7 @@ impl Consumer {
                     consumer_seq: first_consumer_seq,
                     deliveries,
                     deadline_ns,
+                    delivered_ns: now_ns,
                 },
             );
         } else {

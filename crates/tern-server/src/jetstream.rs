@@ -2106,7 +2106,23 @@ impl JetStream {
             return;
         };
         let before = consumer.pending.get(&seq).copied();
+        let sampled = matches!(kind, AckKind::Ack | AckKind::Next)
+            && before.is_some()
+            && consumer.samples_ack();
         let finished = consumer.on_ack(seq, kind, now, delivery_seq);
+        if let (true, Some(pending)) = (sampled, before) {
+            let ack_time = if pending.delivered_ns > 0 {
+                now.saturating_sub(pending.delivered_ns)
+            } else {
+                0
+            };
+            self.advise(
+                &format!("$JS.EVENT.METRIC.CONSUMER.ACK.{stream_name}.{consumer_name}"),
+                json!({"type": "io.nats.jetstream.metric.v1.consumer_ack", "stream": stream_name,
+                    "consumer": consumer_name, "consumer_seq": delivery_seq, "stream_seq": seq,
+                    "ack_time": ack_time, "deliveries": pending.deliveries}),
+            );
+        }
         if let (AckKind::Nak { .. }, Some(pending)) = (kind, before) {
             self.advise(
                 &format!("$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.{stream_name}.{consumer_name}"),
@@ -2635,6 +2651,7 @@ impl JetStream {
         }
         let mut sends = Vec::new();
         let headers_only;
+        let burst = self.server.opts.max_payload as u64;
         {
             let Some(stream) = self.streams.get_mut(stream_name) else {
                 return;
@@ -2675,6 +2692,21 @@ impl JetStream {
                         break;
                     }
                 }
+                let size = (message.subject.len()
+                    + message.headers.as_ref().map_or(0, |h| h.len())
+                    + message.payload.len()) as u64;
+                if !consumer.rate_allows(size, now, burst) {
+                    // Over rate_limit_bps: back where it came from, and on
+                    // at a later tick.
+                    if consumer.pending.contains_key(&message.seq) {
+                        consumer.redeliver.insert(message.seq);
+                    } else if message.seq >= next_before {
+                        consumer.next_seq = message.seq;
+                    } else {
+                        consumer.initial.insert(message.seq);
+                    }
+                    break;
+                }
                 let (consumer_seq, deliveries) = consumer.record_delivery(message.seq, now);
                 let ack = format!(
                     "$JS.ACK.{stream_name}.{consumer_name}.{deliveries}.{}.{consumer_seq}.{}.{}",
@@ -2682,9 +2714,6 @@ impl JetStream {
                     message.timestamp_ns,
                     take_pending(&mut remaining, consumer, message.seq)
                 );
-                let size = (message.subject.len()
-                    + message.headers.as_ref().map_or(0, |h| h.len())
-                    + message.payload.len()) as u64;
                 let flow_control = consumer.flow_control_due(stream_name, size);
                 sends.push((ack, message, flow_control.clone()));
                 if flow_control.is_some() {
