@@ -1994,10 +1994,6 @@ async fn unimplemented_stream_features_are_refused() {
     let server = launch_js(dir.path(), None);
     let client = connect(&server.url()).await;
     for (extra, words) in [
-        (
-            r#""subject_transform":{"src":"r.>","dest":"t.>"}"#,
-            "subject transforms are not implemented",
-        ),
         (r#""mirror":{"name":"OTHER"}"#, "mirrors and sources"),
         (r#""sources":[{"name":"OTHER"}]"#, "mirrors and sources"),
     ] {
@@ -2359,4 +2355,77 @@ async fn consumer_names_and_filter_lists_are_checked() {
     .unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["error"]["err_code"], 10132, "{reply}");
+}
+
+/// A stream's `subject_transform` (2.10) stores messages under the mapped
+/// subject; what the source does not match is stored as it came.
+#[tokio::test]
+async fn a_subject_transform_names_what_is_stored() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    let reply = client
+        .request(
+            "$JS.API.STREAM.CREATE.T",
+            r#"{"name":"T","subjects":["in.>"],"subject_transform":{"src":"in.*","dest":"out.{{wildcard(1)}}"}}"#.into(),
+        )
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(reply.get("error").is_none(), "{reply}");
+    let js = jetstream::new(client.clone());
+    for subject in ["in.a", "in.b.c"] {
+        js.publish(subject, subject.to_owned().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let stream = js.get_stream("T").await.unwrap();
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(5).messages().await.unwrap();
+    let mut got = Vec::new();
+    while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+        let msg = msg.unwrap();
+        got.push(format!(
+            "{} {}",
+            msg.subject,
+            String::from_utf8_lossy(&msg.payload)
+        ));
+    }
+    assert_eq!(got, ["out.a in.a", "in.b.c in.b.c"]);
+    // A consumer may filter on the mapped subjects.
+    let mapped: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            ack_policy: AckPolicy::None,
+            filter_subject: "out.>".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = mapped.fetch().max_messages(5).messages().await.unwrap();
+    let mut got = Vec::new();
+    while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
+        got.push(msg.unwrap().subject.to_string());
+    }
+    assert_eq!(got, ["out.a"]);
+    // An invalid mapping is refused.
+    let reply = client
+        .request(
+            "$JS.API.STREAM.CREATE.U",
+            r#"{"name":"U","subjects":["u.>"],"subject_transform":{"src":"u.*","dest":"v.$2"}}"#
+                .into(),
+        )
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["error"]["err_code"], 10052, "{reply}");
 }

@@ -117,6 +117,8 @@ struct Stream {
     recheck_again: bool,
     /// `republish`: where stored messages go next.
     republish: Option<crate::transform::Transform>,
+    /// `subject_transform` (2.10): the subject a message is stored under.
+    subject_transform: Option<crate::transform::Transform>,
 }
 
 /// The JetStream service of one account (the default account, and every
@@ -305,6 +307,7 @@ impl JetStream {
     ) -> Result<(), RoutingError> {
         let subs = self.subscribe_subjects(&config.name, &config.subjects)?;
         let republish = republish_of(&config);
+        let subject_transform = transform_of(&config);
         self.streams.insert(
             config.name.clone(),
             Stream {
@@ -319,6 +322,7 @@ impl JetStream {
                 recheck: None,
                 recheck_again: false,
                 republish,
+                subject_transform,
             },
         );
         Ok(())
@@ -607,6 +611,13 @@ impl JetStream {
         let mut republish: Vec<(Option<Bytes>, Bytes)> = Vec::new();
         let mut last_seqs: HashMap<Bytes, u64> = HashMap::new();
         for (msg, retired) in msgs {
+            // The stream's subject transform (2.10) names what is stored.
+            let subject = match &stream.subject_transform {
+                Some(t) => t
+                    .apply(&String::from_utf8_lossy(&msg.subject))
+                    .map_or_else(|| msg.subject.clone(), Bytes::from),
+                None => msg.subject.clone(),
+            };
             let headers = msg.headers.as_ref().and_then(|h| Headers::decode(h).ok());
             let header = |name: &str| {
                 headers
@@ -649,7 +660,7 @@ impl JetStream {
                     // first copy is written (below), as a duplicate.
                     pending.push((msg.reply.clone(), Some(format!("\0dup:{id}"))));
                     rollups.push(None);
-                    subjects.push(msg.subject.clone());
+                    subjects.push(subject.clone());
                     if stream.republish.is_some() {
                         republish.push((None, Bytes::new()));
                     }
@@ -668,7 +679,7 @@ impl JetStream {
                     continue;
                 }
             }
-            let mut append = Append::new(msg.subject.clone(), msg.payload.clone(), now);
+            let mut append = Append::new(subject.clone(), msg.payload.clone(), now);
             if let Some(h) = &msg.headers {
                 append = append.with_headers(h.clone());
             }
@@ -694,7 +705,7 @@ impl JetStream {
                     continue;
                 }
                 Some("sub") => Some(PurgeRequest {
-                    filter: Some(msg.subject.clone()),
+                    filter: Some(subject.clone()),
                     up_to_seq: None,
                     keep: Some(1),
                 }),
@@ -717,21 +728,21 @@ impl JetStream {
             };
             if stream.republish.is_some() {
                 republish.push((append.headers.clone(), append.payload.clone()));
-                if !last_seqs.contains_key(&msg.subject) {
+                if !last_seqs.contains_key(&subject) {
                     let last = stream
                         .store
-                        .last_by_subject(&msg.subject)
+                        .last_by_subject(&subject)
                         .ok()
                         .flatten()
                         .map_or(0, |m| m.seq);
-                    last_seqs.insert(msg.subject.clone(), last);
+                    last_seqs.insert(subject.clone(), last);
                 }
             }
             ops.push(StreamOp::Append(append));
             marks.push(retired);
             pending.push((msg.reply.clone(), msg_id));
             rollups.push(rollup);
-            subjects.push(msg.subject.clone());
+            subjects.push(subject.clone());
         }
         Some(PreparedWrite {
             name: name.to_owned(),
@@ -1273,6 +1284,7 @@ impl JetStream {
         if let Some(stream) = self.streams.get_mut(name) {
             stream.subs = subs;
             stream.republish = republish_of(&config);
+            stream.subject_transform = transform_of(&config);
             stream.config = config;
         }
         self.stream_action(name, "modify", "UPDATED");
@@ -2985,6 +2997,12 @@ fn republish_of(config: &StreamConfig) -> Option<crate::transform::Transform> {
     crate::transform::Transform::new(src, &republish.dest)
 }
 
+/// A stream's `subject_transform` as a checked transform.
+fn transform_of(config: &StreamConfig) -> Option<crate::transform::Transform> {
+    let t = config.subject_transform.as_ref()?;
+    crate::transform::Transform::new(&t.src, &t.dest)
+}
+
 /// A consumer's `headers_only`, and whether it requires acks.
 fn consumer_flags(
     streams: &BTreeMap<String, Stream>,
@@ -3248,10 +3266,27 @@ fn validate_consumer(
             return Err(ApiErrorCode::CONSUMER_SMALL_HEARTBEAT.into());
         }
     }
+    // What the stream stores under: its subjects, and what its subject
+    // transform maps them to (each reference to a wildcard as `*`).
+    let mut stored: Vec<String> = stream.subjects.clone();
+    if let Some(t) = &stream.subject_transform {
+        let pattern: Vec<&str> = t
+            .dest
+            .split('.')
+            .map(|token| {
+                if token.starts_with('$') || token.starts_with("{{") {
+                    "*"
+                } else {
+                    token
+                }
+            })
+            .collect();
+        stored.push(pattern.join("."));
+    }
     if !stream.subjects.is_empty()
         && filters
             .iter()
-            .any(|f| !stream.subjects.iter().any(|s| subjects_overlap(s, f)))
+            .any(|f| !stored.iter().any(|s| subjects_overlap(s, f)))
     {
         return Err(ApiErrorCode::CONSUMER_FILTER_NOT_SUBSET.into());
     }
@@ -3540,10 +3575,11 @@ fn validate_stream_config(config: &StreamConfig) -> Result<(), ApiError> {
                 .with(&[&"stream configuration for republish destination forms a cycle"]));
         }
     }
-    // Taken and ignored, a client would wait for messages that never come.
-    if config.subject_transform.is_some() {
-        return Err(ApiErrorCode::STREAM_INVALID_CONFIG
-            .with(&[&"subject transforms are not implemented yet in tern"]));
+    if let Some(transform) = &config.subject_transform {
+        if crate::transform::Transform::new(&transform.src, &transform.dest).is_none() {
+            return Err(ApiErrorCode::STREAM_INVALID_CONFIG
+                .with(&[&"stream configuration for subject transform not valid"]));
+        }
     }
     Ok(())
 }
