@@ -189,6 +189,27 @@ pub(crate) struct InternalMsg {
     pending: Arc<AtomicUsize>,
 }
 
+impl InternalMsg {
+    /// A message the server makes for one of its own services (a stream's
+    /// sourced copy), counted against no client's queue.
+    pub(crate) fn local(
+        sid: Bytes,
+        subject: Bytes,
+        headers: Option<Bytes>,
+        payload: Bytes,
+    ) -> Self {
+        InternalMsg {
+            sid,
+            subject,
+            reply: None,
+            headers,
+            payload,
+            size: 0,
+            pending: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
 impl Drop for InternalMsg {
     fn drop(&mut self) {
         self.pending.fetch_sub(self.size, Ordering::Relaxed);

@@ -119,7 +119,32 @@ struct Stream {
     republish: Option<crate::transform::Transform>,
     /// `subject_transform` (2.10): the subject a message is stored under.
     subject_transform: Option<crate::transform::Transform>,
+    /// `sources`: where each origin stream is copied from next.
+    sources: Vec<SourceCursor>,
 }
+
+/// How far a stream has copied one of its `sources`.
+#[derive(Debug, Clone)]
+struct SourceCursor {
+    /// The origin stream.
+    name: String,
+    /// Its `filter_subject` (`>` for all).
+    filter: String,
+    /// The next origin sequence to copy.
+    next_seq: u64,
+    /// When a message was last copied (unix ns; 0 for never).
+    active_ns: u64,
+}
+
+/// The consumer-record name a source's position is saved under in the
+/// sourcing stream's store (a '.' no consumer name can have).
+fn source_record(origin: &str) -> String {
+    format!("$SRC.{origin}")
+}
+
+/// Messages (and bytes) copied from one source per tick at most.
+const SOURCE_BATCH: usize = 256;
+const SOURCE_BATCH_BYTES: usize = 1 << 20;
 
 /// The JetStream service of one account (the default account, and every
 /// account configured with `jetstream: enabled`).
@@ -265,7 +290,16 @@ impl JetStream {
                 continue;
             };
             rebuild_dedupe(stream, now);
+            let mut saved_sources: Vec<(String, u64)> = Vec::new();
             for (consumer_name, stored) in consumers {
+                if let Some(origin) = consumer_name.strip_prefix("$SRC.") {
+                    let next = serde_json::from_slice::<Value>(&stored.config)
+                        .ok()
+                        .and_then(|v| v["next_seq"].as_u64())
+                        .unwrap_or(1);
+                    saved_sources.push((origin.to_owned(), next));
+                    continue;
+                }
                 let Ok(saved) = serde_json::from_slice::<SavedConsumer>(&stored.config) else {
                     warn!(stream = %name, consumer = %consumer_name, "unreadable consumer configuration, skipped");
                     continue;
@@ -294,6 +328,7 @@ impl JetStream {
             // Ephemeral consumers did not survive the restart: on an
             // interest stream, what only they wanted goes.
             stream.consumer_removed();
+            restore_sources(stream, &saved_sources);
         }
         Ok(())
     }
@@ -308,6 +343,7 @@ impl JetStream {
         let subs = self.subscribe_subjects(&config.name, &config.subjects)?;
         let republish = republish_of(&config);
         let subject_transform = transform_of(&config);
+        let sources = source_cursors(&config, &[], &self.streams);
         self.streams.insert(
             config.name.clone(),
             Stream {
@@ -323,6 +359,7 @@ impl JetStream {
                 recheck_again: false,
                 republish,
                 subject_transform,
+                sources,
             },
         );
         Ok(())
@@ -338,6 +375,7 @@ impl JetStream {
                 _ = shutdown.changed() => break,
                 _ = expiry.tick() => self.expire().await,
                 _ = consumer_timer.tick() => {
+                    self.copy_sources().await;
                     self.recheck_interest();
                     self.tick_consumers();
                     let now = self.now_ns();
@@ -516,6 +554,17 @@ impl JetStream {
     /// Stores the publishes of one batch, one `apply_batch` per stream, and
     /// acknowledges each after the store reports it durable.
     async fn store_messages(&mut self, msgs: Vec<(InternalMsg, usize)>) {
+        self.store_messages_with(msgs, BTreeMap::new()).await;
+    }
+
+    /// [`JetStream::store_messages`], with `extra` ops written in the same
+    /// batch (so in the same fsync, all or nothing) after each stream's
+    /// messages: a source's position with the copies it covers.
+    async fn store_messages_with(
+        &mut self,
+        msgs: Vec<(InternalMsg, usize)>,
+        mut extra: BTreeMap<String, Vec<StreamOp>>,
+    ) {
         let mut by_stream: BTreeMap<String, Vec<(InternalMsg, usize)>> = BTreeMap::new();
         for (msg, retired) in msgs {
             let name = stream_of(&msg).to_owned();
@@ -545,8 +594,11 @@ impl JetStream {
                 };
                 let (retired, owed) = consumers_owe(stream, carry, false);
                 let owed_ops = owed.len();
-                let (ops, is_owed) =
+                let (mut ops, is_owed) =
                     interleave(std::mem::take(&mut p.ops), &marks, retired.len(), owed);
+                // After every op the results are matched with: their results
+                // are not looked at.
+                ops.extend(extra.remove(&p.name).unwrap_or_default());
                 let store = stream.store.clone();
                 (!ops.is_empty()).then(|| {
                     let write = tokio::task::spawn_blocking(move || store.apply_batch(ops));
@@ -1285,6 +1337,17 @@ impl JetStream {
             stream.subs = subs;
             stream.republish = republish_of(&config);
             stream.subject_transform = transform_of(&config);
+            let kept = std::mem::take(&mut stream.sources);
+            let cursors = source_cursors(&config, &kept, &BTreeMap::new());
+            // A source dropped: its saved position goes too, so that adding
+            // it again starts it afresh.
+            for old in kept
+                .iter()
+                .filter(|k| !cursors.iter().any(|c| c.name == k.name))
+            {
+                let _ = stream.store.delete_consumer(&source_record(&old.name));
+            }
+            stream.sources = cursors;
             stream.config = config;
         }
         self.stream_action(name, "modify", "UPDATED");
@@ -1392,11 +1455,41 @@ impl JetStream {
         if request.deleted_details {
             out.deleted = stream.store.deleted_seqs().unwrap_or_default();
         }
+        let now = self.now_ns_peek();
+        let sources = stream
+            .sources
+            .iter()
+            .map(|c| {
+                // Messages of the origin (its filter's) not copied yet.
+                let lag = self.streams.get(&c.name).map_or(0, |origin| {
+                    origin
+                        .store
+                        .count_matching(c.filter.as_bytes(), c.next_seq)
+                        .unwrap_or(0)
+                });
+                tern_protocol::jetstream::StreamSourceInfo {
+                    name: c.name.clone(),
+                    lag,
+                    active: if c.active_ns == 0 {
+                        -1
+                    } else {
+                        i64::try_from(now.saturating_sub(c.active_ns)).unwrap_or(i64::MAX)
+                    },
+                    filter_subject: if c.filter == ">" {
+                        String::new()
+                    } else {
+                        c.filter.clone()
+                    },
+                    ..Default::default()
+                }
+            })
+            .collect();
         Ok(StreamInfo {
             config: stream.config.clone(),
             created: timestamp_i64(stream.created_ns),
             state: out,
-            ts: timestamp_i64(self.now_ns_peek() as i64),
+            ts: timestamp_i64(now as i64),
+            sources,
             ..StreamInfo::default()
         })
     }
@@ -2347,6 +2440,110 @@ impl JetStream {
         }
     }
 
+    /// `sources`: copies what the origin streams stored since the last pass
+    /// into the streams that source them, through the publish path (so
+    /// limits, de-duplication and retention apply), each copy with a
+    /// `Nats-Stream-Source: <origin> <sequence>` header. Each source's
+    /// position is written in the same batch as its copies.
+    async fn copy_sources(&mut self) {
+        let targets: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.sources.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for target in targets {
+            let cursors = match self.streams.get(&target) {
+                Some(s) => s.sources.clone(),
+                None => continue,
+            };
+            let mut msgs = Vec::new();
+            let mut moved = Vec::new();
+            for (i, cursor) in cursors.iter().enumerate() {
+                let Some(origin) = self.streams.get(&cursor.name) else {
+                    continue;
+                };
+                let store = origin.store.clone();
+                let (mut next, mut bytes, mut count) = (cursor.next_seq, 0usize, 0usize);
+                while count < SOURCE_BATCH && bytes < SOURCE_BATCH_BYTES {
+                    let message = match store.next_matching(next, cursor.filter.as_bytes()) {
+                        Ok(Some(message)) => message,
+                        Ok(None) => break,
+                        // Damaged: passed over, as a consumer passes over it.
+                        Err(StorageError::Corrupt { seq, .. }) if seq >= next => {
+                            next = seq + 1;
+                            continue;
+                        }
+                        Err(_) => break,
+                    };
+                    next = message.seq + 1;
+                    count += 1;
+                    bytes += message.payload.len();
+                    let mut headers = match message.headers.as_deref().map(Headers::decode) {
+                        Some(Ok(h)) => h,
+                        _ => Headers::default(),
+                    };
+                    // A copy of one of this stream's own messages (sources
+                    // that go round in a circle): not again.
+                    let own = format!("{target} ");
+                    if headers
+                        .fields
+                        .iter()
+                        .any(|(k, v)| k == "Nats-Stream-Source" && v.starts_with(&own))
+                    {
+                        continue;
+                    }
+                    // Expectations were the origin's to check.
+                    headers
+                        .fields
+                        .retain(|(k, _)| !k.starts_with("Nats-Expected-"));
+                    headers.fields.push((
+                        "Nats-Stream-Source".to_owned(),
+                        format!("{} {}", cursor.name, message.seq),
+                    ));
+                    msgs.push(crate::client::InternalMsg::local(
+                        Bytes::from(format!("{STREAM_SID_PREFIX}{target}")),
+                        message.subject,
+                        Some(headers.encode()),
+                        message.payload,
+                    ));
+                }
+                if next != cursor.next_seq {
+                    moved.push((i, next));
+                }
+            }
+            if msgs.is_empty() {
+                continue;
+            }
+            // The positions go in the same write as the copies.
+            let saves: Vec<StreamOp> = moved
+                .iter()
+                .filter_map(|&(i, next)| {
+                    let cursor = cursors.get(i)?;
+                    Some(StreamOp::SaveConsumerConfig {
+                        name: source_record(&cursor.name),
+                        config: serde_json::to_vec(&json!({ "next_seq": next }))
+                            .unwrap_or_default()
+                            .into(),
+                    })
+                })
+                .collect();
+            let retired = self.streams.get(&target).map_or(0, |s| s.retired.len());
+            let appends = msgs.into_iter().map(|m| (m, retired)).collect();
+            self.store_messages_with(appends, BTreeMap::from([(target.clone(), saves)]))
+                .await;
+            let now = self.now_ns();
+            if let Some(stream) = self.streams.get_mut(&target) {
+                for (i, next) in moved {
+                    if let Some(cursor) = stream.sources.get_mut(i) {
+                        cursor.next_seq = next;
+                        cursor.active_ns = now;
+                    }
+                }
+            }
+        }
+    }
+
     /// Interest retention: after a consumer went, the messages no remaining
     /// consumer wants are retired, [`RECHECK_PER_TICK`] sequences per tick
     /// and stream, as nats-server removes them.
@@ -2997,6 +3194,67 @@ fn republish_of(config: &StreamConfig) -> Option<crate::transform::Transform> {
     crate::transform::Transform::new(src, &republish.dest)
 }
 
+/// The positions of a stream's `sources`: kept from `kept` for a source that
+/// stays, else where its `opt_start_seq` or `opt_start_time` says (looked up
+/// in the origin, when it is there), else its start.
+fn source_cursors(
+    config: &StreamConfig,
+    kept: &[SourceCursor],
+    streams: &BTreeMap<String, Stream>,
+) -> Vec<SourceCursor> {
+    config
+        .sources
+        .iter()
+        .map(|source| {
+            let filter = if source.filter_subject.is_empty() {
+                ">".to_owned()
+            } else {
+                source.filter_subject.clone()
+            };
+            if let Some(old) = kept
+                .iter()
+                .find(|c| c.name == source.name && c.filter == filter)
+            {
+                return old.clone();
+            }
+            let by_time = source
+                .opt_start_time
+                .as_ref()
+                .and_then(|t| t.unix_nanos())
+                .and_then(|t| u64::try_from(t).ok())
+                .and_then(|t| {
+                    streams
+                        .get(&source.name)?
+                        .store
+                        .seq_for_time(t)
+                        .ok()
+                        .flatten()
+                });
+            let next_seq = if source.opt_start_seq > 0 {
+                source.opt_start_seq
+            } else {
+                by_time.unwrap_or(1)
+            };
+            SourceCursor {
+                name: source.name.clone(),
+                filter,
+                next_seq,
+                active_ns: 0,
+            }
+        })
+        .collect()
+}
+
+/// After a restart: each source's saved position (written in the same
+/// batch as the copies it covers, so never behind them).
+fn restore_sources(stream: &mut Stream, saved: &[(String, u64)]) {
+    for cursor in &mut stream.sources {
+        if let Some((_, next)) = saved.iter().find(|(name, _)| *name == cursor.name) {
+            cursor.next_seq = (*next).max(1);
+        }
+    }
+}
+
 /// A stream's `subject_transform` as a checked transform.
 fn transform_of(config: &StreamConfig) -> Option<crate::transform::Transform> {
     let t = config.subject_transform.as_ref()?;
@@ -3547,9 +3805,33 @@ fn validate_stream_config(config: &StreamConfig) -> Result<(), ApiError> {
         };
         return Err(ApiErrorCode::STREAM_INVALID_CONFIG.with(&[&why]));
     }
-    if config.mirror.is_some() || !config.sources.is_empty() {
-        return Err(ApiErrorCode::STREAM_INVALID_CONFIG
-            .with(&[&"mirrors and sources are not implemented yet in tern"]));
+    if config.mirror.is_some() {
+        return Err(
+            ApiErrorCode::STREAM_INVALID_CONFIG.with(&[&"mirrors are not implemented yet in tern"])
+        );
+    }
+    let mut names = std::collections::HashSet::new();
+    for source in &config.sources {
+        if source.external.is_some() || !source.subject_transforms.is_empty() {
+            return Err(ApiErrorCode::STREAM_INVALID_CONFIG.with(&[
+                &"sources in other accounts or with subject transforms are not implemented yet in tern",
+            ]));
+        }
+        if source.name.is_empty()
+            || source.name == config.name
+            || !names.insert(source.name.as_str())
+        {
+            return Err(ApiErrorCode::STREAM_INVALID_CONFIG
+                .with(&[&"stream configuration for sources is not valid"]));
+        }
+        if !source.filter_subject.is_empty()
+            && !tern_protocol::subject::is_valid_subscription_subject(
+                source.filter_subject.as_bytes(),
+            )
+        {
+            return Err(ApiErrorCode::STREAM_INVALID_CONFIG
+                .with(&[&"stream configuration for source filter subject is not valid"]));
+        }
     }
     if let Some(republish) = &config.republish {
         let src = if republish.src.is_empty() {

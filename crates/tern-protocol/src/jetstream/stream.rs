@@ -314,7 +314,9 @@ impl StreamConfig {
             self.max_msg_size = -1;
         }
         let copies = self.mirror.is_some() || !self.sources.is_empty();
-        if self.duplicate_window == 0 && !copies {
+        // A mirror has no window of its own; a stream with sources does
+        // (nats-server 2.9 reports one for it).
+        if self.duplicate_window == 0 && self.mirror.is_none() {
             self.duplicate_window = if self.max_age > 0 && self.max_age < DEFAULT_DUPLICATE_WINDOW {
                 self.max_age
             } else {
