@@ -2566,3 +2566,95 @@ async fn sources_killed_mid_copy_copy_everything_once() {
         "each origin message once"
     );
 }
+
+/// Two streams sourcing each other copy each other's messages once, and a
+/// long run of copies of its own messages does not stop a stream copying
+/// what comes after; an interest stream keeps what its sourcing streams
+/// have not copied yet, then lets it go.
+#[tokio::test]
+async fn sources_in_a_circle_and_from_an_interest_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch_js(dir.path(), None);
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let create = |body: &'static str, name: &'static str| {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .request(format!("$JS.API.STREAM.CREATE.{name}"), body.into())
+                .await
+                .unwrap();
+            let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+            assert!(reply.get("error").is_none(), "{reply}");
+        }
+    };
+    let messages = |name: &'static str, expected: u64| {
+        let client = client.clone();
+        async move {
+            let mut seen = u64::MAX;
+            for _ in 0..400 {
+                let reply = client
+                    .request(format!("$JS.API.STREAM.INFO.{name}"), "".into())
+                    .await
+                    .unwrap();
+                let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+                seen = info["state"]["messages"].as_u64().unwrap_or(0);
+                if seen == expected {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            seen
+        }
+    };
+    create(
+        r#"{"name":"A","subjects":["a.>"],"sources":[{"name":"B"}]}"#,
+        "A",
+    )
+    .await;
+    create(
+        r#"{"name":"B","subjects":["b.>"],"sources":[{"name":"A"}]}"#,
+        "B",
+    )
+    .await;
+    for i in 0..300 {
+        js.publish(format!("a.{i}"), "x".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(messages("B", 300).await, 300);
+    for i in 0..5 {
+        js.publish(format!("b.{i}"), "y".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        messages("A", 305).await,
+        305,
+        "B's own come after 300 copies"
+    );
+    assert_eq!(messages("B", 305).await, 305);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(messages("A", 305).await, 305, "nothing copied twice");
+
+    // An interest stream nobody consumes, copied by another.
+    create(
+        r#"{"name":"I","subjects":["i.>"],"retention":"interest"}"#,
+        "I",
+    )
+    .await;
+    create(r#"{"name":"C","sources":[{"name":"I"}]}"#, "C").await;
+    for i in 0..50 {
+        js.publish(format!("i.{i}"), "z".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(messages("C", 50).await, 50, "every one copied");
+    assert_eq!(messages("I", 0).await, 0, "then let go");
+}

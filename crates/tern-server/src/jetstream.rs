@@ -560,11 +560,14 @@ impl JetStream {
     /// [`JetStream::store_messages`], with `extra` ops written in the same
     /// batch (so in the same fsync, all or nothing) after each stream's
     /// messages: a source's position with the copies it covers.
+    /// Returns the streams whose write failed as a whole (a disk error or an
+    /// aborted batch): nothing of theirs, `extra` included, was written.
     async fn store_messages_with(
         &mut self,
         msgs: Vec<(InternalMsg, usize)>,
         mut extra: BTreeMap<String, Vec<StreamOp>>,
-    ) {
+    ) -> std::collections::BTreeSet<String> {
+        let mut failed = std::collections::BTreeSet::new();
         let mut by_stream: BTreeMap<String, Vec<(InternalMsg, usize)>> = BTreeMap::new();
         for (msg, retired) in msgs {
             let name = stream_of(&msg).to_owned();
@@ -617,6 +620,15 @@ impl JetStream {
                         warn!(stream = %p.name, error = %e, "stream write task failed");
                         Vec::new()
                     });
+                    let whole_failure = all.is_empty()
+                        || all.iter().any(|r| {
+                            r.as_ref().is_err_and(|e| {
+                                e.is_backend() || matches!(e, StorageError::BatchAborted)
+                            })
+                        });
+                    if whole_failure {
+                        failed.insert(p.name.clone());
+                    }
                     if is_owed.is_empty() {
                         all // publishes only
                     } else {
@@ -637,6 +649,7 @@ impl JetStream {
             };
             self.finish_writes(p, results).await;
         }
+        failed
     }
 
     /// Checks one stream's publishes of a batch: each either becomes an op
@@ -832,6 +845,8 @@ impl JetStream {
         // the subject's previous sequence).
         let mut to_republish: Vec<Republished> = Vec::new();
         let name = name.as_str();
+        // Streams that source this one want what they have not copied yet.
+        let sourced = source_interest(&self.streams, name);
         let Some(stream) = self.streams.get_mut(name) else {
             return;
         };
@@ -915,6 +930,8 @@ impl JetStream {
                         || filters
                             .iter()
                             .any(|f| tern_protocol::subject::matches(f.as_bytes(), subject))
+                }) || sourced.iter().any(|(filter, next)| {
+                    seq >= *next && tern_protocol::subject::matches(filter.as_bytes(), subject)
                 });
                 if !wanted {
                     stream.retired.push(seq);
@@ -1248,6 +1265,29 @@ impl JetStream {
         self.install(config, created_ns, store)
             .map_err(|e| ApiErrorCode::STREAM_CREATE.with(&[&e]))?;
         info!(stream = %name, "stream created");
+        // Where each source starts is saved now: after a restart the origin
+        // may be opened after this stream, too late to look a time up in.
+        let saves: Vec<StreamOp> = self
+            .streams
+            .get(name)
+            .map(|s| {
+                s.sources
+                    .iter()
+                    .map(|c| StreamOp::SaveConsumerConfig {
+                        name: source_record(&c.name),
+                        config: serde_json::to_vec(&json!({ "next_seq": c.next_seq }))
+                            .unwrap_or_default()
+                            .into(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let (false, Some(store)) = (
+            saves.is_empty(),
+            self.streams.get(name).map(|s| s.store.clone()),
+        ) {
+            let _ = tokio::task::spawn_blocking(move || store.apply_batch(saves)).await;
+        }
         self.stream_action(name, "create", "CREATED");
         let mut info = self
             .stream_info(name, &StreamInfoRequest::default())
@@ -1341,11 +1381,18 @@ impl JetStream {
             let cursors = source_cursors(&config, &kept, &BTreeMap::new());
             // A source dropped: its saved position goes too, so that adding
             // it again starts it afresh.
-            for old in kept
+            let dropped: Vec<String> = kept
                 .iter()
                 .filter(|k| !cursors.iter().any(|c| c.name == k.name))
-            {
-                let _ = stream.store.delete_consumer(&source_record(&old.name));
+                .map(|k| source_record(&k.name))
+                .collect();
+            if !dropped.is_empty() {
+                let store = stream.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    for name in dropped {
+                        let _ = store.delete_consumer(&name);
+                    }
+                });
             }
             stream.sources = cursors;
             stream.config = config;
@@ -2414,6 +2461,7 @@ impl JetStream {
         stream_name: &str,
         message: &tern_storage::StoredMessage,
     ) {
+        let sourced = source_interest(&self.streams, stream_name);
         let Some(stream) = self.streams.get_mut(stream_name) else {
             return;
         };
@@ -2434,6 +2482,8 @@ impl JetStream {
                     && !c.pending.contains_key(&seq)
                     && !c.redeliver.contains(&seq)
                     && !c.initial.contains(&seq))
+        }) && !sourced.iter().any(|(filter, next)| {
+            seq >= *next && tern_protocol::subject::matches(filter.as_bytes(), &message.subject)
         });
         if consumed {
             stream.retired.push(seq);
@@ -2472,6 +2522,7 @@ impl JetStream {
                         // Damaged: passed over, as a consumer passes over it.
                         Err(StorageError::Corrupt { seq, .. }) if seq >= next => {
                             next = seq + 1;
+                            count += 1;
                             continue;
                         }
                         Err(_) => break,
@@ -2512,10 +2563,11 @@ impl JetStream {
                     moved.push((i, next));
                 }
             }
-            if msgs.is_empty() {
+            if moved.is_empty() {
                 continue;
             }
-            // The positions go in the same write as the copies.
+            // The positions go in the same write as the copies (alone when
+            // every message passed over was one not to copy).
             let saves: Vec<StreamOp> = moved
                 .iter()
                 .filter_map(|&(i, next)| {
@@ -2528,16 +2580,46 @@ impl JetStream {
                     })
                 })
                 .collect();
-            let retired = self.streams.get(&target).map_or(0, |s| s.retired.len());
-            let appends = msgs.into_iter().map(|m| (m, retired)).collect();
-            self.store_messages_with(appends, BTreeMap::from([(target.clone(), saves)]))
-                .await;
+            let written = if msgs.is_empty() {
+                let Some(store) = self.streams.get(&target).map(|s| s.store.clone()) else {
+                    continue;
+                };
+                tokio::task::spawn_blocking(move || store.apply_batch(saves))
+                    .await
+                    .is_ok_and(|results| results.iter().all(Result::is_ok))
+            } else {
+                let retired = self.streams.get(&target).map_or(0, |s| s.retired.len());
+                let appends = msgs.into_iter().map(|m| (m, retired)).collect();
+                let failed = self
+                    .store_messages_with(appends, BTreeMap::from([(target.clone(), saves)]))
+                    .await;
+                !failed.contains(&target)
+            };
+            // A failed write took the positions with it: the same messages
+            // are copied again at the next pass.
+            if !written {
+                continue;
+            }
             let now = self.now_ns();
+            let mut copied_from = Vec::new();
             if let Some(stream) = self.streams.get_mut(&target) {
                 for (i, next) in moved {
                     if let Some(cursor) = stream.sources.get_mut(i) {
+                        copied_from.push((cursor.name.clone(), cursor.next_seq, next));
                         cursor.next_seq = next;
                         cursor.active_ns = now;
+                    }
+                }
+            }
+            // An interest origin kept what was not copied yet; copied, it
+            // may go now.
+            for (origin, from, to) in copied_from {
+                let interest = self.streams.get(&origin).is_some_and(|o| {
+                    o.config.retention == tern_protocol::jetstream::RetentionPolicy::Interest
+                });
+                if interest {
+                    for seq in from..to.min(from.saturating_add(SOURCE_BATCH as u64 * 4)) {
+                        self.retire_if_consumed(&origin, seq);
                     }
                 }
             }
@@ -3194,6 +3276,17 @@ fn republish_of(config: &StreamConfig) -> Option<crate::transform::Transform> {
     crate::transform::Transform::new(src, &republish.dest)
 }
 
+/// Where the streams that source `origin` are (filter, next sequence to
+/// copy): on an interest origin they count as interest in what is ahead.
+fn source_interest(streams: &BTreeMap<String, Stream>, origin: &str) -> Vec<(String, u64)> {
+    streams
+        .values()
+        .flat_map(|s| s.sources.iter())
+        .filter(|c| c.name == origin)
+        .map(|c| (c.filter.clone(), c.next_seq))
+        .collect()
+}
+
 /// The positions of a stream's `sources`: kept from `kept` for a source that
 /// stays, else where its `opt_start_seq` or `opt_start_time` says (looked up
 /// in the origin, when it is there), else its start.
@@ -3211,11 +3304,13 @@ fn source_cursors(
             } else {
                 source.filter_subject.clone()
             };
-            if let Some(old) = kept
-                .iter()
-                .find(|c| c.name == source.name && c.filter == filter)
-            {
-                return old.clone();
+            // A source that stays keeps its position (a new filter applies
+            // from there on), as it does across a restart.
+            if let Some(old) = kept.iter().find(|c| c.name == source.name) {
+                return SourceCursor {
+                    filter,
+                    ..old.clone()
+                };
             }
             let by_time = source
                 .opt_start_time
