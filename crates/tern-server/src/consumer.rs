@@ -287,6 +287,9 @@ impl Consumer {
 
     /// Whether `sample_freq` picks this ack for a metric (`"50%"` or `"50"`).
     pub(crate) fn samples_ack(&self) -> bool {
+        if self.config.sample_freq.is_empty() {
+            return false;
+        }
         let text = self.config.sample_freq.trim().trim_end_matches('%');
         match text.parse::<u32>() {
             Ok(0) | Err(_) => false,
