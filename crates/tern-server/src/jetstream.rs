@@ -2509,6 +2509,8 @@ impl JetStream {
             };
             let mut msgs = Vec::new();
             let mut moved = Vec::new();
+            // (origin, sequence) of every message this pass takes.
+            let mut taken: Vec<(String, u64)> = Vec::new();
             for (i, cursor) in cursors.iter().enumerate() {
                 let Some(origin) = self.streams.get(&cursor.name) else {
                     continue;
@@ -2530,6 +2532,7 @@ impl JetStream {
                     next = message.seq + 1;
                     count += 1;
                     bytes += message.payload.len();
+                    taken.push((cursor.name.clone(), message.seq));
                     let mut headers = match message.headers.as_deref().map(Headers::decode) {
                         Some(Ok(h)) => h,
                         _ => Headers::default(),
@@ -2601,11 +2604,9 @@ impl JetStream {
                 continue;
             }
             let now = self.now_ns();
-            let mut copied_from = Vec::new();
             if let Some(stream) = self.streams.get_mut(&target) {
                 for (i, next) in moved {
                     if let Some(cursor) = stream.sources.get_mut(i) {
-                        copied_from.push((cursor.name.clone(), cursor.next_seq, next));
                         cursor.next_seq = next;
                         cursor.active_ns = now;
                     }
@@ -2613,14 +2614,12 @@ impl JetStream {
             }
             // An interest origin kept what was not copied yet; copied, it
             // may go now.
-            for (origin, from, to) in copied_from {
+            for (origin, seq) in taken {
                 let interest = self.streams.get(&origin).is_some_and(|o| {
                     o.config.retention == tern_protocol::jetstream::RetentionPolicy::Interest
                 });
                 if interest {
-                    for seq in from..to.min(from.saturating_add(SOURCE_BATCH as u64 * 4)) {
-                        self.retire_if_consumed(&origin, seq);
-                    }
+                    self.retire_if_consumed(&origin, seq);
                 }
             }
         }
