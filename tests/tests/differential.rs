@@ -1549,7 +1549,20 @@ async fn advisories_agree_with_nats_server() {
         .await;
         request(client, "$JS.API.STREAM.DELETE.S", &json!({})).await;
         let mut log = Vec::new();
-        while let Ok(Some(event)) = timeout(Duration::from_millis(500), events.next()).await {
+        // Until the stream's DELETED advisory has come (nats-server sends
+        // it a little after the reply) and then nothing for 500 ms.
+        let mut deleted = false;
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let idle = if deleted {
+                Duration::from_millis(500)
+            } else {
+                deadline.saturating_duration_since(std::time::Instant::now())
+            };
+            let Ok(Some(event)) = timeout(idle, events.next()).await else {
+                break;
+            };
+            deleted |= event.subject.as_str() == "$JS.EVENT.ADVISORY.STREAM.DELETED.S";
             let mut body: Value = serde_json::from_slice(&event.payload).unwrap();
             let object = body.as_object_mut().unwrap();
             for key in ["id", "timestamp", "server", "client", "request", "response"] {
@@ -1792,4 +1805,51 @@ async fn sources_agree_with_nats_server() {
     }
     assert_eq!(seen[1], seen[0], "tern, then nats-server");
     assert_eq!(seen[0].len(), 4);
+}
+
+/// Where a new consumer starts, by deliver policy: its pending count, what
+/// it reports delivered and its ack floor; `last_per_subject` needs a
+/// filter in 2.9.
+#[tokio::test]
+async fn consumer_starting_points_agree_with_nats_server() {
+    let Some(p) = pair().await else { return };
+    p.same(
+        "$JS.API.STREAM.CREATE.S",
+        json!({"name": "S", "subjects": ["s.>"], "storage": "file"}),
+    )
+    .await;
+    for i in 0..6u8 {
+        p.publish(["s.0", "s.1", "s.2"][usize::from(i % 3)], "x")
+            .await;
+    }
+    for policy in [
+        json!({"deliver_policy": "last_per_subject"}),
+        json!({"deliver_policy": "last_per_subject", "filter_subject": "s.*"}),
+        json!({"deliver_policy": "new"}),
+        json!({"deliver_policy": "last"}),
+        json!({"deliver_policy": "last", "filter_subject": "s.1"}),
+        json!({"deliver_policy": "by_start_sequence", "opt_start_seq": 3}),
+        json!({"deliver_policy": "all", "filter_subject": "s.2"}),
+    ] {
+        let mut config = json!({"ack_policy": "explicit"});
+        for (k, v) in policy.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let body = json!({"stream_name": "S", "config": config});
+        let theirs = request(&p.nats, "$JS.API.CONSUMER.CREATE.S", &body).await;
+        let ours = request(&p.tern, "$JS.API.CONSUMER.CREATE.S", &body).await;
+        let figures = |r: &Value| {
+            json!([
+                r.get("error"),
+                r["num_pending"],
+                r["delivered"]["stream_seq"],
+                r["ack_floor"]["stream_seq"]
+            ])
+        };
+        assert_eq!(
+            figures(&ours),
+            figures(&theirs),
+            "{policy}\n tern {ours}\n nats {theirs}"
+        );
+    }
 }
