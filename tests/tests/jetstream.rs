@@ -1369,6 +1369,8 @@ async fn last_per_subject_goes_on_after_a_restart() {
             .create_consumer(pull::Config {
                 durable_name: Some("lps".into()),
                 deliver_policy: DeliverPolicy::LastPerSubject,
+                // nats-server 2.9 wants a filter with this policy.
+                filter_subject: "orders.>".into(),
                 ack_policy: AckPolicy::Explicit,
                 ..Default::default()
             })

@@ -154,7 +154,8 @@ impl Consumer {
             delivered_consumer_seq: 0,
             delivered_stream_seq: next_seq.saturating_sub(1),
             ack_floor_consumer_seq: 0,
-            ack_floor_stream_seq: next_seq.saturating_sub(1),
+            // Nothing acked yet: 0, whatever the start (as nats-server).
+            ack_floor_stream_seq: 0,
             pending: BTreeMap::new(),
             redeliver: BTreeSet::new(),
             waiting: VecDeque::new(),

@@ -2028,6 +2028,12 @@ impl JetStream {
                         last_per_subject(stream.store.as_ref(), &consumer.filters(), 0, u64::MAX);
                     consumer.initial_upto = state.last_seq;
                     consumer.next_seq = state.last_seq + 1;
+                    // Delivered up to just below the first of them, as
+                    // nats-server reports it.
+                    consumer.delivered_stream_seq = consumer
+                        .initial
+                        .first()
+                        .map_or(state.last_seq, |first| first - 1);
                 }
                 // The last message its filters take, not the stream's last.
                 tern_protocol::jetstream::DeliverPolicy::Last if !consumer.filters().is_empty() => {
@@ -2039,7 +2045,6 @@ impl JetStream {
                         .max();
                     consumer.next_seq = last.unwrap_or(state.last_seq + 1);
                     consumer.delivered_stream_seq = consumer.next_seq - 1;
-                    consumer.ack_floor_stream_seq = consumer.next_seq - 1;
                 }
                 _ => {}
             }
@@ -3689,6 +3694,11 @@ fn validate_consumer(
                 ));
             }
         }
+    }
+    if config.deliver_policy == DeliverPolicy::LastPerSubject && filters.is_empty() {
+        return invalid(
+            "consumer delivery policy is deliver last per subject, but optional filter subject is not set",
+        );
     }
     if !config.sample_freq.is_empty() {
         let text = config.sample_freq.trim_end_matches('%');
