@@ -249,16 +249,7 @@ impl Consumer {
 
     /// The subjects this consumer takes (`filter_subject(s)`), empty for all.
     pub(crate) fn filters(&self) -> Vec<&str> {
-        let mut filters: Vec<&str> = self
-            .config
-            .filter_subjects
-            .iter()
-            .map(String::as_str)
-            .collect();
-        if !self.config.filter_subject.is_empty() {
-            filters.push(&self.config.filter_subject);
-        }
-        filters
+        self.config.filters()
     }
 
     /// Whether `rate_limit_bps` lets a push of `bytes` go now; takes them if
@@ -296,6 +287,28 @@ impl Consumer {
             Ok(0) | Err(_) => false,
             Ok(p) if p >= 100 => true,
             Ok(p) => fastrand::u32(0..100) < p,
+        }
+    }
+
+    /// Whether the consumer's filters take `subject` (no filter: all).
+    pub(crate) fn takes(&self, subject: &[u8]) -> bool {
+        let filters = self.filters();
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|f| tern_protocol::subject::matches(f.as_bytes(), subject))
+    }
+
+    /// Puts back a message [`crate::jetstream`]'s `next_for` handed out but
+    /// that is not sent now: to redelivery if it was pending, else where
+    /// the walk was (`next_before`), or back among the last messages.
+    pub(crate) fn put_back(&mut self, seq: u64, next_before: u64) {
+        if self.pending.contains_key(&seq) {
+            self.redeliver.insert(seq);
+        } else if seq >= next_before {
+            self.next_seq = seq;
+        } else {
+            self.initial.insert(seq);
         }
     }
 

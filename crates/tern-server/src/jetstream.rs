@@ -142,6 +142,16 @@ fn source_record(origin: &str) -> String {
     format!("$SRC.{origin}")
 }
 
+/// The op that saves where copying `origin` goes on (`next_seq`).
+fn source_position(origin: &str, next_seq: u64) -> StreamOp {
+    StreamOp::SaveConsumerConfig {
+        name: source_record(origin),
+        config: serde_json::to_vec(&json!({ "next_seq": next_seq }))
+            .unwrap_or_default()
+            .into(),
+    }
+}
+
 /// Messages (and bytes) copied from one source per tick at most.
 const SOURCE_BATCH: usize = 256;
 const SOURCE_BATCH_BYTES: usize = 1 << 20;
@@ -924,15 +934,10 @@ impl JetStream {
         if stream.config.retention == tern_protocol::jetstream::RetentionPolicy::Interest {
             // Nobody to keep them for: messages no consumer takes go at once.
             for &(seq, ref subject) in &stored {
-                let wanted = stream.consumers.values().any(|c| {
-                    let filters = c.filters();
-                    filters.is_empty()
-                        || filters
-                            .iter()
-                            .any(|f| tern_protocol::subject::matches(f.as_bytes(), subject))
-                }) || sourced.iter().any(|(filter, next)| {
-                    seq >= *next && tern_protocol::subject::matches(filter.as_bytes(), subject)
-                });
+                let wanted = stream.consumers.values().any(|c| c.takes(subject))
+                    || sourced.iter().any(|(filter, next)| {
+                        seq >= *next && tern_protocol::subject::matches(filter.as_bytes(), subject)
+                    });
                 if !wanted {
                     stream.retired.push(seq);
                 }
@@ -1017,10 +1022,7 @@ impl JetStream {
                 warn!(stream = %name, subject = %dest, "republish destination is one of the stream's own subjects; not sent");
                 continue;
             }
-            let mut h = match headers.as_deref().map(Headers::decode) {
-                Some(Ok(h)) => h,
-                _ => Headers::default(),
-            };
+            let mut h = decoded_headers(headers.as_deref());
             let fields = [
                 ("Nats-Stream", name.to_owned()),
                 (
@@ -1273,12 +1275,7 @@ impl JetStream {
             .map(|s| {
                 s.sources
                     .iter()
-                    .map(|c| StreamOp::SaveConsumerConfig {
-                        name: source_record(&c.name),
-                        config: serde_json::to_vec(&json!({ "next_seq": c.next_seq }))
-                            .unwrap_or_default()
-                            .into(),
-                    })
+                    .map(|c| source_position(&c.name, c.next_seq))
                     .collect()
             })
             .unwrap_or_default();
@@ -1739,10 +1736,7 @@ impl JetStream {
         };
         match lookup_message(stream.store.as_ref(), &request) {
             Ok(message) => {
-                let mut headers = match message.headers.as_deref().map(Headers::decode) {
-                    Some(Ok(h)) => h,
-                    _ => Headers::default(),
-                };
+                let mut headers = decoded_headers(message.headers.as_deref());
                 let fields = [
                     ("Nats-Stream", name.to_owned()),
                     (
@@ -1889,20 +1883,10 @@ impl JetStream {
             {
                 return Err(ApiErrorCode::CONSUMER_WQ_REQUIRES_EXPLICIT_ACK.into());
             }
-            let mine: Vec<&str> =
-                if config.filter_subjects.is_empty() && config.filter_subject.is_empty() {
-                    vec![">"]
-                } else {
-                    config
-                        .filter_subjects
-                        .iter()
-                        .map(String::as_str)
-                        .chain(
-                            (!config.filter_subject.is_empty())
-                                .then_some(config.filter_subject.as_str()),
-                        )
-                        .collect()
-                };
+            let mine = match config.filters() {
+                filters if filters.is_empty() => vec![">"],
+                filters => filters,
+            };
             // Another consumer's filters, not this one's own (an update).
             let overlap = stream
                 .consumers
@@ -2370,14 +2354,12 @@ impl JetStream {
     ) {
         let terminated = consumer_seq.is_some();
         warn!(stream = %stream_name, consumer = %consumer_name, seq, deliveries, terminated, "message given up");
-        let id: String = (0..22).map(|_| fastrand::alphanumeric()).collect();
-        let now = timestamp(self.now_ns_peek()).to_rfc3339();
         let (subject, advisory) = if let Some(consumer_seq) = consumer_seq {
             (
                 format!("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{stream_name}.{consumer_name}"),
                 json!({
                     "type": "io.nats.jetstream.advisory.v1.terminated",
-                    "id": id, "timestamp": now, "stream": stream_name, "consumer": consumer_name,
+                    "stream": stream_name, "consumer": consumer_name,
                     "consumer_seq": consumer_seq, "stream_seq": seq, "deliveries": deliveries, "reason": reason,
                 }),
             )
@@ -2386,14 +2368,12 @@ impl JetStream {
                 format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream_name}.{consumer_name}"),
                 json!({
                     "type": "io.nats.jetstream.advisory.v1.max_deliver",
-                    "id": id, "timestamp": now, "stream": stream_name, "consumer": consumer_name,
+                    "stream": stream_name, "consumer": consumer_name,
                     "stream_seq": seq, "deliveries": deliveries,
                 }),
             )
         };
-        let body = serde_json::to_vec(&advisory).unwrap_or_default();
-        self.router
-            .route(None, subject.as_bytes(), None, None, &body);
+        self.advise(&subject, advisory);
 
         let Some(stream) = self.streams.get(stream_name) else {
             return;
@@ -2409,10 +2389,7 @@ impl JetStream {
         let Ok(message) = stream.store.get(seq) else {
             return;
         };
-        let mut headers = match message.headers.as_deref().map(Headers::decode) {
-            Some(Ok(h)) => h,
-            _ => Headers::default(),
-        };
+        let mut headers = decoded_headers(message.headers.as_deref());
         for (k, v) in [
             ("Nats-Stream", stream_name.to_owned()),
             ("Nats-Sequence", seq.to_string()),
@@ -2475,14 +2452,7 @@ impl JetStream {
         }
         let seq = message.seq;
         let consumed = stream.consumers.values().all(|c| {
-            let takes_it = {
-                let filters = c.filters();
-                filters.is_empty()
-                    || filters
-                        .iter()
-                        .any(|f| tern_protocol::subject::matches(f.as_bytes(), &message.subject))
-            };
-            !takes_it
+            !c.takes(&message.subject)
                 || (seq < c.next_seq
                     && !c.pending.contains_key(&seq)
                     && !c.redeliver.contains(&seq)
@@ -2538,10 +2508,7 @@ impl JetStream {
                     count += 1;
                     bytes += message.payload.len();
                     taken.push((cursor.name.clone(), message.seq));
-                    let mut headers = match message.headers.as_deref().map(Headers::decode) {
-                        Some(Ok(h)) => h,
-                        _ => Headers::default(),
-                    };
+                    let mut headers = decoded_headers(message.headers.as_deref());
                     // A copy of one of this stream's own messages (sources
                     // that go round in a circle): not again.
                     let own = format!("{target} ");
@@ -2578,15 +2545,7 @@ impl JetStream {
             // every message passed over was one not to copy).
             let saves: Vec<StreamOp> = moved
                 .iter()
-                .filter_map(|&(i, next)| {
-                    let cursor = cursors.get(i)?;
-                    Some(StreamOp::SaveConsumerConfig {
-                        name: source_record(&cursor.name),
-                        config: serde_json::to_vec(&json!({ "next_seq": next }))
-                            .unwrap_or_default()
-                            .into(),
-                    })
-                })
+                .filter_map(|&(i, next)| Some(source_position(&cursors.get(i)?.name, next)))
                 .collect();
             let written = if msgs.is_empty() {
                 let Some(store) = self.streams.get(&target).map(|s| s.store.clone()) else {
@@ -2838,13 +2797,7 @@ impl JetStream {
             if byte_budget.is_some_and(|budget| size > budget) {
                 // Put the message back where it came from, and end the request
                 // as nats-server does when max_bytes is reached.
-                if consumer.pending.contains_key(&message.seq) {
-                    consumer.redeliver.insert(message.seq);
-                } else if message.seq >= next_before {
-                    consumer.next_seq = message.seq;
-                } else {
-                    consumer.initial.insert(message.seq);
-                }
+                consumer.put_back(message.seq, next_before);
                 if let Some(request) = consumer.waiting.pop_front() {
                     let left = (request.remaining, request.remaining_bytes.unwrap_or(0));
                     sends.push((
@@ -2979,11 +2932,7 @@ impl JetStream {
                         .get_or_insert((now, message.timestamp_ns));
                     let due = started + message.timestamp_ns.saturating_sub(first_ts);
                     if due > now {
-                        if message.seq >= next_before {
-                            consumer.next_seq = message.seq;
-                        } else {
-                            consumer.initial.insert(message.seq);
-                        }
+                        consumer.put_back(message.seq, next_before);
                         break;
                     }
                 }
@@ -2993,13 +2942,7 @@ impl JetStream {
                 if !consumer.rate_allows(size, now, burst) {
                     // Over rate_limit_bps: back where it came from, and on
                     // at a later tick.
-                    if consumer.pending.contains_key(&message.seq) {
-                        consumer.redeliver.insert(message.seq);
-                    } else if message.seq >= next_before {
-                        consumer.next_seq = message.seq;
-                    } else {
-                        consumer.initial.insert(message.seq);
-                    }
+                    consumer.put_back(message.seq, next_before);
                     break;
                 }
                 let (consumer_seq, deliveries) = consumer.record_delivery(message.seq, now);
@@ -3052,10 +2995,7 @@ impl JetStream {
     ) {
         {
             if headers_only {
-                let mut headers = match message.headers.as_deref().map(Headers::decode) {
-                    Some(Ok(h)) => h,
-                    _ => Headers::default(),
-                };
+                let mut headers = decoded_headers(message.headers.as_deref());
                 headers
                     .fields
                     .push(("Nats-Msg-Size".into(), message.payload.len().to_string()));
@@ -3354,6 +3294,15 @@ fn restore_sources(stream: &mut Stream, saved: &[(String, u64)]) {
     }
 }
 
+/// A stored header block decoded; none, or one that does not decode, as
+/// empty headers.
+fn decoded_headers(raw: Option<&[u8]>) -> Headers {
+    match raw.map(Headers::decode) {
+        Some(Ok(h)) => h,
+        _ => Headers::default(),
+    }
+}
+
 /// A stream's `subject_transform` as a checked transform.
 fn transform_of(config: &StreamConfig) -> Option<crate::transform::Transform> {
     let t = config.subject_transform.as_ref()?;
@@ -3570,12 +3519,7 @@ fn validate_consumer(
     if config.description.len() > 4096 {
         return Err(ApiErrorCode::CONSUMER_DESCRIPTION_TOO_LONG.with(&[&4096]));
     }
-    let filters: Vec<&str> = config
-        .filter_subjects
-        .iter()
-        .map(String::as_str)
-        .chain((!config.filter_subject.is_empty()).then_some(config.filter_subject.as_str()))
-        .collect();
+    let filters = config.filters();
     if config.is_pull() {
         if config.ack_policy == AckPolicy::None && stream.retention == RetentionPolicy::WorkQueue {
             return Err(ApiError {

@@ -179,6 +179,16 @@ impl ConsumerConfig {
         self.deliver_subject.is_empty()
     }
 
+    /// The subjects it takes (`filter_subjects`, then `filter_subject`);
+    /// empty for all.
+    pub fn filters(&self) -> Vec<&str> {
+        let mut filters: Vec<&str> = self.filter_subjects.iter().map(String::as_str).collect();
+        if !self.filter_subject.is_empty() {
+            filters.push(&self.filter_subject);
+        }
+        filters
+    }
+
     /// Whether this is a durable (nats-server: `durable_name` set).
     pub fn is_durable(&self) -> bool {
         !self.durable_name.is_empty()
