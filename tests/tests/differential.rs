@@ -138,6 +138,39 @@ impl Pair {
     }
 }
 
+/// Sends a pull request (`body`) for `stream`'s `consumer`; its answers
+/// come on the returned subscription.
+async fn pull(
+    client: &async_nats::Client,
+    stream: &str,
+    consumer: &str,
+    body: &str,
+) -> async_nats::Subscriber {
+    let inbox = client.new_inbox();
+    let sub = client.subscribe(inbox.clone()).await.unwrap();
+    client
+        .publish_with_reply(
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+            inbox,
+            body.to_owned().into(),
+        )
+        .await
+        .unwrap();
+    sub
+}
+
+/// An event's JSON with the fields that differ between servers (`volatile`)
+/// replaced by whether they are there, keys sorted.
+fn normalized(body: &Value, volatile: &[&str]) -> String {
+    let mut object = body.as_object().cloned().unwrap_or_default();
+    for key in volatile {
+        let present = object.remove(*key).is_some();
+        object.insert(format!("has {key}"), json!(present));
+    }
+    let sorted: std::collections::BTreeMap<String, Value> = object.into_iter().collect();
+    format!("{sorted:?}")
+}
+
 /// Consumer configurations nats-server refuses, refused with its codes and
 /// words; and the ones it takes, taken.
 #[tokio::test]
@@ -386,16 +419,7 @@ async fn next_naks_and_last_with_a_filter_deliver_as_nats_server_does() {
         )
         .await;
         // One message, then +NXT for two more on the ack's reply subject.
-        let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply(
-                "$JS.API.CONSUMER.MSG.NEXT.S.D",
-                inbox.clone(),
-                r#"{"batch":1}"#.into(),
-            )
-            .await
-            .unwrap();
+        let mut sub = pull(client, "S", "D", r#"{"batch":1}"#).await;
         let first = timeout(WAIT, sub.next()).await.unwrap().unwrap();
         log.push(String::from_utf8_lossy(&first.payload).into_owned());
         let more = client.new_inbox();
@@ -418,16 +442,7 @@ async fn next_naks_and_last_with_a_filter_deliver_as_nats_server_does() {
         )
         .await;
         for _ in 0..8 {
-            let inbox = client.new_inbox();
-            let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-            client
-                .publish_with_reply(
-                    "$JS.API.CONSUMER.MSG.NEXT.S.N",
-                    inbox,
-                    r#"{"batch":1,"expires":500000000}"#.into(),
-                )
-                .await
-                .unwrap();
+            let mut sub = pull(client, "S", "N", r#"{"batch":1,"expires":500000000}"#).await;
             let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
             match msg.reply {
                 Some(reply) => {
@@ -452,16 +467,7 @@ async fn next_naks_and_last_with_a_filter_deliver_as_nats_server_does() {
         )
         .await;
         let name = created["name"].as_str().unwrap();
-        let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply(
-                format!("$JS.API.CONSUMER.MSG.NEXT.S.{name}"),
-                inbox,
-                r#"{"batch":5,"no_wait":true}"#.into(),
-            )
-            .await
-            .unwrap();
+        let mut sub = pull(client, "S", name, r#"{"batch":5,"no_wait":true}"#).await;
         loop {
             let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
             if msg.status.is_some() {
@@ -717,16 +723,7 @@ async fn pull_request_statuses_agree_with_nats_server() {
     for client in [&p.nats, &p.tern] {
         let mut log = Vec::new();
         // Asks for 5 without waiting, gets 2, then 408 with what is left.
-        let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply(
-                "$JS.API.CONSUMER.MSG.NEXT.P.C",
-                inbox,
-                r#"{"batch":5,"no_wait":true}"#.into(),
-            )
-            .await
-            .unwrap();
+        let mut sub = pull(client, "P", "C", r#"{"batch":5,"no_wait":true}"#).await;
         for _ in 0..3 {
             let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
             let headers = msg.headers.as_ref();
@@ -824,16 +821,7 @@ async fn max_ack_pending_and_listings_agree_with_nats_server() {
     let mut seen = Vec::new();
     for client in [&p.nats, &p.tern] {
         let mut log = Vec::new();
-        let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply(
-                "$JS.API.CONSUMER.MSG.NEXT.M.C",
-                inbox,
-                r#"{"batch":5,"expires":300000000}"#.into(),
-            )
-            .await
-            .unwrap();
+        let mut sub = pull(client, "M", "C", r#"{"batch":5,"expires":300000000}"#).await;
         let mut acks = Vec::new();
         for _ in 0..3 {
             let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
@@ -844,16 +832,7 @@ async fn max_ack_pending_and_listings_agree_with_nats_server() {
         }
         // Acking one lets one more out.
         client.publish(acks[0].clone(), "".into()).await.unwrap();
-        let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply(
-                "$JS.API.CONSUMER.MSG.NEXT.M.C",
-                inbox,
-                r#"{"batch":5,"expires":300000000}"#.into(),
-            )
-            .await
-            .unwrap();
+        let mut sub = pull(client, "M", "C", r#"{"batch":5,"expires":300000000}"#).await;
         for _ in 0..2 {
             let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
             log.push(format!("{:?}", msg.status.map(u16::from)));
@@ -1082,12 +1061,7 @@ async fn pull_max_bytes_and_heartbeats_agree_with_nats_server() {
             r#"{"batch":10,"max_bytes":200,"no_wait":true}"#,
             r#"{"batch":10,"expires":300000000,"idle_heartbeat":100000000}"#,
         ] {
-            let inbox = client.new_inbox();
-            let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-            client
-                .publish_with_reply("$JS.API.CONSUMER.MSG.NEXT.S.D", inbox, body.into())
-                .await
-                .unwrap();
+            let mut sub = pull(client, "S", "D", body).await;
             for _ in 0..20 {
                 let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
                 let header = |name: &str| {
@@ -1239,16 +1213,7 @@ async fn consumer_info_figures_agree_with_nats_server() {
         )
         .await;
         log.push(figures(&info));
-        let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply(
-                "$JS.API.CONSUMER.MSG.NEXT.S.D",
-                inbox,
-                r#"{"batch":3}"#.into(),
-            )
-            .await
-            .unwrap();
+        let mut sub = pull(client, "S", "D", r#"{"batch":3}"#).await;
         let mut replies = Vec::new();
         for _ in 0..3 {
             replies.push(
@@ -1264,6 +1229,8 @@ async fn consumer_info_figures_agree_with_nats_server() {
             let client = client.clone();
             async move {
                 tern_tests::round_trip(&client).await;
+                // nats-server takes acks on a queue of its own: let it.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 request(&client, "$JS.API.CONSUMER.INFO.S.D", &json!({})).await
             }
         };
@@ -1281,16 +1248,7 @@ async fn consumer_info_figures_agree_with_nats_server() {
         log.push(figures(&info_now(client).await));
         // The third comes again after ack_wait.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply(
-                "$JS.API.CONSUMER.MSG.NEXT.S.D",
-                inbox,
-                r#"{"batch":1}"#.into(),
-            )
-            .await
-            .unwrap();
+        let mut sub = pull(client, "S", "D", r#"{"batch":1}"#).await;
         let again = timeout(WAIT, sub.next()).await.unwrap().unwrap();
         log.push(json!(again
             .reply
@@ -1523,16 +1481,7 @@ async fn advisories_agree_with_nats_server() {
             .await
             .unwrap()
             .unwrap();
-        let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply(
-                "$JS.API.CONSUMER.MSG.NEXT.S.D",
-                inbox,
-                r#"{"batch":1}"#.into(),
-            )
-            .await
-            .unwrap();
+        let mut sub = pull(client, "S", "D", r#"{"batch":1}"#).await;
         let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
         client
             .publish(msg.reply.unwrap(), "-NAK".into())
@@ -1549,12 +1498,13 @@ async fn advisories_agree_with_nats_server() {
         .await;
         request(client, "$JS.API.STREAM.DELETE.S", &json!({})).await;
         let mut log = Vec::new();
-        // Until the stream's DELETED advisory has come (nats-server sends
-        // it a little after the reply) and then nothing for 500 ms.
-        let mut deleted = false;
+        // Until the audit of the stream's deletion has come (after the
+        // reply), then nothing for 500 ms.
+        let mut audited = false;
+        let mut stream_deleted = false;
         let deadline = std::time::Instant::now() + WAIT;
         loop {
-            let idle = if deleted {
+            let idle = if audited {
                 Duration::from_millis(500)
             } else {
                 deadline.saturating_duration_since(std::time::Instant::now())
@@ -1562,21 +1512,28 @@ async fn advisories_agree_with_nats_server() {
             let Ok(Some(event)) = timeout(idle, events.next()).await else {
                 break;
             };
-            deleted |= event.subject.as_str() == "$JS.EVENT.ADVISORY.STREAM.DELETED.S";
-            let mut body: Value = serde_json::from_slice(&event.payload).unwrap();
-            let object = body.as_object_mut().unwrap();
-            for key in ["id", "timestamp", "server", "client", "request", "response"] {
-                let present = object.remove(key).is_some();
-                object.insert(format!("has {key}"), json!(present));
+            let body: Value = serde_json::from_slice(&event.payload).unwrap();
+            audited |= body["subject"] == "$JS.API.STREAM.DELETE.S";
+            // nats-server 2.9.10 now and then leaves out the stream's DELETED
+            // advisory when the stream still had a consumer: checked for Tern
+            // alone, below.
+            if event.subject.as_str() == "$JS.EVENT.ADVISORY.STREAM.DELETED.S" {
+                stream_deleted = true;
+                continue;
             }
-            let sorted: std::collections::BTreeMap<String, Value> =
-                object.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            log.push(format!("{} {sorted:?}", event.subject));
+            let volatile = ["id", "timestamp", "server", "client", "request", "response"];
+            log.push(format!(
+                "{} {}",
+                event.subject,
+                normalized(&body, &volatile)
+            ));
         }
         // In which order nats-server's advisories and audits leave varies.
         log.sort();
-        seen.push(log);
+        seen.push((log, stream_deleted));
     }
+    assert!(seen[1].1, "Tern's STREAM.DELETED advisory");
+    let seen: Vec<Vec<String>> = seen.into_iter().map(|(log, _)| log).collect();
     assert_eq!(seen[1], seen[0], "tern, then nats-server");
 }
 
@@ -1603,18 +1560,11 @@ async fn ack_floors_after_redeliveries_agree_with_nats_server() {
                     "ack_wait": 400_000_000u64}}),
             )
             .await;
-            let subject = format!("$JS.API.CONSUMER.MSG.NEXT.S.{name}");
             let info = format!("$JS.API.CONSUMER.INFO.S.{name}");
             let fetch = |n: usize| {
                 let client = client.clone();
-                let subject = subject.clone();
                 async move {
-                    let inbox = client.new_inbox();
-                    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-                    client
-                        .publish_with_reply(subject, inbox, format!(r#"{{"batch":{n}}}"#).into())
-                        .await
-                        .unwrap();
+                    let mut sub = pull(&client, "S", name, &format!(r#"{{"batch":{n}}}"#)).await;
                     let mut replies = Vec::new();
                     for _ in 0..n {
                         let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
@@ -1672,16 +1622,7 @@ async fn ack_sampling_and_rate_limits_agree_with_nats_server() {
                 "sample_freq": "100%"}}),
         )
         .await;
-        let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply(
-                "$JS.API.CONSUMER.MSG.NEXT.S.D",
-                inbox,
-                r#"{"batch":2}"#.into(),
-            )
-            .await
-            .unwrap();
+        let mut sub = pull(client, "S", "D", r#"{"batch":2}"#).await;
         for _ in 0..2 {
             let msg = timeout(WAIT, sub.next()).await.unwrap().unwrap();
             client
@@ -1691,15 +1632,13 @@ async fn ack_sampling_and_rate_limits_agree_with_nats_server() {
         }
         for _ in 0..2 {
             let metric = timeout(WAIT, metrics.next()).await.unwrap().unwrap();
-            let mut body: Value = serde_json::from_slice(&metric.payload).unwrap();
-            let object = body.as_object_mut().unwrap();
-            for key in ["id", "timestamp", "ack_time"] {
-                let present = object.remove(key).is_some();
-                object.insert(format!("has {key}"), json!(present));
-            }
-            let sorted: std::collections::BTreeMap<String, Value> =
-                object.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            log.push(format!("{} {sorted:?}", metric.subject));
+            let body: Value = serde_json::from_slice(&metric.payload).unwrap();
+            let volatile = ["id", "timestamp", "ack_time"];
+            log.push(format!(
+                "{} {}",
+                metric.subject,
+                normalized(&body, &volatile)
+            ));
         }
         log.sort();
         seen.push(log);

@@ -46,6 +46,24 @@ fn worker() -> async_nats::jetstream::consumer::pull::Config {
     }
 }
 
+/// A stream's message count, asked until it is `expected` or 10 s pass;
+/// the last count seen.
+async fn messages_eventually(client: &async_nats::Client, stream: &str, expected: u64) -> u64 {
+    let deadline = std::time::Instant::now() + WAIT.min(Duration::from_secs(10));
+    loop {
+        let reply = client
+            .request(format!("$JS.API.STREAM.INFO.{stream}"), "".into())
+            .await
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        let seen = info["state"]["messages"].as_u64().unwrap_or(0);
+        if seen == expected || std::time::Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn stream_create_publish_info_get_delete() {
     let dir = tempfile::tempdir().unwrap();
@@ -1101,7 +1119,8 @@ async fn interest_retention_with_ack_all_and_none_and_headers_only_pulls() {
     use futures::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let server = launch_js(dir.path(), None);
-    let js = jetstream::new(connect(&server.url()).await);
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
     let mut stream = js
         .create_stream(stream::Config {
             name: "INT".into(),
@@ -1156,24 +1175,13 @@ async fn interest_retention_with_ack_all_and_none_and_headers_only_pulls() {
     assert_eq!(msgs.len(), 5);
     assert_eq!(msgs[0].payload, "payload 1");
     msgs[3].ack().await.unwrap();
-    let mut left = u64::MAX;
-    for _ in 0..100 {
-        left = stream.info().await.unwrap().state.messages;
-        if left == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(left, 1, "only the fifth is still wanted");
+    assert_eq!(
+        messages_eventually(&client, "INT", 1).await,
+        1,
+        "only the fifth is still wanted"
+    );
     msgs[4].ack().await.unwrap();
-    for _ in 0..100 {
-        left = stream.info().await.unwrap().state.messages;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(left, 0);
+    assert_eq!(messages_eventually(&client, "INT", 0).await, 0);
 }
 
 /// On an interest stream, the messages only a deleted consumer still wanted
@@ -1184,7 +1192,8 @@ async fn deleting_an_interest_consumer_removes_what_only_it_wanted() {
     use futures::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let server = launch_js(dir.path(), None);
-    let js = jetstream::new(connect(&server.url()).await);
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
     let mut stream = js
         .create_stream(stream::Config {
             name: "INT".into(),
@@ -1227,21 +1236,7 @@ async fn deleting_an_interest_consumer_removes_what_only_it_wanted() {
     while let Some(msg) = timeout(WAIT, batch.next()).await.unwrap() {
         msg.unwrap().double_ack().await.unwrap();
     }
-    let probe = stream.clone();
-    let count = move |expected: u64| {
-        let mut stream = probe.clone();
-        async move {
-            let mut left = u64::MAX;
-            for _ in 0..100 {
-                left = stream.info().await.unwrap().state.messages;
-                if left == expected {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            left
-        }
-    };
+    let count = |expected: u64| messages_eventually(&client, "INT", expected);
     assert_eq!(count(4).await, 4, "int.c went; a's and b's wait");
     stream.delete_consumer("a").await.unwrap();
     assert_eq!(count(2).await, 2, "a's messages went with it");
@@ -1312,17 +1307,14 @@ async fn interest_messages_of_ephemerals_go_after_a_restart() {
         assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
     }
     let server = launch_js(dir.path(), Some(port));
-    let js = jetstream::new(connect(&server.url()).await);
-    let mut stream = js.get_stream("INT").await.unwrap();
-    let mut left = u64::MAX;
-    for _ in 0..100 {
-        left = stream.info().await.unwrap().state.messages;
-        if left == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(left, 2, "only d's messages stay");
+    let client = connect(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream("INT").await.unwrap();
+    assert_eq!(
+        messages_eventually(&client, "INT", 2).await,
+        2,
+        "only d's messages stay"
+    );
     let d = stream.consumer_info("d").await.unwrap();
     assert_eq!(d.config.max_deliver, 7, "the update was saved");
     assert_eq!(d.num_pending, 2);
@@ -2097,16 +2089,11 @@ async fn pull_timers_backoff_max_age_and_inactive_threshold() {
     assert!(at[2] - at[1] >= Duration::from_millis(580), "{at:?}");
     drop(messages);
     // max_age: the message goes within a few seconds of its second.
-    let mut stream = stream;
-    let mut left = 1;
-    for _ in 0..100 {
-        left = stream.info().await.unwrap().state.messages;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(left, 0, "expired by max_age");
+    assert_eq!(
+        messages_eventually(&client, "ORDERS", 0).await,
+        0,
+        "expired by max_age"
+    );
     // An ephemeral consumer nobody uses goes after inactive_threshold.
     let ephemeral: jetstream::consumer::PullConsumer = stream
         .create_consumer(pull::Config {
@@ -2439,20 +2426,7 @@ async fn sources_go_on_after_a_restart_without_copying_twice() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let count = |client: async_nats::Client, expected: u64| async move {
-        let mut seen = 0;
-        for _ in 0..200 {
-            let reply = client
-                .request("$JS.API.STREAM.INFO.ALL", "".into())
-                .await
-                .unwrap();
-            let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
-            seen = info["state"]["messages"].as_u64().unwrap_or(0);
-            if seen == expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        seen
+        messages_eventually(&client, "ALL", expected).await
     };
     {
         let mut server = launch_js(dir.path(), Some(port));
@@ -2548,16 +2522,7 @@ async fn sources_killed_mid_copy_copy_everything_once() {
         .as_u64()
         .unwrap();
     assert_eq!(origin, 3000, "every acked publish is there");
-    let mut copied = 0;
-    for _ in 0..400 {
-        copied = info(client.clone(), "ALL").await["state"]["messages"]
-            .as_u64()
-            .unwrap();
-        if copied >= origin {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let copied = messages_eventually(&client, "ALL", origin).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let copied_after = info(client.clone(), "ALL").await["state"]["messages"]
         .as_u64()
@@ -2590,25 +2555,7 @@ async fn sources_in_a_circle_and_from_an_interest_stream() {
             assert!(reply.get("error").is_none(), "{reply}");
         }
     };
-    let messages = |name: &'static str, expected: u64| {
-        let client = client.clone();
-        async move {
-            let mut seen = u64::MAX;
-            for _ in 0..400 {
-                let reply = client
-                    .request(format!("$JS.API.STREAM.INFO.{name}"), "".into())
-                    .await
-                    .unwrap();
-                let info: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
-                seen = info["state"]["messages"].as_u64().unwrap_or(0);
-                if seen == expected {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            seen
-        }
-    };
+    let messages = |name: &'static str, expected: u64| messages_eventually(&client, name, expected);
     create(
         r#"{"name":"A","subjects":["a.>"],"sources":[{"name":"B"}]}"#,
         "A",
