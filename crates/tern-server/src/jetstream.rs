@@ -855,8 +855,16 @@ impl JetStream {
         // the subject's previous sequence).
         let mut to_republish: Vec<Republished> = Vec::new();
         let name = name.as_str();
-        // Streams that source this one want what they have not copied yet.
-        let sourced = source_interest(&self.streams, name);
+        // On an interest stream, streams that source it want what they have
+        // not copied yet.
+        let interest = self.streams.get(name).is_some_and(|s| {
+            s.config.retention == tern_protocol::jetstream::RetentionPolicy::Interest
+        });
+        let sourced = if interest {
+            source_interest(&self.streams, name)
+        } else {
+            Vec::new()
+        };
         let Some(stream) = self.streams.get_mut(name) else {
             return;
         };
@@ -2443,13 +2451,17 @@ impl JetStream {
         stream_name: &str,
         message: &tern_storage::StoredMessage,
     ) {
+        if self
+            .streams
+            .get(stream_name)
+            .is_none_or(|s| s.config.retention == tern_protocol::jetstream::RetentionPolicy::Limits)
+        {
+            return;
+        }
         let sourced = source_interest(&self.streams, stream_name);
         let Some(stream) = self.streams.get_mut(stream_name) else {
             return;
         };
-        if stream.config.retention == tern_protocol::jetstream::RetentionPolicy::Limits {
-            return;
-        }
         let seq = message.seq;
         let consumed = stream.consumers.values().all(|c| {
             !c.takes(&message.subject)
